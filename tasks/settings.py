@@ -1,0 +1,113 @@
+"""Every setting of dvc-etl, in one typed place.
+
+Values come from environment variables prefixed ``DVC_`` (``DVC_WAREHOUSE_URL``...), or from a
+``.env`` file in the working directory. Each field's description is the one the README lists;
+``tests/test_settings.py`` checks that the README names every setting.
+
+Secrets (``source_token``, ``smtp_password``, ``hash_key``) are ``SecretStr``: they print as
+``**********`` in logs, reprs and exception messages.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = PROJECT_ROOT / "sql"
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+TIMEZONE = "Asia/Ho_Chi_Minh"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DVC_", env_file=".env", extra="ignore")
+
+    # --- source -------------------------------------------------------------------------------
+    source_url: str | None = Field(
+        None,
+        description="Base URL of the provincial one-stop system's API (e.g. https://dvc.example.gov.vn). "
+        "Unset: `dvc-etl run` refuses to start; `make run` / `dvc-etl demo` start the built-in simulator.",
+    )
+    source_token: SecretStr | None = Field(None, description="Bearer token for the source API (secret).")
+    source_name: str = Field(
+        "default",
+        description="Name of the source system (one per province or system). Keys watermarks and rows, "
+        "so several sources can share one warehouse.",
+    )
+    page_size: int = Field(500, ge=1, le=1000, description="Records requested per API page (1..1000).")
+    http_connect_timeout: float = Field(10.0, description="Seconds to wait for a TCP connection to the API.")
+    http_read_timeout: float = Field(60.0, description="Seconds to wait for an API response before retrying.")
+    http_max_retries: int = Field(6, description="Retries of one API request before the run fails.")
+    http_retry_budget: int = Field(
+        500, description="Total retries allowed across a whole run; past it the run fails instead of hammering."
+    )
+    http_backoff_max: float = Field(60.0, description="Upper bound, in seconds, of one backoff sleep.")
+    overlap_minutes: int = Field(
+        60,
+        description="Incremental windows start this many minutes before the stored watermark, to catch "
+        "records updated while the previous run read its pages.",
+    )
+    batch_days: int = Field(
+        31, description="Catch-up after downtime extracts at most this many days of changes per batch."
+    )
+
+    # --- files and folders --------------------------------------------------------------------
+    warehouse_url: str = Field(
+        "duckdb:///data/dvc.duckdb",
+        description="SQLAlchemy URL of the warehouse: embedded DuckDB file (default) or "
+        "postgresql+psycopg://user@host:5432/db.",
+    )
+    reports_dir: Path = Field(Path("reports"), description="Where workbooks and data docs are written.")
+    reference_dir: Path = Field(
+        PROJECT_ROOT / "reference",
+        description="Folder with simplifications.csv, delegations.csv and calendar_overrides.csv "
+        "(default: the shipped reference/).",
+    )
+    inbox_dir: Path = Field(
+        Path("inbox"),
+        description="Folder where clerks drop Excel/CSV exports; processed files move to processed/, "
+        "unreadable ones to failed/.",
+    )
+
+    # --- data quality and alerts --------------------------------------------------------------
+    critical_threshold: int = Field(
+        0,
+        description="A run whose critical check failures (quarantined rows) exceed this count does not "
+        "publish reports; the previous publication stays.",
+    )
+    warning_alert_threshold: int = Field(
+        100, description="Warnings above this count in one run send an alert."
+    )
+    freshness_days: int = Field(3, description="Warn when no new dossier arrived for this many days.")
+    alert_webhook_url: str | None = Field(
+        None, description="Slack-compatible incoming webhook that receives alerts (JSON with a `text`)."
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for alert e-mails; unset disables e-mail.")
+    smtp_port: int = Field(25, description="SMTP port.")
+    smtp_user: str | None = Field(None, description="SMTP login, if the server needs one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password (secret).")
+    smtp_starttls: bool = Field(False, description="Use STARTTLS on the SMTP connection.")
+    smtp_from: str = Field("dvc-etl@localhost", description="Sender address of alert e-mails.")
+    alert_email_to: str | None = Field(None, description="Comma-separated recipients of alert e-mails.")
+
+    # --- reports ------------------------------------------------------------------------------
+    unpaid_threshold_days: int = Field(
+        30,
+        description="Days after the result after which an unpaid result is flagged in "
+        "mart.rpt_unpaid_results (per-procedure overrides in reference/unpaid_thresholds.csv).",
+    )
+
+    # --- personal data ------------------------------------------------------------------------
+    hash_key: SecretStr = Field(
+        SecretStr("dvc-etl-dev-key-change-me"),
+        description="Key of the keyed hash (HMAC-SHA256) that replaces applicant IDs in core; set a "
+        "private value in production (secret).",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

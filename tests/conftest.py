@@ -1,0 +1,84 @@
+"""Shared fixtures.
+
+Warehouses are real: an embedded DuckDB file in a temp folder, and a fresh PostgreSQL database
+created on the machine's server (127.0.0.1:5432, trust auth) for each use and dropped afterwards,
+so parallel test runs never see each other's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+# Prefect and GX settings must be in place before either is imported.
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="dvc-prefect-home-"))
+os.environ.setdefault("PREFECT_HOME", str(_PREFECT_HOME))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+import pytest  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("DVC_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_available() -> bool:
+    try:
+        eng = sa.create_engine(PG_ADMIN_URL)
+        with eng.connect() as c:
+            c.execute(sa.text("SELECT 1"))
+        eng.dispose()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def create_pg_database(prefix: str = "dvc_t") -> str:
+    """Create an empty database on the test server; returns its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str) -> None:
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def duckdb_url(tmp_path: Path) -> str:
+    return f"duckdb:///{tmp_path / 'wh.duckdb'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    if not _pg_available():
+        pytest.fail(
+            "PostgreSQL is not reachable on 127.0.0.1:5432; start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+        )
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test against the embedded DuckDB and the real PostgreSQL."""
+    if request.param == "duckdb":
+        yield f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    else:
+        yield request.getfixturevalue("pg_url")
