@@ -147,17 +147,27 @@ CREATE TABLE IF NOT EXISTS core.units (
     PRIMARY KEY (source, ma_don_vi, hieu_luc_tu)
 );
 
--- One row per observed status change of a dossier (a version whose status differs from the
--- previous loaded version's).
-CREATE TABLE IF NOT EXISTS core.dossier_status_history (
+-- One row per observed version of a dossier's status (every distinct NgayCapNhat seen, from the
+-- API or files). Order-independent: loading versions in any order gives the same rows.
+CREATE TABLE IF NOT EXISTS core.dossier_versions (
     source          VARCHAR NOT NULL,
     ma_ho_so        VARCHAR NOT NULL,
     ngay_cap_nhat   TIMESTAMP NOT NULL,
     trang_thai      SMALLINT NOT NULL,
-    trang_thai_truoc SMALLINT,          -- previous known status (null: first observation)
     _run_id         VARCHAR NOT NULL,
     PRIMARY KEY (source, ma_ho_so, ngay_cap_nhat)
 );
+
+-- One row per observed status change: a version whose status differs from the previous one.
+CREATE VIEW core.dossier_status_history AS
+WITH ordered AS (
+    SELECT source, ma_ho_so, ngay_cap_nhat, trang_thai,
+           LAG(trang_thai) OVER (PARTITION BY source, ma_ho_so ORDER BY ngay_cap_nhat) AS trang_thai_truoc
+    FROM core.dossier_versions
+)
+SELECT source, ma_ho_so, ngay_cap_nhat AS changed_at, trang_thai_truoc, trang_thai
+FROM ordered
+WHERE trang_thai_truoc IS NULL OR trang_thai_truoc <> trang_thai;
 
 -- The working-day calendar (holidays package + reference/calendar_overrides.csv).
 CREATE TABLE IF NOT EXISTS core.calendar (
@@ -211,6 +221,19 @@ CREATE TABLE IF NOT EXISTS dq.quarantine (
     last_seen_at    TIMESTAMP NOT NULL,
     resolved_at     TIMESTAMP,          -- set when a corrected version loads
     resolved_run_id VARCHAR,
+    PRIMARY KEY (source, entity, record_key, rule)
+);
+
+-- Rows that failed a warning-level check: loaded all the same, recorded for the report.
+CREATE TABLE IF NOT EXISTS dq.warnings (
+    source          VARCHAR NOT NULL,
+    entity          VARCHAR NOT NULL,
+    record_key      VARCHAR NOT NULL,
+    rule            VARCHAR NOT NULL,
+    detail          TEXT,
+    run_id          VARCHAR NOT NULL,
+    first_seen_at   TIMESTAMP NOT NULL,
+    last_seen_at    TIMESTAMP NOT NULL,
     PRIMARY KEY (source, entity, record_key, rule)
 );
 
