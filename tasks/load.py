@@ -176,12 +176,13 @@ def _load(
     cols = core_columns(entity)
     frame = good.assign(source=source, _source=origin, _run_id=run_id, _loaded_at=now)[cols]
     stage(conn, "stg_core", frame, f"core.{entity}")
-    if entity == "dossiers":
+    if entity == "dossiers" and norm.versions is not None:
+        versions = norm.versions[~norm.versions["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)
+        stage(conn, "stg_versions", versions[_V_COLS], "core.dossier_versions")
         conn.execute(
             sa.text(
-                "INSERT INTO core.dossier_versions (source, ma_ho_so, ngay_cap_nhat, trang_thai, _run_id) "
-                "SELECT source, ma_ho_so, ngay_cap_nhat, trang_thai, _run_id FROM stg_core "
-                "ON CONFLICT (source, ma_ho_so, ngay_cap_nhat) DO NOTHING"
+                f"INSERT INTO core.dossier_versions ({', '.join(_V_COLS)}) SELECT {', '.join(_V_COLS)} "
+                "FROM stg_versions ON CONFLICT (source, ma_ho_so, ngay_cap_nhat) DO NOTHING"
             )
         )
     _upsert_core(conn, entity, cols)
@@ -232,6 +233,7 @@ def stage_keys(conn: Connection, keys: pd.DataFrame) -> None:
             copy.write_row((k,))
 
 
+_V_COLS = ["source", "ma_ho_so", "ngay_cap_nhat", "trang_thai", "_run_id"]
 _Q_COLS = ["source", "entity", "record_key", "rule", "severity", "detail", "raw_record", "run_id",
            "first_seen_at", "last_seen_at"]
 _W_COLS = ["source", "entity", "record_key", "rule", "detail", "run_id", "first_seen_at", "last_seen_at"]

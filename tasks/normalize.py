@@ -146,6 +146,8 @@ class Normalized:
     rows_received: int = 0
     rows_duplicate: int = 0
     raw_by_key: dict[str, str] = field(default_factory=dict)  # record_key -> JSON of the kept version
+    #: dossiers only: every well-formed version read (before dedupe): ma_ho_so, ngay_cap_nhat, trang_thai
+    versions: pd.DataFrame | None = None
 
     @property
     def rows_read(self) -> int:
@@ -354,6 +356,14 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
     core["_order"] = np.arange(n)
     order = core.sort_values(["ngay_cap_nhat", "_order"] if "ngay_cap_nhat" in core else ["_order"],
                              na_position="first", kind="stable")
+    versions = None
+    if entity == "dossiers":
+        clean = ~core["_order"].isin(set(issues["_pos"])) & core["ngay_cap_nhat"].notna() & core["trang_thai"].notna()
+        versions = (
+            core.loc[clean, ["ma_ho_so", "ngay_cap_nhat", "trang_thai"]]
+            .drop_duplicates(["ma_ho_so", "ngay_cap_nhat"], keep="last")
+            .reset_index(drop=True)
+        )
     dup = order.duplicated("_record_key", keep="last")
     kept = order[~dup].sort_values("_order")
     raw = raw.drop_duplicates(["record_key", "record_hash"]).reset_index(drop=True)
@@ -362,7 +372,8 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
     issues = issues[issues["_pos"].isin(set(kept["_order"]))].drop(columns="_pos").reset_index(drop=True)
     core = kept.drop(columns=["_order"]).rename(columns={"_record_key": "record_key"})
     core = core.reset_index(drop=True)
-    return Normalized(entity, core, raw, issues, rows_received=n, rows_duplicate=int(dup.sum()), raw_by_key=raw_by_key)
+    return Normalized(entity, core, raw, issues, rows_received=n, rows_duplicate=int(dup.sum()), raw_by_key=raw_by_key,
+                      versions=versions)
 
 
 def _levels(value: Any) -> str | None:

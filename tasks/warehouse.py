@@ -153,3 +153,113 @@ def raw_driver_connection(conn: Connection):
     """The DBAPI driver connection under a SQLAlchemy connection (duckdb or psycopg), for native
     bulk paths (DuckDB register + INSERT ... SELECT; PostgreSQL COPY). Same transaction."""
     return conn.connection.driver_connection
+
+
+# ----------------------------------------------------------------------------------------------
+# One writer at a time
+# ----------------------------------------------------------------------------------------------
+class WarehouseBusy(WarehouseError):
+    """Another process holds the warehouse's writer lock."""
+
+
+_PG_LOCK_KEY = 4242002
+
+
+@contextmanager
+def writer_lock(engine: Engine, *, wait_seconds: float = 0.0, holder: str = "") -> Iterator[None]:
+    """Hold the warehouse's writer lock for the duration of a run.
+
+    DuckDB: an exclusive ``flock`` on ``<database>.lock`` beside the file. PostgreSQL: a session
+    advisory lock held on a dedicated connection. Works across processes and machines sharing the
+    warehouse (PostgreSQL), inside or outside Prefect. Raises :class:`WarehouseBusy` with a clear
+    message when the lock is still taken after ``wait_seconds``.
+    """
+    import time
+
+    deadline = time.monotonic() + wait_seconds
+    if dialect_name(engine) == "duckdb":
+        import fcntl
+
+        db = engine.url.database or ":memory:"
+        if db == ":memory:":
+            yield
+            return
+        lock_path = Path(db).with_suffix(Path(db).suffix + ".lock")
+        fh = lock_path.open("a+")
+        try:
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        fh.seek(0)
+                        other = fh.read().strip() or "another dvc-etl process"
+                        raise WarehouseBusy(
+                            f"the warehouse {db} is being written by {other}; wait for it to finish"
+                        ) from None
+                    time.sleep(0.5)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(holder or f"pid {__import__('os').getpid()}")
+            fh.flush()
+            yield
+        finally:
+            fh.close()  # closing releases the flock
+        return
+    conn = engine.connect()
+    try:
+        while True:
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_LOCK_KEY}).scalar_one()
+            conn.commit()
+            if got:
+                break
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(
+                    "the PostgreSQL warehouse is being written by another dvc-etl run "
+                    "(advisory lock held); wait for it to finish"
+                )
+            time.sleep(0.5)
+        yield
+    finally:
+        try:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+            conn.commit()
+        finally:
+            conn.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Fingerprint: proves two loads gave the same warehouse
+# ----------------------------------------------------------------------------------------------
+#: Run metadata that legitimately differs between two loads of the same data.
+VOLATILE_COLUMNS = {
+    "_run_id", "_loaded_at", "run_id", "resolved_run_id", "first_seen_at", "last_seen_at", "resolved_at",
+    "recorded_at", "updated_at", "published_at", "publication_id", "workbook_path", "_source",
+}
+FINGERPRINT_TABLES = [
+    "raw.dossiers", "raw.payments", "raw.procedures", "raw.units",
+    "core.dossiers", "core.payments", "core.procedures", "core.units", "core.dossier_versions",
+    "dq.quarantine", "dq.watermarks",
+]
+
+
+def table_fingerprint(conn: Connection, table: str) -> str:
+    """sha256 of a table's rows (volatile run-metadata columns left out), independent of row order."""
+    import hashlib
+
+    import pandas as pd
+
+    frame = pd.read_sql(sa.text(f"SELECT * FROM {table}"), conn)  # noqa: S608 - table from a fixed list
+    frame = frame[[c for c in frame.columns if c not in VOLATILE_COLUMNS]]
+    lines = ["\x1f".join("" if pd.isna(v) else str(v) for v in row) for row in frame.itertuples(index=False)]
+    digest = hashlib.sha256()
+    for line in sorted(lines):
+        digest.update(line.encode("utf-8"))
+        digest.update(b"\n")
+    return f"{len(frame)}:{digest.hexdigest()[:16]}"
+
+
+def fingerprint(engine: Engine, tables: list[str] | None = None) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {t: table_fingerprint(conn, t) for t in tables or FINGERPRINT_TABLES}

@@ -1,0 +1,40 @@
+# dvc-etl: the two commands are `make run` and `make test`; both install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-all lint bench deploy pg clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the main job on the embedded default (simulator -> checks -> DuckDB -> reports + workbook)
+run: install
+	$(BIN)/dvc-etl demo
+
+## pg: start the machine's PostgreSQL if it is down (tests use it for real)
+pg:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+	  command -v pg_ctlcluster >/dev/null && pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start; \
+	  for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
+
+## test: install and pass the test suite (DuckDB and the real PostgreSQL)
+test: install pg
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow" -q
+
+## test-all: also the heavier tests (crash points, hostile input at volume, Prefect server)
+test-all: install pg
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf data reports .pytest_cache

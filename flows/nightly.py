@@ -1,0 +1,190 @@
+"""Prefect flows: thin wiring over ``tasks.pipeline``.
+
+- ``dvc-nightly``: catalogues -> incremental dossiers and payments -> checks -> load ->
+  publish the current and previous month (or the given periods) -> workbooks -> summary.
+- ``dvc-report``: publish the report tables and workbook for one period.
+
+Retries live in the HTTP client (bounded, jittered, with a run-wide budget), not in Prefect task
+retries: a retried chunk would be idempotent anyway, but the client already knows which errors
+are worth retrying. Engines are created inside tasks (never passed in) and tasks use
+``NO_CACHE``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import date, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import pipeline
+from tasks.settings import Settings, get_settings
+from tasks.warehouse import connect, upgrade, writer_lock
+
+log = logging.getLogger(__name__)
+
+
+def _settings(overrides: dict[str, Any] | None = None) -> Settings:
+    base = get_settings()
+    return base.model_copy(update=overrides or {}) if overrides else base
+
+
+@task(name="sync-catalogues", cache_policy=NO_CACHE)
+def sync_catalogues_task(settings: Settings, run_id: str) -> dict[str, Any]:
+    from tasks.source_api import SourceClient
+
+    engine = connect(settings.warehouse_url)
+    with SourceClient.from_settings(settings) as client:
+        res = pipeline.sync_catalogues(engine, client, settings, run_id)
+    return {k: asdict(v) for k, v in res.items()}
+
+
+@task(name="extract-load", cache_policy=NO_CACHE)
+def extract_load_task(
+    settings: Settings, run_id: str, entity: str, full_refresh: bool, since: datetime | None,
+    until: datetime | None, progress: Any = None,
+) -> dict[str, Any]:
+    from tasks.source_api import SourceClient
+
+    engine = connect(settings.warehouse_url)
+    window = pipeline.extraction_window(engine, settings, entity, full_refresh=full_refresh, since=since, until=until)
+    get_run_logger().info("%s: extracting window %s .. %s", entity, window[0], window[1])
+    with SourceClient.from_settings(settings) as client:
+        res = pipeline.extract_entity(engine, client, entity, settings=settings, run_id=run_id, window=window,
+                                      progress=progress)
+        out = asdict(res)
+        out["http"] = client.stats.as_dict()
+    return out
+
+
+@task(name="publish-period", cache_policy=NO_CACHE)
+def publish_task(settings: Settings, run_id: str, period: tuple[date, date]) -> dict[str, Any]:
+    engine = connect(settings.warehouse_url)
+    out = pipeline.publish_period(engine, settings, period, run_id)
+    pub = out["publication"]
+    return {"period": [str(period[0]), str(period[1])], "publication_id": pub.publication_id,
+            "as_of": str(pub.as_of), "workbook": str(out.get("workbook"))}
+
+
+def _alert_on_failure(flow_obj: Any, flow_run: Any, state: Any) -> None:
+    """Prefect state hook: a failed or crashed run alerts the ops team (never raises)."""
+    try:
+        from tasks.alerts import Alert, send_alert
+
+        settings = get_settings()
+        send_alert(
+            Alert(
+                title=f"dvc-etl run {flow_run.name} {state.name}",
+                severity="failure",
+                run_id=str(flow_run.id),
+                source=settings.source_name,
+                lines=[str(state.message or "")[:500]],
+                counts={},
+                docs_path=None,
+            ),
+            settings,
+        )
+    except Exception:  # noqa: BLE001 - an alert must never mask the failure
+        log.exception("could not send the failure alert")
+
+
+@flow(name="dvc-nightly", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
+def nightly(
+    full_refresh: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    periods: list[tuple[date, date]] | None = None,
+    publish: bool = True,
+    settings_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The nightly ETL. ``since``/``until`` bound the extraction window (else: watermark minus the
+    overlap .. now); ``periods`` to publish (default: the data cut's month and the month before)."""
+    settings = _settings(settings_overrides)
+    logger = get_run_logger()
+    engine = connect(settings.warehouse_url)
+    upgrade(engine)
+    run_id = pipeline.new_run_id("nightly")
+    summary: dict[str, Any] = {"run_id": run_id, "source": settings.source_name, "entities": {}}
+    with writer_lock(engine, wait_seconds=0, holder=run_id):
+        pipeline.start_run(engine, run_id, "nightly", settings.source_name)
+        try:
+            from tasks.calendar import load_calendar
+
+            load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
+            summary["entities"].update(sync_catalogues_task(settings, run_id))
+            for entity in pipeline.INCREMENTAL:
+                summary["entities"][entity] = extract_load_task(settings, run_id, entity, full_refresh, since, until)
+            quarantined = sum(e["rows_quarantined"] for e in summary["entities"].values())
+            summary["rows_quarantined"] = quarantined
+            blocked = quarantined > settings.critical_threshold
+            summary["published"] = []
+            if blocked:
+                logger.error(
+                    "%d rows failed critical checks (threshold %d): reports NOT published; the previous "
+                    "publication stays", quarantined, settings.critical_threshold,
+                )
+            elif publish:
+                as_of = pipeline.data_cut(engine)
+                for period in periods if periods is not None else pipeline.default_periods(as_of):
+                    summary["published"].append(publish_task(settings, run_id, tuple(period)))
+            summary["blocked"] = blocked
+            _notify_checks(settings, run_id, summary)
+            pipeline.finish_run(engine, run_id, "blocked" if blocked else "success", bool(summary["published"]))
+        except BaseException as exc:
+            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
+            raise
+    return summary
+
+
+def _notify_checks(settings: Settings, run_id: str, summary: dict[str, Any]) -> None:
+    """Alert on critical failures and on warnings above the threshold (never raises)."""
+    try:
+        from tasks.alerts import Alert, send_alert
+
+        q = summary["rows_quarantined"]
+        warnings = sum(e["warnings"] for e in summary["entities"].values())
+        if q == 0 and warnings <= settings.warning_alert_threshold:
+            return
+        lines = []
+        for name, e in summary["entities"].items():
+            failing = {r: v["unexpected_count"] for r, v in e.get("checks", {}).items() if v["unexpected_count"]}
+            if failing:
+                lines.append(f"{name}: " + ", ".join(f"{r}={n}" for r, n in sorted(failing.items())))
+        send_alert(
+            Alert(
+                title=("Critical data-quality failures" if q else "Data-quality warnings")
+                + (" - reports not published" if summary.get("blocked") else ""),
+                severity="critical" if q else "warning",
+                run_id=run_id,
+                source=settings.source_name,
+                lines=lines,
+                counts={"quarantined": q, "warnings": warnings},
+                docs_path=summary.get("data_docs"),
+            ),
+            settings,
+        )
+    except Exception:  # noqa: BLE001
+        log.exception("could not send the data-quality alert")
+
+
+@flow(name="dvc-report")
+def report(period_start: date, period_end: date, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Publish the report tables and workbook of one period (``dvc-etl report --from --to``)."""
+    if period_end < period_start:
+        raise ValueError(f"period end {period_end} is before its start {period_start}")
+    settings = _settings(settings_overrides)
+    engine = connect(settings.warehouse_url)
+    upgrade(engine)
+    run_id = pipeline.new_run_id("report")
+    with writer_lock(engine, wait_seconds=0, holder=run_id):
+        pipeline.start_run(engine, run_id, "report", settings.source_name)
+        try:
+            out = publish_task(settings, run_id, (period_start, period_end))
+        except BaseException as exc:
+            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
+            raise
+        pipeline.finish_run(engine, run_id, "success", True)
+    return out

@@ -1,0 +1,256 @@
+"""``dvc-etl``: the command line the ops team uses.
+
+Exit codes: 0 success; 1 the run failed; 2 bad usage or settings; 3 data-quality gate closed
+(data loaded, reports not published); 4 the warehouse is busy (another writer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+EXIT_FAILED, EXIT_USAGE, EXIT_BLOCKED, EXIT_BUSY = 1, 2, 3, 4
+
+app = typer.Typer(
+    help="dvc-etl: provincial one-stop exports -> checks -> warehouse -> report tables and workbook.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Warehouse administration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+DEMO_START, DEMO_END = date(2024, 1, 1), date(2024, 6, 30)
+
+
+def _quiet_env(quiet: bool) -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    if quiet:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option} must be a date YYYY-MM-DD, got {value!r}", EXIT_USAGE)
+    return None
+
+
+def _run_guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a flow and turn known failures into clear messages and exit codes."""
+    from tasks.source_api import SourceError
+    from tasks.warehouse import WarehouseBusy, WarehouseError
+
+    try:
+        return fn(*args, **kwargs)
+    except WarehouseBusy as exc:
+        _fail(str(exc), EXIT_BUSY)
+    except (WarehouseError, SourceError) as exc:
+        _fail(str(exc), EXIT_FAILED)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# run / report / demo
+# ----------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Re-extract everything, ignoring the watermark.")] = False,
+    since: Annotated[str | None, typer.Option(help="Extract records changed on or after this date (YYYY-MM-DD).")] = None,
+    until: Annotated[str | None, typer.Option(help="Extract records changed before this date (YYYY-MM-DD).")] = None,
+    publish: Annotated[bool, typer.Option(help="Publish the report tables after loading.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final line (for cron).")] = False,
+) -> None:
+    """Run the nightly flow against the source in DVC_SOURCE_URL."""
+    _quiet_env(quiet)
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    if not settings.source_url:
+        _fail("DVC_SOURCE_URL is not set: point it at the provincial API (or run `dvc-etl demo`)", EXIT_USAGE)
+    s, u = _parse_day(since, "--since"), _parse_day(until, "--until")
+    from flows.nightly import nightly
+
+    summary = _run_guarded(
+        nightly,
+        full_refresh=full_refresh,
+        since=datetime.combine(s, datetime.min.time()) if s else None,
+        until=datetime.combine(u, datetime.min.time()) if u else None,
+        publish=publish,
+    )
+    _print_summary(summary, quiet=quiet)
+    if summary.get("blocked"):
+        raise typer.Exit(EXIT_BLOCKED)
+
+
+@app.command()
+def report(
+    from_: Annotated[str, typer.Option("--from", help="First day of the period (YYYY-MM-DD).")],
+    to: Annotated[str, typer.Option("--to", help="Last day of the period (YYYY-MM-DD).")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Publish the report tables (mart.rpt_*) and the workbook for a period."""
+    _quiet_env(quiet)
+    a, b = _parse_day(from_, "--from"), _parse_day(to, "--to")
+    assert a and b
+    if b < a:
+        _fail(f"--to {b} is before --from {a}", EXIT_USAGE)
+    from flows.nightly import report as report_flow
+
+    out = _run_guarded(report_flow, a, b)
+    _print_publication(out)
+
+
+@app.command()
+def demo(
+    dossiers: Annotated[int, typer.Option(help="Dossiers the simulator generates.")] = 30000,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 42,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Start the built-in simulator on a free loopback port, run the nightly flow into the
+    configured warehouse (embedded DuckDB by default), publish the demo period (first half of
+    2024, as in the 2024 report) and write the workbook; stop the simulator."""
+    _quiet_env(quiet)
+    token = "sim-token"
+    proc, url = start_simulator_process(seed=seed, dossiers=dossiers, token=token,
+                                        start=DEMO_START, end=date(2024, 12, 31))
+    try:
+        os.environ["DVC_SOURCE_URL"] = url
+        os.environ["DVC_SOURCE_TOKEN"] = token
+        from tasks.settings import get_settings
+
+        get_settings.cache_clear()
+        console.print(f"[bold]Simulator[/] of the provincial system at {url} ({dossiers} dossiers, seed {seed})")
+        from flows.nightly import nightly
+
+        summary = _run_guarded(nightly, full_refresh=True, periods=[(DEMO_START, DEMO_END)])
+        _print_summary(summary, quiet=quiet)
+        if summary.get("blocked"):
+            raise typer.Exit(EXIT_BLOCKED)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        console.print("Simulator stopped.")
+
+
+def start_simulator_process(
+    *, seed: int, dossiers: int, token: str, start: date, end: date, extra: list[str] | None = None,
+    timeout: float = 120.0,
+) -> tuple[subprocess.Popen, str]:
+    """Start ``dvc-etl simulate serve --port 0`` as a child process; returns (process, base URL)."""
+    cmd = [sys.executable, "-m", "tasks.cli", "simulate", "serve", "--port", "0", "--seed", str(seed),
+           "--dossiers", str(dossiers), "--token", token, "--start", str(start), "--end", str(end), *(extra or [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the simulator exited: {proc.stderr.read() if proc.stderr else ''}")
+            continue
+        if "listening on" in line:
+            return proc, line.strip().rsplit(" ", 1)[-1]
+    proc.kill()
+    raise RuntimeError("the simulator did not start in time")
+
+
+def _print_summary(summary: dict[str, Any] | None, *, quiet: bool = False) -> None:
+    if not summary:
+        return
+    ents = summary.get("entities", {})
+    if not quiet:
+        t = Table(title=f"Run {summary.get('run_id')} (source {summary.get('source')})")
+        for col in ("entity", "read", "loaded", "quarantined", "warnings", "duplicates", "watermark"):
+            t.add_column(col, justify="right" if col not in ("entity", "watermark") else "left")
+        for name, e in ents.items():
+            t.add_row(name, f"{e['rows_read']:,}", f"{e['rows_loaded']:,}", f"{e['rows_quarantined']:,}",
+                      f"{e['warnings']:,}", f"{e['rows_duplicate']:,}", str(e.get("watermark") or ""))
+        console.print(t)
+        for pub in summary.get("published", []):
+            _print_publication(pub)
+    read = sum(e["rows_read"] for e in ents.values())
+    loaded = sum(e["rows_loaded"] for e in ents.values())
+    q = sum(e["rows_quarantined"] for e in ents.values())
+    state = "NOT published (critical checks failed)" if summary.get("blocked") else (
+        f"{len(summary.get('published', []))} period(s) published")
+    console.print(f"rows read {read:,} = loaded {loaded:,} + quarantined {q:,}; {state}")
+
+
+def _print_publication(pub: dict[str, Any] | None) -> None:
+    if not pub:
+        return
+    from tasks.reports import headline
+    from tasks.settings import get_settings
+    from tasks.warehouse import connect
+
+    console.print(f"[bold]Published[/] {pub['period'][0]} .. {pub['period'][1]} (as of {pub['as_of']}): "
+                  f"workbook {pub['workbook']}")
+    try:
+        h = headline(connect(get_settings().warehouse_url), pub["publication_id"])
+        console.print("  " + h.get("sentence", ""))
+        for k, v in h.items():
+            if k != "sentence":
+                console.print(f"  {k}: {v}")
+    except Exception as exc:  # noqa: BLE001 - the summary must not fail the run
+        console.print(f"  (headline unavailable: {exc})")
+
+
+# ----------------------------------------------------------------------------------------------
+# db
+# ----------------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations (never drops data)."""
+    from tasks.settings import get_settings
+    from tasks.warehouse import WarehouseError, connect, upgrade
+
+    try:
+        done = upgrade(connect(get_settings().warehouse_url))
+    except WarehouseError as exc:
+        _fail(str(exc))
+    console.print(f"applied: {', '.join(done)}" if done else "warehouse is up to date")
+
+
+def _mount_simulator() -> None:
+    try:
+        from tasks.cli_simulate import simulate_app
+    except ImportError:  # pragma: no cover - the simulator ships with the package
+        return
+    app.add_typer(simulate_app, name="simulate", help="The built-in simulator of the provincial system.")
+
+
+_mount_simulator()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

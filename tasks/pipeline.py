@@ -1,0 +1,324 @@
+"""The units of work of a run, as plain functions (the Prefect flows in ``flows/`` wire them).
+
+A run: sync the catalogues (units, procedures), extract dossiers and payments incrementally in
+bounded chunks (normalise -> check -> load, one transaction per chunk with the watermark), then
+decide whether the run may publish (critical failures within the threshold), publish the report
+periods and write the workbooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tasks.load import LoadResult, get_watermark, load_batch
+from tasks.normalize import normalize, now_local
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CATALOGUES = ("units", "procedures")
+INCREMENTAL = ("dossiers", "payments")
+CHUNK_RECORDS = 50_000
+
+ProgressFn = Callable[[str, int, int | None], None]  # (entity, records so far, total or None)
+
+
+def new_run_id(flow: str) -> str:
+    return f"{flow}-{now_local():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class EntityResult:
+    entity: str
+    rows_received: int = 0
+    rows_duplicate: int = 0
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    warnings: int = 0
+    chunks: int = 0
+    watermark: datetime | None = None
+    window: tuple[datetime | None, datetime | None] = (None, None)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)  # rule -> counts
+
+    def add(self, r: LoadResult) -> None:
+        self.rows_received += r.rows_received
+        self.rows_duplicate += r.rows_duplicate
+        self.rows_read += r.rows_read
+        self.rows_loaded += r.rows_loaded
+        self.rows_quarantined += r.rows_quarantined
+        self.warnings += r.warnings
+        self.chunks += 1
+
+    @property
+    def reconciled(self) -> bool:
+        return self.rows_read == self.rows_loaded + self.rows_quarantined
+
+
+# ----------------------------------------------------------------------------------------------
+# run bookkeeping
+# ----------------------------------------------------------------------------------------------
+def start_run(engine: Engine, run_id: str, flow: str, source: str) -> None:
+    with engine.begin() as c:
+        c.execute(
+            sa.text(
+                "INSERT INTO dq.runs (run_id, flow, source, started_at, status) VALUES (:r, :f, :s, :t, 'running')"
+            ),
+            {"r": run_id, "f": flow, "s": source, "t": now_local()},
+        )
+
+
+def finish_run(engine: Engine, run_id: str, status: str, published: bool | None, message: str = "") -> None:
+    with engine.begin() as c:
+        c.execute(
+            sa.text(
+                "UPDATE dq.runs SET finished_at = :t, status = :st, published = :p, message = :m WHERE run_id = :r"
+            ),
+            {"t": now_local(), "st": status, "p": published, "m": message[:4000], "r": run_id},
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# checks
+# ----------------------------------------------------------------------------------------------
+def check_context(engine: Engine, source: str, entity: str, settings: Settings, now: datetime) -> Any:
+    """What the checks need from the warehouse: catalogues, calendar, recent volumes, freshness."""
+    from tasks.quality import CheckContext
+
+    with engine.connect() as c:
+        procs = pd.read_sql(sa.text("SELECT * FROM core.procedures WHERE source = :s"), c, params={"s": source})
+        units = pd.read_sql(sa.text("SELECT * FROM core.units WHERE source = :s"), c, params={"s": source})
+        cal = pd.read_sql(sa.text("SELECT day, is_working_day FROM core.calendar"), c)
+        vols = [
+            int(v)
+            for (v,) in c.execute(
+                sa.text(
+                    "SELECT rows_read FROM dq.run_summary WHERE source = :s AND entity = :e "
+                    "ORDER BY recorded_at DESC LIMIT 14"
+                ),
+                {"s": source, "e": entity},
+            )
+        ]
+        last = c.execute(
+            sa.text("SELECT max(_loaded_at) FROM core.dossiers WHERE source = :s"), {"s": source}
+        ).scalar()
+    if len(cal):
+        cal["day"] = pd.to_datetime(cal["day"]).astype("datetime64[us]")
+        cal["is_working_day"] = cal["is_working_day"].astype(bool)
+    return CheckContext(
+        known_procedures=procs if len(procs) else None,
+        known_units=units if len(units) else None,
+        known_dossier_keys=None,
+        calendar=cal if len(cal) else None,
+        recent_volumes=vols,
+        last_arrival=last,
+        now=now,
+        freshness_days=settings.freshness_days,
+    )
+
+
+def _record_checks(engine: Engine, run_id: str, source: str, entity: str, res: EntityResult) -> None:
+    now = now_local()
+    with engine.begin() as c:
+        c.execute(
+            sa.text("DELETE FROM dq.check_results WHERE run_id = :r AND source = :s AND entity = :e"),
+            {"r": run_id, "s": source, "e": entity},
+        )
+        for rule, v in res.checks.items():
+            c.execute(
+                sa.text(
+                    "INSERT INTO dq.check_results (run_id, source, entity, rule, severity, success, element_count, "
+                    "unexpected_count, detail, recorded_at) VALUES (:r, :s, :e, :rule, :sev, :ok, :n, :u, :d, :t)"
+                ),
+                {
+                    "r": run_id, "s": source, "e": entity, "rule": rule, "sev": v["severity"],
+                    "ok": v["unexpected_count"] == 0, "n": v["element_count"], "u": v["unexpected_count"],
+                    "d": v.get("detail"), "t": now,
+                },
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# extract -> normalise -> check -> load
+# ----------------------------------------------------------------------------------------------
+def process_records(
+    engine: Engine,
+    entity: str,
+    records: list[dict],
+    *,
+    settings: Settings,
+    run_id: str,
+    result: EntityResult,
+    context: Any,
+    origin: str = "api",
+    move_watermark: bool = True,
+) -> LoadResult:
+    """Normalise, check and load one chunk of records (one transaction)."""
+    from tasks.quality import check
+
+    norm = normalize(entity, records, hash_key=settings.hash_key.get_secret_value().encode())
+    outcome = check(entity, norm.core, context)
+    issues = pd.concat([norm.issues, outcome.issues], ignore_index=True) if len(outcome.issues) else norm.issues
+    for r in outcome.results:
+        agg = result.checks.setdefault(
+            r.rule, {"severity": r.severity, "element_count": 0, "unexpected_count": 0, "detail": r.detail}
+        )
+        agg["element_count"] += int(r.element_count or 0)
+        agg["unexpected_count"] += int(r.unexpected_count or 0)
+        if r.unexpected_count:
+            agg["detail"] = r.detail
+    for rule, n in norm.issues["rule"].value_counts().items() if len(norm.issues) else []:
+        agg = result.checks.setdefault(
+            str(rule), {"severity": "critical", "element_count": 0, "unexpected_count": 0, "detail": None}
+        )
+        agg["element_count"] += norm.rows_read
+        agg["unexpected_count"] += int(n)
+    wm = None
+    if move_watermark and "ngay_cap_nhat" in norm.core and norm.core["ngay_cap_nhat"].notna().any():
+        wm = norm.core["ngay_cap_nhat"].max().to_pydatetime()
+    loaded = load_batch(engine, norm, issues, source=settings.source_name, run_id=run_id, origin=origin, watermark=wm)
+    result.add(loaded)
+    if wm is not None:
+        result.watermark = max(wm, result.watermark) if result.watermark else wm
+    return loaded
+
+
+def sync_catalogues(engine: Engine, client: Any, settings: Settings, run_id: str) -> dict[str, EntityResult]:
+    """Full read of the unit and procedure catalogues (they carry no NgayCapNhat)."""
+    out: dict[str, EntityResult] = {}
+    now = now_local()
+    for entity in CATALOGUES:
+        res = EntityResult(entity)
+        records = list(client.iter_records(entity))
+        ctx = check_context(engine, settings.source_name, entity, settings, now)
+        process_records(engine, entity, records, settings=settings, run_id=run_id, result=res, context=ctx,
+                        move_watermark=False)
+        _record_checks(engine, run_id, settings.source_name, entity, res)
+        out[entity] = res
+        log.info("%s: %d read, %d loaded, %d quarantined", entity, res.rows_read, res.rows_loaded, res.rows_quarantined)
+    return out
+
+
+def extraction_window(
+    engine: Engine, settings: Settings, entity: str, *, full_refresh: bool, since: datetime | None,
+    until: datetime | None,
+) -> tuple[datetime | None, datetime | None]:
+    from tasks.source_api import window_for
+
+    if since is not None:
+        return since, until
+    if full_refresh:
+        return None, until
+    wm = get_watermark(engine, settings.source_name, entity)
+    return window_for(wm, settings.overlap_minutes, until)
+
+
+def extract_entity(
+    engine: Engine,
+    client: Any,
+    entity: str,
+    *,
+    settings: Settings,
+    run_id: str,
+    window: tuple[datetime | None, datetime | None],
+    chunk_records: int = CHUNK_RECORDS,
+    progress: ProgressFn | None = None,
+) -> EntityResult:
+    """Read ``entity`` changed in ``window`` page by page; every ``chunk_records`` records are
+    normalised, checked and loaded in one transaction that also moves the watermark. Memory stays
+    bounded by the chunk size, whatever the window."""
+    res = EntityResult(entity, window=window)
+    ctx = check_context(engine, settings.source_name, entity, settings, now_local())
+    buffer: list[dict] = []
+    seen = 0
+    for page in client.iter_pages(entity, window[0], window[1]):
+        buffer.extend(page.records)
+        seen += len(page.records)
+        if progress:
+            progress(entity, seen, page.total)
+        if len(buffer) >= chunk_records:
+            process_records(engine, entity, buffer, settings=settings, run_id=run_id, result=res, context=ctx)
+            buffer = []
+    if buffer or res.chunks == 0:
+        process_records(engine, entity, buffer, settings=settings, run_id=run_id, result=res, context=ctx)
+    _record_checks(engine, run_id, settings.source_name, entity, res)
+    log.info(
+        "%s: %d received, %d read, %d loaded, %d quarantined, %d warnings, watermark %s",
+        entity, res.rows_received, res.rows_read, res.rows_loaded, res.rows_quarantined, res.warnings, res.watermark,
+    )
+    return res
+
+
+def ingest_records(
+    engine: Engine, entity: str, records: list[dict], *, settings: Settings, run_id: str, origin: str,
+) -> EntityResult:
+    """Load records parsed from a clerk's file (no watermark move: files are not the API's clock)."""
+    res = EntityResult(entity)
+    ctx = check_context(engine, settings.source_name, entity, settings, now_local())
+    for i in range(0, max(len(records), 1), CHUNK_RECORDS):
+        process_records(engine, entity, records[i : i + CHUNK_RECORDS], settings=settings, run_id=run_id,
+                        result=res, context=ctx, origin=origin, move_watermark=False)
+    _record_checks(engine, run_id, settings.source_name, entity, res)
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# publishing
+# ----------------------------------------------------------------------------------------------
+def critical_failures(results: Iterable[EntityResult]) -> int:
+    return sum(r.rows_quarantined for r in results)
+
+
+def data_cut(engine: Engine) -> datetime | None:
+    with engine.connect() as c:
+        return c.execute(
+            sa.text(
+                "SELECT max(m) FROM (SELECT max(ngay_cap_nhat) AS m FROM core.dossiers "
+                "UNION ALL SELECT max(ngay_cap_nhat) FROM core.payments) x"
+            )
+        ).scalar()
+
+
+def default_periods(as_of: datetime | None) -> list[tuple[date, date]]:
+    """The nightly run republishes the month of the data cut (to date) and the month before
+    (late payments restate it)."""
+    if as_of is None:
+        return []
+    first = as_of.date().replace(day=1)
+    prev_end = first - timedelta(days=1)
+    return [(prev_end.replace(day=1), prev_end), (first, as_of.date())]
+
+
+def publish_period(
+    engine: Engine, settings: Settings, period: tuple[date, date], run_id: str, *, workbook: bool = True,
+) -> dict[str, Any]:
+    """Publish the report tables of one period atomically and write its workbook."""
+    from tasks.reports import publish
+
+    pub = publish(
+        engine, period[0], period[1], run_id=run_id, reference_dir=Path(settings.reference_dir),
+        unpaid_threshold_days=settings.unpaid_threshold_days,
+    )
+    out: dict[str, Any] = {"period": period, "publication": pub}
+    if workbook:
+        from tasks.workbook import write_workbook
+
+        path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out["workbook"] = write_workbook(engine, pub.publication_id, path)
+        with engine.begin() as c:
+            c.execute(
+                sa.text("UPDATE mart.publications SET workbook_path = :p WHERE publication_id = :id"),
+                {"p": str(out["workbook"]), "id": pub.publication_id},
+            )
+    return out
