@@ -170,6 +170,21 @@ def _notify_checks(settings: Settings, run_id: str, summary: dict[str, Any]) -> 
         log.exception("could not send the data-quality alert")
 
 
+def _notify_files_failed(settings: Settings, run_id: str, failed: list[Any]) -> None:
+    """Alert when inbox files could not be read (never raises)."""
+    try:
+        from tasks.alerts import Alert, send_alert
+
+        send_alert(
+            Alert(title=f"{len(failed)} inbox file(s) could not be read", severity="warning", run_id=run_id,
+                  source=settings.source_name, lines=[f"{f.path}: {f.message}" for f in failed],
+                  counts={"failed_files": len(failed)}, docs_path=None),
+            settings,
+        )
+    except Exception:  # noqa: BLE001
+        log.exception("could not send the inbox alert")
+
+
 @flow(name="dvc-report")
 def report(period_start: date, period_end: date, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Publish the report tables and workbook of one period (``dvc-etl report --from --to``)."""

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -220,6 +221,99 @@ def _print_publication(pub: dict[str, Any] | None) -> None:
         console.print(f"  (headline unavailable: {exc})")
 
 
+@app.command("ingest-files")
+def ingest_files(
+    paths: Annotated[list[Path], typer.Argument(help="Excel (.xlsx) or CSV exports to load.", exists=True)],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Parse, check and load the clerk's Excel/CSV exports (files stay where they are)."""
+    _quiet_env(quiet)
+    from tasks import pipeline
+    from tasks.inbox import ingest_file
+    from tasks.settings import get_settings
+    from tasks.warehouse import WarehouseBusy, connect, upgrade, writer_lock
+
+    settings = get_settings()
+    engine = connect(settings.warehouse_url)
+    upgrade(engine)
+    run_id = pipeline.new_run_id("files")
+    failed = 0
+    try:
+        with writer_lock(engine, holder=run_id):
+            pipeline.start_run(engine, run_id, "ingest-files", settings.source_name)
+            for path in paths:
+                o = ingest_file(engine, path, settings=settings, run_id=run_id)
+                if o.status == "failed":
+                    failed += 1
+                    err.print(f"[red]{path}[/]: {o.message}")
+                else:
+                    console.print(f"{path}: {o.status} {o.entity or ''} read {o.rows_read:,} = loaded "
+                                  f"{o.rows_loaded:,} + quarantined {o.rows_quarantined:,}"
+                                  + (f"; unknown columns: {', '.join(o.unknown_columns)}" if o.unknown_columns else ""))
+            pipeline.finish_run(engine, run_id, "failed" if failed else "success", None)
+    except WarehouseBusy as exc:
+        _fail(str(exc), EXIT_BUSY)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def backfill(
+    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD).")],
+    to: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD).")],
+    concurrency: Annotated[int, typer.Option(min=1, max=8, help="Month partitions extracted at once.")] = 2,
+    publish: Annotated[bool, typer.Option(help="Publish each month's reports afterwards.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Extract and load the days --from..--to by month partitions; a rerun skips completed ones."""
+    _quiet_env(quiet)
+    a, b = _parse_day(from_, "--from"), _parse_day(to, "--to")
+    assert a and b
+    if b < a:
+        _fail(f"--to {b} is before --from {a}", EXIT_USAGE)
+    from flows.ops import backfill as backfill_flow
+
+    out = _run_guarded(backfill_flow, a, b, concurrency=concurrency, publish=publish)
+    console.print(f"backfill {out['backfill_id']}: {len(out['ran'])} partition(s) run, "
+                  f"{len(out['skipped'])} skipped (already done), {len(out['published'])} period(s) published")
+
+
+@app.command()
+def status() -> None:
+    """Last runs, watermarks, open quarantine counts and the last publication per period."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from tasks.settings import get_settings
+    from tasks.warehouse import WarehouseError, connect, upgrade
+
+    try:
+        engine = connect(get_settings().warehouse_url)
+        upgrade(engine)
+    except WarehouseError as exc:
+        _fail(str(exc))
+    queries = {
+        "Last runs": "SELECT run_id, flow, source, status, started_at, finished_at, published FROM dq.runs "
+                     "ORDER BY started_at DESC LIMIT 10",
+        "Watermarks": "SELECT source, entity, watermark, updated_at FROM dq.watermarks ORDER BY source, entity",
+        "Open quarantine": "SELECT source, entity, rule, count(*) AS rows FROM dq.quarantine WHERE resolved_at IS NULL "
+                           "GROUP BY source, entity, rule ORDER BY rows DESC",
+        "Current publications": "SELECT period_start, period_end, as_of, published_at, workbook_path FROM "
+                                "mart.publications WHERE is_current ORDER BY period_start DESC LIMIT 24",
+    }
+    with engine.connect() as c:
+        for title, sql in queries.items():
+            frame = pd.read_sql(sa.text(sql), c)
+            t = Table(title=title)
+            for col in frame.columns:
+                t.add_column(str(col))
+            for row in frame.itertuples(index=False):
+                t.add_row(*["" if pd.isna(v) else str(v) for v in row])
+            if frame.empty:
+                t.add_row(*(["(none)"] + [""] * (len(frame.columns) - 1)))
+            console.print(t)
+
+
 # ----------------------------------------------------------------------------------------------
 # db
 # ----------------------------------------------------------------------------------------------
@@ -234,6 +328,24 @@ def db_upgrade() -> None:
     except WarehouseError as exc:
         _fail(str(exc))
     console.print(f"applied: {', '.join(done)}" if done else "warehouse is up to date")
+
+
+@db_app.command("grant-analyst")
+def db_grant_analyst(
+    role: Annotated[str, typer.Argument(help="PostgreSQL role to give read access to mart (created if missing).")],
+    password: Annotated[str | None, typer.Option(help="Password when the role is created (LOGIN).")] = None,
+) -> None:
+    """PostgreSQL: give ROLE read access to mart and the non-personal columns of core, nothing else."""
+    from tasks.settings import get_settings
+    from tasks.warehouse import WarehouseError, connect, grant_analyst, upgrade
+
+    try:
+        engine = connect(get_settings().warehouse_url)
+        upgrade(engine)
+        grant_analyst(engine, role, password=password)
+    except WarehouseError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    console.print(f"role {role} can read mart.* and core (without applicant keys); raw and dq stay closed")
 
 
 def _mount_simulator() -> None:

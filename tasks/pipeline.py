@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from tasks.load import LoadResult, get_watermark, load_batch
 from tasks.normalize import normalize, now_local
 from tasks.settings import Settings
+from tasks.warehouse import local_write_lock
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,9 @@ def process_records(
     wm = None
     if move_watermark and "ngay_cap_nhat" in norm.core and norm.core["ngay_cap_nhat"].notna().any():
         wm = norm.core["ngay_cap_nhat"].max().to_pydatetime()
-    loaded = load_batch(engine, norm, issues, source=settings.source_name, run_id=run_id, origin=origin, watermark=wm)
+    with local_write_lock(engine):
+        loaded = load_batch(engine, norm, issues, source=settings.source_name, run_id=run_id, origin=origin,
+                            watermark=wm)
     result.add(loaded)
     if wm is not None:
         result.watermark = max(wm, result.watermark) if result.watermark else wm
@@ -322,3 +325,74 @@ def publish_period(
                 {"p": str(out["workbook"]), "id": pub.publication_id},
             )
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# backfill by month partitions
+# ----------------------------------------------------------------------------------------------
+def month_partitions(start: date, end: date) -> list[tuple[date, date]]:
+    """Calendar months covering [start, end], clipped to it: [(first, last), ...]."""
+    if end < start:
+        raise ValueError(f"backfill end {end} is before its start {start}")
+    out = []
+    cur = start
+    while cur <= end:
+        nxt = (cur.replace(day=1) + timedelta(days=32)).replace(day=1)
+        out.append((cur, min(end, nxt - timedelta(days=1))))
+        cur = nxt
+    return out
+
+
+def backfill_id(source: str, start: date, end: date) -> str:
+    return f"{source}:{start}:{end}"
+
+
+def done_partitions(engine: Engine, bid: str) -> set[date]:
+    with engine.connect() as c:
+        rows = c.execute(
+            sa.text("SELECT partition_start FROM dq.backfill_partitions WHERE backfill_id = :b AND status = 'done'"),
+            {"b": bid},
+        )
+        return {r[0] if isinstance(r[0], date) else r[0].date() for r in rows}
+
+
+def mark_partition(
+    engine: Engine, bid: str, part: tuple[date, date], status: str, run_id: str,
+    results: list[EntityResult] | None = None, message: str = "",
+) -> None:
+    now = now_local()
+    read = sum(r.rows_read for r in results or [])
+    loaded = sum(r.rows_loaded for r in results or [])
+    q = sum(r.rows_quarantined for r in results or [])
+    with engine.begin() as c:
+        c.execute(
+            sa.text(
+                "INSERT INTO dq.backfill_partitions AS p (backfill_id, partition_start, partition_end, status, run_id, "
+                "started_at, finished_at, rows_read, rows_loaded, rows_quarantined, message) VALUES (:b, :s, :e, :st, "
+                ":r, :t, :f, :rd, :ld, :q, :m) ON CONFLICT (backfill_id, partition_start) DO UPDATE SET "
+                "status = excluded.status, run_id = excluded.run_id, finished_at = excluded.finished_at, "
+                "rows_read = excluded.rows_read, rows_loaded = excluded.rows_loaded, "
+                "rows_quarantined = excluded.rows_quarantined, message = excluded.message"
+            ),
+            {"b": bid, "s": part[0], "e": part[1], "st": status, "r": run_id, "t": now,
+             "f": None if status == "running" else now, "rd": read, "ld": loaded, "q": q, "m": message[:2000]},
+        )
+
+
+def backfill_partition(
+    engine: Engine, client: Any, settings: Settings, run_id: str, bid: str, part: tuple[date, date],
+) -> list[EntityResult]:
+    """Extract and load every dossier and payment changed in one month partition."""
+    window = (datetime.combine(part[0], datetime.min.time()),
+              datetime.combine(part[1] + timedelta(days=1), datetime.min.time()))
+    mark_partition(engine, bid, part, "running", run_id)
+    try:
+        results = [
+            extract_entity(engine, client, entity, settings=settings, run_id=run_id, window=window)
+            for entity in INCREMENTAL
+        ]
+    except Exception as exc:
+        mark_partition(engine, bid, part, "failed", run_id, message=f"{type(exc).__name__}: {exc}")
+        raise
+    mark_partition(engine, bid, part, "done", run_id, results)
+    return results

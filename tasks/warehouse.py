@@ -158,6 +158,18 @@ def raw_driver_connection(conn: Connection):
 # ----------------------------------------------------------------------------------------------
 # One writer at a time
 # ----------------------------------------------------------------------------------------------
+_LOCAL_LOCKS: dict[str, __import__("threading").Lock] = {}
+
+
+def local_write_lock(engine: Engine):
+    """A per-warehouse lock inside this process: concurrent tasks (threads) of one run take turns
+    for their write transactions, so they never conflict with each other."""
+    import threading
+
+    key = engine.url.render_as_string(hide_password=True)
+    return _LOCAL_LOCKS.setdefault(key, threading.Lock())
+
+
 class WarehouseBusy(WarehouseError):
     """Another process holds the warehouse's writer lock."""
 
@@ -263,3 +275,52 @@ def table_fingerprint(conn: Connection, table: str) -> str:
 def fingerprint(engine: Engine, tables: list[str] | None = None) -> dict[str, str]:
     with engine.connect() as conn:
         return {t: table_fingerprint(conn, t) for t in tables or FINGERPRINT_TABLES}
+
+
+# ----------------------------------------------------------------------------------------------
+# Analysts' access (PostgreSQL)
+# ----------------------------------------------------------------------------------------------
+#: Columns of core tables an analyst must not read (pseudonymous applicant key).
+CORE_RESTRICTED = {"core.dossiers": {"applicant_key"}}
+
+
+def grant_analyst(engine: Engine, role: str, *, password: str | None = None) -> None:
+    """Read access to ``mart`` (all tables, present and future) and to ``core`` without the
+    restricted columns; ``raw`` and ``dq`` stay closed. Creates ``role`` (LOGIN) if missing."""
+    if dialect_name(engine) != "postgresql":
+        raise WarehouseError("grant-analyst needs a PostgreSQL warehouse (DuckDB files have no roles)")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", role):
+        raise WarehouseError(f"invalid role name {role!r}")
+    with engine.begin() as conn:
+        q = conn.dialect.identifier_preparer.quote
+        r = q(role)
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
+        if not exists:
+            conn.execute(sa.text(f"CREATE ROLE {r} LOGIN"))
+        if password is not None:
+            from psycopg import sql as pgsql
+
+            literal = pgsql.Literal(password).as_string(raw_driver_connection(conn))
+            conn.execute(sa.text(f"ALTER ROLE {r} PASSWORD {literal}"))
+        db = q(conn.execute(sa.text("SELECT current_database()")).scalar_one())
+        conn.execute(sa.text(f"GRANT CONNECT ON DATABASE {db} TO {r}"))
+        for schema in ("raw", "dq"):
+            conn.execute(sa.text(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {r}"))
+            conn.execute(sa.text(f"REVOKE ALL ON SCHEMA {schema} FROM {r}"))
+        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA mart TO {r}"))
+        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA mart TO {r}"))
+        conn.execute(sa.text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA mart GRANT SELECT ON TABLES TO {r}"))
+        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA core TO {r}"))
+        rows = conn.execute(
+            sa.text(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'core' "
+                "ORDER BY table_name, ordinal_position"
+            )
+        ).fetchall()
+        tables: dict[str, list[str]] = {}
+        for t, c in rows:
+            tables.setdefault(f"core.{t}", []).append(c)
+        for table, cols in tables.items():
+            conn.execute(sa.text(f"REVOKE ALL ON {table} FROM {r}"))
+            allowed = [c for c in cols if c not in CORE_RESTRICTED.get(table, set())]
+            conn.execute(sa.text(f"GRANT SELECT ({', '.join(q(c) for c in allowed)}) ON {table} TO {r}"))

@@ -1,0 +1,141 @@
+"""The other scheduled flows: monthly report, reference sync, inbox processing, backfill.
+
+Thin wiring over ``tasks.pipeline`` / ``tasks.inbox``; see ``prefect.yaml`` for their schedules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date, timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.nightly import _alert_on_failure, _settings, publish_task
+from tasks import pipeline
+from tasks.normalize import now_local
+from tasks.warehouse import connect, upgrade, writer_lock
+
+
+def previous_month(today: date) -> tuple[date, date]:
+    last = today.replace(day=1) - timedelta(days=1)
+    return last.replace(day=1), last
+
+
+@flow(name="dvc-monthly-report", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
+def monthly_report(month: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Publish the previous month (or ``month`` = 'YYYY-MM') with its workbook."""
+    if month:
+        first = date.fromisoformat(f"{month}-01")
+        period = (first, (first + timedelta(days=32)).replace(day=1) - timedelta(days=1))
+    else:
+        period = previous_month(now_local().date())
+    settings = _settings(settings_overrides)
+    engine = connect(settings.warehouse_url)
+    upgrade(engine)
+    run_id = pipeline.new_run_id("monthly")
+    with writer_lock(engine, wait_seconds=600, holder=run_id):
+        pipeline.start_run(engine, run_id, "monthly-report", settings.source_name)
+        try:
+            out = publish_task(settings, run_id, period)
+        except BaseException as exc:
+            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
+            raise
+        pipeline.finish_run(engine, run_id, "success", True)
+    return out
+
+
+@flow(name="dvc-reference-sync", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
+def reference_sync(settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Weekly: the unit and procedure catalogues and the working-day calendar."""
+    from tasks.calendar import load_calendar
+    from tasks.source_api import SourceClient
+
+    settings = _settings(settings_overrides)
+    engine = connect(settings.warehouse_url)
+    upgrade(engine)
+    run_id = pipeline.new_run_id("reference")
+    with writer_lock(engine, wait_seconds=600, holder=run_id):
+        pipeline.start_run(engine, run_id, "reference-sync", settings.source_name)
+        try:
+            days = load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
+            with SourceClient.from_settings(settings) as client:
+                res = pipeline.sync_catalogues(engine, client, settings, run_id)
+        except BaseException as exc:
+            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
+            raise
+        pipeline.finish_run(engine, run_id, "success", None)
+    return {"calendar_days": days, **{k: asdict(v) for k, v in res.items()}}
+
+
+@flow(name="dvc-inbox", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
+def inbox(settings_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Load every Excel/CSV export waiting in DVC_INBOX_DIR (processed/ and failed/ afterwards)."""
+    from tasks.inbox import process_inbox
+
+    settings = _settings(settings_overrides)
+    engine = connect(settings.warehouse_url)
+    upgrade(engine)
+    run_id = pipeline.new_run_id("inbox")
+    with writer_lock(engine, wait_seconds=600, holder=run_id):
+        pipeline.start_run(engine, run_id, "inbox", settings.source_name)
+        outcomes = process_inbox(engine, settings, run_id)
+        failed = [o for o in outcomes if o.status == "failed"]
+        pipeline.finish_run(engine, run_id, "failed" if failed else "success", None,
+                            "; ".join(f"{o.path}: {o.message}" for o in failed))
+    if failed:
+        from flows.nightly import _notify_files_failed
+
+        _notify_files_failed(settings, run_id, failed)
+    return [asdict(o) for o in outcomes]
+
+
+@task(name="backfill-partition", cache_policy=NO_CACHE)
+def backfill_partition_task(settings: Any, run_id: str, bid: str, part: tuple[date, date]) -> dict[str, Any]:
+    from tasks.source_api import SourceClient
+
+    engine = connect(settings.warehouse_url)
+    with SourceClient.from_settings(settings) as client:
+        results = pipeline.backfill_partition(engine, client, settings, run_id, bid, part)
+    return {"partition": [str(part[0]), str(part[1])], "rows_loaded": sum(r.rows_loaded for r in results),
+            "rows_quarantined": sum(r.rows_quarantined for r in results)}
+
+
+@flow(name="dvc-backfill", task_runner=ThreadPoolTaskRunner(max_workers=4),
+      on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
+def backfill(
+    start: date, end: date, concurrency: int = 2, publish: bool = True,
+    settings_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Extract and load [start, end] by calendar-month partitions (windows on NgayCapNhat), at most
+    ``concurrency`` partitions at a time; completed partitions are skipped on rerun. Then publish
+    each month's reports."""
+    logger = get_run_logger()
+    settings = _settings(settings_overrides)
+    engine = connect(settings.warehouse_url)
+    upgrade(engine)
+    run_id = pipeline.new_run_id("backfill")
+    bid = pipeline.backfill_id(settings.source_name, start, end)
+    parts = pipeline.month_partitions(start, end)
+    done = pipeline.done_partitions(engine, bid)
+    todo = [p for p in parts if p[0] not in done]
+    logger.info("backfill %s: %d partitions, %d already done, %d to run", bid, len(parts), len(done), len(todo))
+    with writer_lock(engine, wait_seconds=600, holder=run_id):
+        pipeline.start_run(engine, run_id, "backfill", settings.source_name)
+        results: list[dict[str, Any]] = []
+        try:
+            for i in range(0, len(todo), max(1, concurrency)):
+                futures = [backfill_partition_task.submit(settings, run_id, bid, p)
+                           for p in todo[i : i + max(1, concurrency)]]
+                results += [f.result() for f in futures]
+            published = []
+            if publish:
+                published = [publish_task(settings, run_id, p) for p in parts]
+        except BaseException as exc:
+            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
+            raise
+        pipeline.finish_run(engine, run_id, "success", bool(published))
+    return {"backfill_id": bid, "skipped": [str(p[0]) for p in parts if p[0] in done], "ran": results,
+            "published": published}
