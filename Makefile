@@ -38,3 +38,10 @@ lint: install
 
 clean:
 	rm -rf data reports .pytest_cache
+
+## deploy: create the process work pool if missing and deploy every deployment of prefect.yaml
+## to the server in PREFECT_API_URL (start one with `prefect server start`)
+deploy: install
+	@test -n "$$PREFECT_API_URL" || { echo "PREFECT_API_URL is not set (e.g. http://127.0.0.1:4200/api)"; exit 2; }
+	$(BIN)/prefect work-pool inspect dvc-process >/dev/null 2>&1 || $(BIN)/prefect work-pool create dvc-process --type process
+	$(BIN)/prefect --no-prompt deploy --all
