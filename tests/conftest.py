@@ -82,3 +82,32 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
         yield f"duckdb:///{tmp_path / 'wh.duckdb'}"
     else:
         yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole session (~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def dvc_env(monkeypatch, tmp_path):
+    """Point the settings at a test warehouse/folders; returns a function(**DVC_settings)."""
+    from tasks.settings import get_settings
+
+    def apply(**values: str) -> None:
+        base = {
+            "DVC_REPORTS_DIR": str(tmp_path / "reports"),
+            "DVC_INBOX_DIR": str(tmp_path / "inbox"),
+            "DVC_HASH_KEY": "test-hash-key",
+        }
+        base.update(values)
+        for k, v in base.items():
+            monkeypatch.setenv(k, v)
+        get_settings.cache_clear()
+
+    yield apply
+    get_settings.cache_clear()
