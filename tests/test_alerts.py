@@ -1,0 +1,252 @@
+"""Alerts reach a real local webhook receiver and a real local SMTP server, say what failed, carry
+no secret, and never raise when a channel is down."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import SecretStr
+
+from tasks.alerts import Alert, alerts_for_run, failure_alert, send_alert, slack_payload
+from tasks.quality import CheckOutcome, check
+from tasks.settings import Settings
+from tests.test_quality import context, good_dossiers, planted_dossiers
+
+TOKEN = "tok-SECRET-source-7f3a"
+SMTP_PASSWORD = "pw-SECRET-smtp-91bc"
+HASH_KEY = "hk-SECRET-hash-55de"
+HOOK_PATH = "/services/T000/B000/SECRETPATHxyz"
+SECRETS = (TOKEN, SMTP_PASSWORD, HASH_KEY, HOOK_PATH, "SECRETPATHxyz")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Real local receivers
+# ---------------------------------------------------------------------------------------------
+class WebhookReceiver:
+    """An http.server on 127.0.0.1 that records POSTed JSON; can fail the first N requests."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.paths.append(self.path)
+                if receiver.fail_first > 0:
+                    receiver.fail_first -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                receiver.bodies.append(json.loads(raw))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{HOOK_PATH}"
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class MailSink:
+    """aiosmtpd handler that keeps every message and the logins it saw."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+        self.logins: list[tuple[str, str]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+        self.messages.append((list(envelope.rcpt_tos), envelope.original_content or envelope.content))
+        return "250 OK"
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            self.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+            return AuthResult(success=auth_data.password.decode() == SMTP_PASSWORD)
+        return AuthResult(success=False)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[MailSink, int]]:
+    sink = MailSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, authenticator=sink.authenticate,
+                            auth_require_tls=False)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+def make_settings(**over: Any) -> Settings:
+    base: dict[str, Any] = dict(
+        source_token=SecretStr(TOKEN), smtp_password=SecretStr(SMTP_PASSWORD), hash_key=SecretStr(HASH_KEY),
+        smtp_user="etl", smtp_from="dvc-etl@example.gov.vn", alert_email_to="a@example.gov.vn, b@example.gov.vn",
+        warning_alert_threshold=100, critical_threshold=0,
+    )
+    base.update(over)
+    return Settings(_env_file=None, **base)
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> list[CheckOutcome]:
+    frame, _ = planted_dossiers()
+    return [check("dossiers", frame, context())]
+
+
+def _assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, secret
+
+
+def _body(msg: Message) -> str:
+    payload = msg.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode(msg.get_content_charset() or "utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding
+# ---------------------------------------------------------------------------------------------
+def test_alerts_for_run_critical_and_warning_threshold(outcomes: list[CheckOutcome]) -> None:
+    settings = make_settings(warning_alert_threshold=5)
+    alerts = alerts_for_run(outcomes, settings, "run-42", "binh-dinh", "/reports/dq/run-42/index.html")
+    assert [a.severity for a in alerts] == ["critical", "warning"]
+    crit = alerts[0]
+    assert crit.counts["quarantined"] == outcomes[0].quarantined_count > 0
+    assert any("dossiers.dossier_status_in_code_list: 1 of 60 rows failed" in line for line in crit.lines)
+    assert "reports are not published" in crit.lines[0]
+    assert any("dossier_due_date_matches_processing_time" in line for line in alerts[1].lines)
+    # Below the warning threshold: the critical alert only.
+    assert [a.severity for a in alerts_for_run(outcomes, make_settings(), "run-42", "x")] == ["critical"]
+
+
+def test_no_alert_for_a_clean_run_but_always_for_stale_source() -> None:
+    clean = check("dossiers", good_dossiers(20), context())
+    assert alerts_for_run([clean], make_settings(), "r", "s") == []
+    stale = check("dossiers", good_dossiers(0), context(last_arrival=datetime(2024, 6, 1)))
+    alerts = alerts_for_run({"dossiers": stale}, make_settings(), "r", "s")
+    assert [a.severity for a in alerts] == ["warning"]
+    assert "dossiers.dossier_freshness" in alerts[0].lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Delivering
+# ---------------------------------------------------------------------------------------------
+def test_alert_reaches_webhook_and_smtp_without_secrets(
+        outcomes: list[CheckOutcome], smtp_server: tuple[MailSink, int], caplog: pytest.LogCaptureFixture) -> None:
+    sink, port = smtp_server
+    caplog.set_level(logging.DEBUG)
+    with WebhookReceiver() as hook:
+        settings = make_settings(alert_webhook_url=hook.url, smtp_host="127.0.0.1", smtp_port=port)
+        alert = alerts_for_run(outcomes, settings, "run-2024-07-01-nightly", "binh-dinh",
+                               "reports/dq/run-2024-07-01-nightly/index.html")[0]
+        delivery = send_alert(alert, settings, retry_delay=0)
+    assert delivery.delivered and delivery.webhook == "sent" and delivery.email == "sent", delivery
+    # Webhook: Slack-compatible JSON with the run id, the failing rules and the counts.
+    assert len(hook.bodies) == 1 and hook.paths == [HOOK_PATH]
+    body = hook.bodies[0]
+    assert set(body) == {"text", "blocks"} and body["blocks"][0]["type"] == "header"
+    raw = json.dumps(body, ensure_ascii=False)
+    assert "run-2024-07-01-nightly" in raw and "dossier_status_in_code_list" in raw
+    assert f"quarantined={outcomes[0].quarantined_count}" in body["text"]
+    assert "reports/dq/run-2024-07-01-nightly/index.html" in raw
+    # E-mail: to both recipients, logged in with the password, which the message never shows.
+    assert sink.logins == [("etl", SMTP_PASSWORD)]
+    assert len(sink.messages) == 1
+    rcpts, data = sink.messages[0]
+    assert rcpts == ["a@example.gov.vn", "b@example.gov.vn"]
+    msg = message_from_bytes(data)
+    assert "run-2024-07-01-nightly" in msg["Subject"] and "CRITICAL" in msg["Subject"]
+    text = _body(msg)
+    assert "dossiers.dossier_channel_in_code_list" in text
+    assert f"quarantined: {outcomes[0].quarantined_count}" in text
+    assert "Data docs: reports/dq/run-2024-07-01-nightly/index.html" in text
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name != "mail.log")  # not the test server's
+    assert "127.0.0.1" in ours  # urllib3's DEBUG request lines are there, scrubbed
+    for blob in (raw, data.decode("utf-8", "replace"), text, ours):
+        _assert_no_secret(blob)
+
+
+def test_webhook_retries_server_errors() -> None:
+    with WebhookReceiver(fail_first=2) as hook:
+        delivery = send_alert(Alert("t", "warning", "r1", "s"), make_settings(alert_webhook_url=hook.url,
+                                                                                alert_email_to=None),
+                              retry_delay=0)
+    assert delivery.delivered and len(hook.paths) == 3 and len(hook.bodies) == 1
+
+
+def test_secret_in_failure_text_is_scrubbed(smtp_server: tuple[MailSink, int]) -> None:
+    sink, port = smtp_server
+    with WebhookReceiver() as hook:
+        settings = make_settings(alert_webhook_url=hook.url, smtp_host="127.0.0.1", smtp_port=port)
+        alert = failure_alert("run-9", "binh-dinh", RuntimeError(f"GET failed with token {TOKEN} key {HASH_KEY}"))
+        assert send_alert(alert, settings, retry_delay=0).delivered
+    _assert_no_secret(json.dumps(hook.bodies))
+    _assert_no_secret(sink.messages[0][1].decode("utf-8", "replace"))
+    assert "RuntimeError: GET failed with token *** key ***" in json.dumps(hook.bodies, ensure_ascii=False)
+
+
+def test_unreachable_channels_do_not_raise(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    dead = free_port()
+    settings = make_settings(alert_webhook_url=f"http://127.0.0.1:{dead}{HOOK_PATH}", smtp_host="127.0.0.1",
+                             smtp_port=free_port())
+    delivery = send_alert(Alert("Something broke", "failure", "run-x", "s", ["line"]), settings, retry_delay=0)
+    assert not delivery.delivered and delivery.webhook == "failed" and delivery.email == "failed"
+    assert len(delivery.errors) == 2
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "tasks.alerts"]
+    assert len(warnings) == 2 and "not delivered" in warnings[0].getMessage()
+    _assert_no_secret(caplog.text)
+    _assert_no_secret(" ".join(delivery.errors))
+
+
+def test_no_channel_configured_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    delivery = send_alert(Alert("t", "critical", "r", "s"), make_settings(alert_email_to=None))
+    assert not delivery.delivered and delivery.webhook == delivery.email == "disabled"
+    assert "no alert channel configured" in caplog.text
+
+
+def test_slack_payload_is_bounded() -> None:
+    alert = Alert("x" * 300, "warning", "r", "s", [f"line {i}" for i in range(100)], {"rows": 1})
+    payload = slack_payload(alert)
+    assert len(payload["blocks"][0]["text"]["text"]) <= 150
+    assert "and 75 more" in payload["blocks"][2]["text"]["text"]
+    with pytest.raises(ValueError):
+        Alert("t", "info", "r", "s")
