@@ -131,12 +131,44 @@ def nightly(
                 for period in periods if periods is not None else pipeline.default_periods(as_of):
                     summary["published"].append(publish_task(settings, run_id, tuple(period)))
             summary["blocked"] = blocked
+            summary["data_docs"] = next((e["data_docs"] for e in summary["entities"].values() if e.get("data_docs")), None)
+            _publish_artifact(run_id, summary)
             _notify_checks(settings, run_id, summary)
             pipeline.finish_run(engine, run_id, "blocked" if blocked else "success", bool(summary["published"]))
         except BaseException as exc:
             pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
             raise
     return summary
+
+
+def checks_markdown(run_id: str, summary: dict[str, Any]) -> str:
+    """The run's checks as markdown: counts per entity, then every rule that failed."""
+    lines = [f"# dvc-etl run `{run_id}`", "", "| entity | read | loaded | quarantined | warnings | reconciled |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, e in summary["entities"].items():
+        ok = e["rows_read"] == e["rows_loaded"] + e["rows_quarantined"]
+        lines.append(f"| {name} | {e['rows_read']} | {e['rows_loaded']} | {e['rows_quarantined']} | {e['warnings']} | "
+                     f"{'yes' if ok else '**NO**'} |")
+    lines += ["", "| entity | rule | severity | failed | checked |", "|---|---|---|---:|---:|"]
+    for name, e in summary["entities"].items():
+        for rule, v in sorted(e.get("checks", {}).items()):
+            if v["unexpected_count"]:
+                lines.append(f"| {name} | {rule} | {v['severity']} | {v['unexpected_count']} | {v['element_count']} |")
+    if summary.get("data_docs"):
+        lines += ["", f"Data docs: `{summary['data_docs']}`"]
+    if summary.get("blocked"):
+        lines += ["", "**Reports not published: critical failures above the threshold.**"]
+    return "\n".join(lines)
+
+
+def _publish_artifact(run_id: str, summary: dict[str, Any]) -> None:
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(key="dvc-checks", markdown=checks_markdown(run_id, summary),
+                                 description=f"data-quality checks of run {run_id}")
+    except Exception:  # noqa: BLE001 - an artifact must not fail the run
+        log.exception("could not publish the checks artifact")
 
 
 def _notify_checks(settings: Settings, run_id: str, summary: dict[str, Any]) -> None:
