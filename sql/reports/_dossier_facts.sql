@@ -1,0 +1,255 @@
+-- The definitions of shared/spec/reports.md section 1, implemented ONCE.
+-- Grain: one row per dossier (source, ma_ho_so) of core.dossiers, with the flags every report
+-- reads. Built as the session temp table tmp_dossier_facts inside the publishing transaction;
+-- every sql/reports/rpt_*.sql reads it (and nothing else from core.dossiers / core.payments).
+-- Parameters: :period_start, :period_end (DATE, closed range), :as_of (TIMESTAMP, the data cut).
+--
+-- Flags about payments (has_obligation, obligation_completed, paid_online, *_fees_unpaid) describe
+-- the state of the data at the cut, not at period_end: that is what makes a late payment restate
+-- the paid-only figures of a past period.
+
+DROP TABLE IF EXISTS tmp_dossier_facts;
+
+CREATE TEMP TABLE tmp_dossier_facts AS
+with
+
+-- import CTEs ---------------------------------------------------------------------------------
+params as (
+    select
+        cast(:period_start as date) as period_start,
+        cast(:period_end as date) as period_end,
+        cast(:as_of as timestamp) as as_of
+),
+
+dossiers as (
+    select * from core.dossiers
+),
+
+payments as (
+    select * from core.payments
+),
+
+procedures as (
+    select * from core.procedures
+),
+
+units as (
+    select * from core.units
+),
+
+-- named steps ---------------------------------------------------------------------------------
+-- one row per payment request, classified
+payment_requests as (
+    select
+        source,
+        ma_ho_so,
+        so_tien,
+        trang_thai,
+        -- a financial obligation: SoTien > 0, not exempt, not cancelled, not refunded
+        (
+            coalesce(so_tien, 0) > 0
+            and hinh_thuc_thu is distinct from 'Đối tượng miễn phí'
+            and trang_thai not in ('Hủy thanh toán', 'Đã hoàn phí')
+        ) as is_obligation,
+        trang_thai = 'Đã thanh toán' as is_paid,
+        hinh_thuc_thanh_toan = 'truc-tuyen' as is_online
+    from payments
+),
+
+-- one row per dossier that has at least one known payment request (joined on source, ma_ho_so)
+payment_summary as (
+    select
+        source,
+        ma_ho_so,
+        count(*) as n_requests,
+        sum(case when is_obligation then 1 else 0 end) as n_obligations,
+        sum(case when is_obligation and not is_paid then 1 else 0 end) as n_open_obligations,
+        sum(case when is_obligation and is_paid and is_online then 1 else 0 end) as n_paid_online,
+        sum(case when is_obligation and not is_paid then coalesce(so_tien, 0) else 0 end) as amount_due
+    from payment_requests
+    group by source, ma_ho_so
+),
+
+-- the unit's level as of the dossier's receipt date; a same-source catalogue row wins
+unit_as_of_receipt as (
+    select
+        d.source,
+        d.ma_ho_so,
+        u.ten_don_vi,
+        u.cap_don_vi,
+        row_number() over (
+            partition by d.source, d.ma_ho_so
+            order by case when u.source = d.source then 0 else 1 end, u.hieu_luc_tu desc
+        ) as rn
+    from dossiers as d
+    inner join units as u
+        on u.ma_don_vi = d.ma_don_vi
+        and u.hieu_luc_tu <= cast(coalesce(d.ngay_tiep_nhan, d.ngay_nop_ho_so) as date)
+        and (
+            u.hieu_luc_den is null
+            or u.hieu_luc_den >= cast(coalesce(d.ngay_tiep_nhan, d.ngay_nop_ho_so) as date)
+        )
+),
+
+-- the procedure's attributes; a same-source catalogue row wins
+procedure_of_dossier as (
+    select
+        d.source,
+        d.ma_ho_so,
+        p.ten_tthc,
+        p.muc_do_dvc,
+        p.co_thanh_toan_truc_tuyen,
+        p.ket_qua_giay,
+        row_number() over (
+            partition by d.source, d.ma_ho_so
+            order by case when p.source = d.source then 0 else 1 end, p.source
+        ) as rn
+    from dossiers as d
+    inner join procedures as p on p.ma_tthc = d.ma_tthc
+),
+
+dossier_base as (
+    select
+        d.source,
+        d.ma_ho_so,
+        d.ma_tthc,
+        -- national base code '1.001653' of '1.001653.000.00.00.H08' or of '1.001653.H08'
+        split_part(d.ma_tthc, '.', 1) || '.' || split_part(d.ma_tthc, '.', 2) as ma_tthc_base,
+        coalesce(pr.ten_tthc, d.ten_tthc) as ten_tthc,
+        d.ma_don_vi,
+        coalesce(u.ten_don_vi, d.ten_don_vi) as ten_don_vi,
+        u.cap_don_vi,
+        d.trang_thai,
+        coalesce(d.kenh_thuc_hien, 1) as channel,
+        d.ma_can_bo_xu_ly,
+        d.can_bo_xu_ly,
+        d.ngay_tiep_nhan,
+        d.ngay_hen_tra,
+        d.ngay_ket_thuc_xu_ly,
+        d.duoc_thanh_toan_truc_tuyen,
+        coalesce(d.has_reuse, false) as has_reuse,
+        coalesce(d.has_e_result, false) as has_e_result,
+        pr.muc_do_dvc,
+        pr.co_thanh_toan_truc_tuyen,
+        pr.ket_qua_giay,
+        d.trang_thai not in (1, 3) and d.ngay_tiep_nhan is not null as is_received,
+        d.trang_thai in (7, 8, 9, 10) as is_resolved,
+        cast(d.ngay_tiep_nhan as date) as received_date,
+        cast(d.ngay_hen_tra as date) as due_date,
+        -- end of processing: NgayKetThucXuLy (NgayTra when a resolved dossier lacks it)
+        case
+            when d.trang_thai in (7, 8, 9, 10) then cast(coalesce(d.ngay_ket_thuc_xu_ly, d.ngay_tra) as date)
+        end as end_date,
+        ps.n_requests,
+        ps.n_obligations,
+        ps.n_open_obligations,
+        ps.n_paid_online,
+        ps.amount_due
+    from dossiers as d
+    left join unit_as_of_receipt as u
+        on u.source = d.source and u.ma_ho_so = d.ma_ho_so and u.rn = 1
+    left join procedure_of_dossier as pr
+        on pr.source = d.source and pr.ma_ho_so = d.ma_ho_so and pr.rn = 1
+    left join payment_summary as ps
+        on ps.source = d.source and ps.ma_ho_so = d.ma_ho_so
+),
+
+-- timeliness (resolved dossiers, by DATE) and the financial obligation (at the data cut)
+dossier_judged as (
+    select
+        b.*,
+        case
+            when not b.is_resolved then null
+            when b.trang_thai = 7 or b.due_date is null then 'on_time'
+            when b.end_date is null then 'on_time'
+            when b.end_date < b.due_date then 'before_due'
+            when b.end_date = b.due_date then 'on_time'
+            else 'late'
+        end as timeliness,
+        -- resolved with no known end time: treated as resolved before any period (counted nowhere)
+        b.is_resolved and b.end_date is null as is_resolved_undated,
+        -- no payment request known: fall back to DuocThanhToanTrucTuyen in (1, 2), which implies a
+        -- settled obligation; otherwise the requests decide
+        b.n_requests is null as is_payment_fallback,
+        case
+            when b.n_requests is null then coalesce(b.duoc_thanh_toan_truc_tuyen, 0) in (1, 2)
+            else b.n_obligations > 0
+        end as has_obligation,
+        case
+            when b.n_requests is null then coalesce(b.duoc_thanh_toan_truc_tuyen, 0) in (1, 2)
+            else b.n_obligations > 0 and b.n_open_obligations = 0
+        end as obligation_completed,
+        case
+            when b.n_requests is null then coalesce(b.duoc_thanh_toan_truc_tuyen, 0) in (1, 2)
+            else b.n_paid_online > 0
+        end as paid_online
+    from dossier_base as b
+),
+
+final as (
+    select
+        j.source,
+        j.ma_ho_so,
+        j.ma_tthc,
+        j.ma_tthc_base,
+        j.ten_tthc,
+        j.ma_don_vi,
+        j.ten_don_vi,
+        j.cap_don_vi,
+        j.trang_thai,
+        j.channel,
+        j.ma_can_bo_xu_ly,
+        j.can_bo_xu_ly,
+        j.ngay_tiep_nhan,
+        j.ngay_hen_tra,
+        j.ngay_ket_thuc_xu_ly,
+        j.received_date,
+        j.due_date,
+        j.end_date,
+        j.is_received,
+        j.is_resolved,
+        j.timeliness,
+        coalesce(j.timeliness in ('before_due', 'on_time'), false) as is_on_time_or_before,
+        j.has_reuse,
+        j.has_e_result,
+        j.muc_do_dvc,
+        j.co_thanh_toan_truc_tuyen,
+        j.ket_qua_giay,
+        -- period flags
+        j.is_received and j.received_date between p.period_start and p.period_end
+            as received_in_period,
+        j.is_received and j.received_date < p.period_start
+            and not (j.is_resolved and (j.is_resolved_undated or j.end_date < p.period_start))
+            as carried_over,
+        coalesce(j.is_resolved and j.end_date between p.period_start and p.period_end, false)
+            as resolved_in_period,
+        j.is_received and j.received_date <= p.period_end
+            and not (j.is_resolved and (j.is_resolved_undated or j.end_date <= p.period_end))
+            as in_progress_at_end,
+        j.is_received and j.received_date <= p.period_end
+            and not (j.is_resolved and (j.is_resolved_undated or j.end_date <= p.period_end))
+            and j.trang_thai <> 5
+            and coalesce(j.due_date < p.period_end, false)
+            as overdue,
+        -- the financial obligation
+        j.is_payment_fallback,
+        j.has_obligation,
+        j.obligation_completed,
+        j.paid_online,
+        (j.trang_thai in (9, 10) or j.has_e_result)
+            and j.has_obligation and not j.obligation_completed
+            as result_issued_fees_unpaid,
+        not (j.trang_thai in (9, 10) or j.has_e_result)
+            and j.has_obligation and not j.obligation_completed
+            as in_progress_fees_unpaid,
+        -- the paid-only population: no obligation, or obligation completed
+        not (j.has_obligation and not j.obligation_completed) as fees_settled,
+        coalesce(j.amount_due, 0) as amount_due,
+        p.period_start,
+        p.period_end,
+        p.as_of
+    from dossier_judged as j
+    cross join params as p
+)
+
+select * from final;
