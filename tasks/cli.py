@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Warehouse administration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console(stderr=False)
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 DEMO_START, DEMO_END = date(2024, 1, 1), date(2024, 6, 30)
@@ -202,6 +202,11 @@ def _print_summary(summary: dict[str, Any] | None, *, quiet: bool = False) -> No
     console.print(f"rows read {read:,} = loaded {loaded:,} + quarantined {q:,}; {state}")
 
 
+def _pct(v: float | None) -> str:
+    """12.5 % as the workbook shows it: 12,5%; None (zero denominator) as n/a."""
+    return "n/a" if v is None else f"{v * 100:.1f}%".replace(".", ",")
+
+
 def _print_publication(pub: dict[str, Any] | None) -> None:
     if not pub:
         return
@@ -214,9 +219,9 @@ def _print_publication(pub: dict[str, Any] | None) -> None:
     try:
         h = headline(connect(get_settings().warehouse_url), pub["publication_id"])
         console.print("  " + h.get("sentence", ""))
-        for k, v in h.items():
-            if k != "sentence":
-                console.print(f"  {k}: {v}")
+        for label, key in (("on-time rate", "on_time_rate"), ("online-payment rate", "online_payment_rate")):
+            console.print(f"  {label}: system {_pct(h.get(key + '_system'))}, paid-only {_pct(h.get(key + '_paid_only'))}")
+        console.print(f"  received {h.get('received', 0):,}, resolved {h.get('resolved', 0):,}")
     except Exception as exc:  # noqa: BLE001 - the summary must not fail the run
         console.print(f"  (headline unavailable: {exc})")
 
@@ -361,6 +366,8 @@ _mount_simulator()
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     app()
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tasks.warehouse import dialect_name, run_sql_file
+from tasks.warehouse import PG_LOCK_PUBLISH, dialect_name, run_sql_file
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ _TEMP_TABLES = (
     "tmp_unpaid_thresholds",
     "tmp_report_months",
 )
-_PG_PUBLISH_LOCK = 4242003  # distinct from upgrade (4242001) and warehouse.writer_lock (4242002)
 
 
 class ReportError(RuntimeError):
@@ -305,7 +304,7 @@ def publish(
     with engine.begin() as conn:
         if dialect_name(conn) == "postgresql":
             # one publisher at a time: two publications of a period must not interleave
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_PUBLISH_LOCK})
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_PUBLISH})
         cut = as_of if as_of is not None else default_as_of(conn)
         published_at = datetime.now().replace(microsecond=0)
         params: dict[str, Any] = {

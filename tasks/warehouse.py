@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 
+#: PostgreSQL advisory-lock keys, one place for all of them (a clash makes a run wait on itself).
+PG_LOCK_MIGRATE = 4242001  # transaction lock: one migrator at a time
+PG_LOCK_WRITER = 4242002  # session lock held by a writing run (writer_lock)
+PG_LOCK_PUBLISH = 4242003  # transaction lock: one publication at a time (tasks.reports)
+
 
 class WarehouseError(RuntimeError):
     """A warehouse problem the operator must fix (bad URL, unreachable server, failed migration)."""
@@ -127,7 +132,7 @@ def upgrade(engine: Engine) -> list[str]:
             with engine.begin() as conn:
                 if dialect == "postgresql":
                     # one migrator at a time across processes
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_MIGRATE})
                     if version in applied_versions(conn):
                         continue
                 for stmt in split_statements(path.read_text(encoding="utf-8")):
@@ -174,7 +179,6 @@ class WarehouseBusy(WarehouseError):
     """Another process holds the warehouse's writer lock."""
 
 
-_PG_LOCK_KEY = 4242002
 
 
 @contextmanager
@@ -222,7 +226,7 @@ def writer_lock(engine: Engine, *, wait_seconds: float = 0.0, holder: str = "") 
     conn = engine.connect()
     try:
         while True:
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_LOCK_KEY}).scalar_one()
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_WRITER}).scalar_one()
             conn.commit()
             if got:
                 break
@@ -235,7 +239,7 @@ def writer_lock(engine: Engine, *, wait_seconds: float = 0.0, holder: str = "") 
         yield
     finally:
         try:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_WRITER})
             conn.commit()
         finally:
             conn.close()
