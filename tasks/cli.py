@@ -139,6 +139,7 @@ def demo(
     try:
         os.environ["DVC_SOURCE_URL"] = url
         os.environ["DVC_SOURCE_TOKEN"] = token
+        os.environ.setdefault("DVC_OFFICE_NAME", "UBND huyện Tuy Phước")  # the 2024 report's office
         from tasks.settings import get_settings
 
         get_settings.cache_clear()

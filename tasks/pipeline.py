@@ -362,7 +362,7 @@ def publish_period(
 
         path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
         path.parent.mkdir(parents=True, exist_ok=True)
-        out["workbook"] = write_workbook(engine, pub.publication_id, path)
+        out["workbook"] = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name)
         with engine.begin() as c:
             c.execute(
                 sa.text("UPDATE mart.publications SET workbook_path = :p WHERE publication_id = :id"),

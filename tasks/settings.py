@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         "mart.rpt_unpaid_results (per-procedure overrides in reference/unpaid_thresholds.csv).",
     )
 
+    office_name: str | None = Field(
+        None,
+        description="The reporting office named at the top of every workbook sheet (e.g. 'UBND huyện Tuy "
+        "Phước'); unset: the highest-level unit in the report.",
+    )
+
     # --- personal data ------------------------------------------------------------------------
     hash_key: SecretStr = Field(
         SecretStr("dvc-etl-dev-key-change-me"),

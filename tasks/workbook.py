@@ -172,6 +172,8 @@ def write_header(ws: Worksheet, top: int, columns: Sequence[Column]) -> int:
             col = end + 1
     for i, c in enumerate(columns, start=1):
         ws.column_dimensions[get_column_letter(i)].width = c.width
+    for r in range(top, top + depth):  # room for labels that wrap onto two lines
+        ws.row_dimensions[r].height = 30
     return depth
 
 
