@@ -28,6 +28,15 @@ def _settings(url: str, tmp_path) -> Settings:
     return Settings(warehouse_url=url, reports_dir=tmp_path / "reports", hash_key="model-test-key")
 
 
+def _fresh(url: str, tmp_path):
+    """A migrated warehouse with its calendar, and the settings pointing at it."""
+    settings = _settings(url, tmp_path)
+    engine = connect(url)
+    upgrade(engine)
+    load_calendar(engine, date(2023, 1, 1), date(2025, 12, 31), settings.reference_dir)
+    return engine, settings
+
+
 def _load_all(engine, ds, settings, run_id: str, order_seed: int | None = None, chunk: int = 10_000) -> None:
     """Load every entity through the pipeline's own path (normalise -> check -> load)."""
     for entity in ("units", "procedures", "dossiers", "payments"):
@@ -43,22 +52,16 @@ def _load_all(engine, ds, settings, run_id: str, order_seed: int | None = None, 
 
 
 def test_same_data_twice_or_reordered_gives_identical_fingerprint(dataset, warehouse_url, tmp_path):
-    settings = _settings(warehouse_url, tmp_path)
-    engine = connect(warehouse_url)
-    upgrade(engine)
-    load_calendar(engine, date(2023, 1, 1), date(2025, 12, 31), settings.reference_dir)
+    engine, settings = _fresh(warehouse_url, tmp_path)
     _load_all(engine, dataset, settings, "run-a")
     first = fingerprint(engine)
     assert int(first["core.dossiers"].split(":")[0]) == dataset.count("dossiers")
     _load_all(engine, dataset, settings, "run-b")
     assert fingerprint(engine) == first
 
-    other_url = f"duckdb:///{tmp_path / 'reordered.duckdb'}"
-    other = connect(other_url)
-    upgrade(other)
-    load_calendar(other, date(2023, 1, 1), date(2025, 12, 31), settings.reference_dir)
+    other, other_settings = _fresh(f"duckdb:///{tmp_path / 'reordered.duckdb'}", tmp_path)
     # another page order, and chunk boundaries in other places
-    _load_all(other, dataset, _settings(other_url, tmp_path), "run-c", order_seed=5, chunk=333)
+    _load_all(other, dataset, other_settings, "run-c", order_seed=5, chunk=333)
     assert fingerprint(other) == first
     engine.dispose()
     other.dispose()
@@ -75,10 +78,7 @@ def _text_columns(conn, schemas: tuple[str, ...]) -> list[tuple[str, str, str]]:
 
 
 def test_personal_data_appears_nowhere_in_core_or_mart(dataset, warehouse_url, tmp_path):
-    settings = _settings(warehouse_url, tmp_path)
-    engine = connect(warehouse_url)
-    upgrade(engine)
-    load_calendar(engine, date(2023, 1, 1), date(2025, 12, 31), settings.reference_dir)
+    engine, settings = _fresh(warehouse_url, tmp_path)
     _load_all(engine, dataset, settings, "run-pii")
     pipeline.publish_period(engine, settings, PERIOD, "run-pii")
 
