@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-all lint bench deploy pg clean
+.PHONY: install run test test-all lint bench bench-5m deploy pg clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,3 +45,17 @@ deploy: install
 	@test -n "$$PREFECT_API_URL" || { echo "PREFECT_API_URL is not set (e.g. http://127.0.0.1:4200/api)"; exit 2; }
 	$(BIN)/prefect work-pool inspect dvc-process >/dev/null 2>&1 || $(BIN)/prefect work-pool create dvc-process --type process
 	$(BIN)/prefect --no-prompt deploy --all
+
+## bench: province-scale benchmark (50k and 1M dossiers): raw fetch, pipeline into DuckDB and
+## PostgreSQL, load limit, dlt peer, nightly incremental; tables printed and written to bench/out/
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench,dev]'
+	@touch $(BENCH_STAMP)
+
+bench: install pg $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --sizes 50000,1000000 $(BENCH_ARGS)
+
+## bench-5m: the manual 5M-dossier run (long; needs ~10 GB of RAM for the simulator)
+bench-5m: install pg $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --sizes 5000000 $(BENCH_ARGS)

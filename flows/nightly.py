@@ -13,6 +13,9 @@ are worth retrying. Engines are created inside tasks (never passed in) and tasks
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any
@@ -20,16 +23,53 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows import CURRENT_RUN_ID, current_progress
 from tasks import pipeline
+from tasks.faults import crash_point
 from tasks.settings import Settings, get_settings
-from tasks.warehouse import connect, upgrade, writer_lock
+from tasks.warehouse import WarehouseBusy, connect, upgrade, writer_lock
 
 log = logging.getLogger(__name__)
 
 
 def _settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """The settings of the environment with a deployment's ``settings_overrides`` applied
+    (validated like the environment's: a typo or a bad value fails the run at once). Secrets such
+    as the token belong in the worker's environment or the deployment's ``job_variables.env``,
+    not in parameters, which the Prefect server stores and shows."""
     base = get_settings()
-    return base.model_copy(update=overrides or {}) if overrides else base
+    if not overrides:
+        return base
+    unknown = set(overrides) - set(Settings.model_fields)
+    if unknown:
+        raise ValueError(f"unknown settings in settings_overrides: {', '.join(sorted(unknown))}")
+    return Settings(**{**{k: getattr(base, k) for k in Settings.model_fields}, **overrides})
+
+
+@contextmanager
+def run_writer_lock(engine: Any, settings: Settings, run_id: str, logger: Any = None) -> Iterator[None]:
+    """Hold the warehouse's writer lock for a run. When another run holds it (another source's
+    nightly on the shared PostgreSQL, a backfill), wait up to ``DVC_LOCK_WAIT_SECONDS``, saying so
+    in the log; past it raise :class:`WarehouseBusy` naming the setting."""
+    logger = logger or log
+    stack = ExitStack()
+    try:
+        stack.enter_context(writer_lock(engine, wait_seconds=0, holder=run_id))
+    except WarehouseBusy as busy:
+        wait = settings.lock_wait_seconds
+        if wait <= 0:
+            raise WarehouseBusy(f"{busy} (DVC_LOCK_WAIT_SECONDS=0: not waiting)") from None
+        logger.warning("%s; run %s waits up to %.0f s for it (DVC_LOCK_WAIT_SECONDS)", busy, run_id, wait)
+        t0 = time.monotonic()
+        try:
+            stack.enter_context(writer_lock(engine, wait_seconds=wait, holder=run_id))
+        except WarehouseBusy as exc:
+            raise WarehouseBusy(
+                f"{exc}; gave up after waiting {wait:.0f} s (raise DVC_LOCK_WAIT_SECONDS to wait longer)"
+            ) from None
+        logger.info("run %s got the writer lock after waiting %.1f s", run_id, time.monotonic() - t0)
+    with stack:
+        yield
 
 
 @task(name="sync-catalogues", cache_policy=NO_CACHE)
@@ -51,7 +91,10 @@ def extract_load_task(
 
     engine = connect(settings.warehouse_url)
     window = pipeline.extraction_window(engine, settings, entity, full_refresh=full_refresh, since=since, until=until)
-    get_run_logger().info("%s: extracting window %s .. %s", entity, window[0], window[1])
+    batches = pipeline.batch_windows(window, settings.batch_days)
+    get_run_logger().info("run %s, %s: extracting window %s .. %s%s", run_id, entity, window[0] or "the beginning",
+                          window[1] or "now", f" in {len(batches)} batches of at most {settings.batch_days} days"
+                          if len(batches) > 1 else "")
     with SourceClient.from_settings(settings) as client:
         res = pipeline.extract_entity(engine, client, entity, settings=settings, run_id=run_id, window=window,
                                       progress=progress)
@@ -79,9 +122,9 @@ def _alert_on_failure(flow_obj: Any, flow_run: Any, state: Any) -> None:
             Alert(
                 title=f"dvc-etl run {flow_run.name} {state.name}",
                 severity="failure",
-                run_id=str(flow_run.id),
+                run_id=CURRENT_RUN_ID.get() or str(flow_run.id),  # dq.runs.run_id once the flow has set it
                 source=settings.source_name,
-                lines=[str(state.message or "")[:500]],
+                lines=[str(state.message or "")[:500], f"Prefect flow run {flow_run.id}"],
                 counts={},
                 docs_path=None,
             ),
@@ -105,10 +148,14 @@ def nightly(
     settings = _settings(settings_overrides)
     logger = get_run_logger()
     engine = connect(settings.warehouse_url)
-    upgrade(engine)
     run_id = pipeline.new_run_id("nightly")
+    CURRENT_RUN_ID.set(run_id)
+    logger.info("run %s: source %s, warehouse %s", run_id, settings.source_name,
+                engine.url.render_as_string(hide_password=True))
     summary: dict[str, Any] = {"run_id": run_id, "source": settings.source_name, "entities": {}}
-    with writer_lock(engine, wait_seconds=0, holder=run_id):
+    progress = current_progress()
+    with run_writer_lock(engine, settings, run_id, logger):
+        upgrade(engine)
         pipeline.start_run(engine, run_id, "nightly", settings.source_name)
         try:
             from tasks.calendar import load_calendar
@@ -116,7 +163,8 @@ def nightly(
             load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
             summary["entities"].update(sync_catalogues_task(settings, run_id))
             for entity in pipeline.INCREMENTAL:
-                summary["entities"][entity] = extract_load_task(settings, run_id, entity, full_refresh, since, until)
+                summary["entities"][entity] = extract_load_task(settings, run_id, entity, full_refresh, since, until,
+                                                                progress=progress)
             quarantined = sum(e["rows_quarantined"] for e in summary["entities"].values())
             summary["rows_quarantined"] = quarantined
             blocked = quarantined > settings.critical_threshold
@@ -134,6 +182,7 @@ def nightly(
             summary["data_docs"] = next((e["data_docs"] for e in summary["entities"].values() if e.get("data_docs")), None)
             _publish_artifact(run_id, summary)
             _notify_checks(settings, run_id, summary)
+            crash_point("run.before_finish")
             pipeline.finish_run(engine, run_id, "blocked" if blocked else "success", bool(summary["published"]))
         except BaseException as exc:
             pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
@@ -172,19 +221,25 @@ def _publish_artifact(run_id: str, summary: dict[str, Any]) -> None:
 
 
 def _notify_checks(settings: Settings, run_id: str, summary: dict[str, Any]) -> None:
-    """Alert on critical failures and on warnings above the threshold (never raises)."""
+    """Alert on critical failures, on warnings above the threshold and on the failure of a batch-level
+    rule marked ``meta.alert = "always"`` in the suites (volume, freshness) (never raises)."""
     try:
         from tasks.alerts import Alert, send_alert
+        from tasks.quality import load_suite
 
         q = summary["rows_quarantined"]
         warnings = sum(e["warnings"] for e in summary["entities"].values())
-        if q == 0 and warnings <= settings.warning_alert_threshold:
+        always = [f"{name}.{r}: {v.get('detail')}" for name, e in summary["entities"].items()
+                  for r, v in e.get("checks", {}).items() if v["unexpected_count"]
+                  and r in {x.rule for x in load_suite(name).rules if x.meta.get("alert") == "always"}]
+        if q == 0 and warnings <= settings.warning_alert_threshold and not always:
             return
         lines = []
         for name, e in summary["entities"].items():
             failing = {r: v["unexpected_count"] for r, v in e.get("checks", {}).items() if v["unexpected_count"]}
             if failing:
                 lines.append(f"{name}: " + ", ".join(f"{r}={n}" for r, n in sorted(failing.items())))
+        lines += always
         send_alert(
             Alert(
                 title=("Critical data-quality failures" if q else "Data-quality warnings")
@@ -226,7 +281,8 @@ def report(period_start: date, period_end: date, settings_overrides: dict[str, A
     engine = connect(settings.warehouse_url)
     upgrade(engine)
     run_id = pipeline.new_run_id("report")
-    with writer_lock(engine, wait_seconds=0, holder=run_id):
+    CURRENT_RUN_ID.set(run_id)
+    with run_writer_lock(engine, settings, run_id):
         pipeline.start_run(engine, run_id, "report", settings.source_name)
         try:
             out = publish_task(settings, run_id, (period_start, period_end))

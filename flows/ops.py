@@ -13,10 +13,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.nightly import _alert_on_failure, _settings, publish_task
+from flows import CURRENT_RUN_ID, current_progress
+from flows.nightly import _alert_on_failure, _settings, publish_task, run_writer_lock
 from tasks import pipeline
 from tasks.normalize import now_local
-from tasks.warehouse import connect, upgrade, writer_lock
+from tasks.warehouse import connect, upgrade
 
 
 def previous_month(today: date) -> tuple[date, date]:
@@ -34,9 +35,10 @@ def monthly_report(month: str | None = None, settings_overrides: dict[str, Any] 
         period = previous_month(now_local().date())
     settings = _settings(settings_overrides)
     engine = connect(settings.warehouse_url)
-    upgrade(engine)
     run_id = pipeline.new_run_id("monthly")
-    with writer_lock(engine, wait_seconds=600, holder=run_id):
+    CURRENT_RUN_ID.set(run_id)
+    with run_writer_lock(engine, settings, run_id):
+        upgrade(engine)
         pipeline.start_run(engine, run_id, "monthly-report", settings.source_name)
         try:
             out = publish_task(settings, run_id, period)
@@ -55,9 +57,10 @@ def reference_sync(settings_overrides: dict[str, Any] | None = None) -> dict[str
 
     settings = _settings(settings_overrides)
     engine = connect(settings.warehouse_url)
-    upgrade(engine)
     run_id = pipeline.new_run_id("reference")
-    with writer_lock(engine, wait_seconds=600, holder=run_id):
+    CURRENT_RUN_ID.set(run_id)
+    with run_writer_lock(engine, settings, run_id):
+        upgrade(engine)
         pipeline.start_run(engine, run_id, "reference-sync", settings.source_name)
         try:
             days = load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
@@ -77,9 +80,10 @@ def inbox(settings_overrides: dict[str, Any] | None = None) -> list[dict[str, An
 
     settings = _settings(settings_overrides)
     engine = connect(settings.warehouse_url)
-    upgrade(engine)
     run_id = pipeline.new_run_id("inbox")
-    with writer_lock(engine, wait_seconds=600, holder=run_id):
+    CURRENT_RUN_ID.set(run_id)
+    with run_writer_lock(engine, settings, run_id):
+        upgrade(engine)
         pipeline.start_run(engine, run_id, "inbox", settings.source_name)
         outcomes = process_inbox(engine, settings, run_id)
         failed = [o for o in outcomes if o.status == "failed"]
@@ -93,12 +97,15 @@ def inbox(settings_overrides: dict[str, Any] | None = None) -> list[dict[str, An
 
 
 @task(name="backfill-partition", cache_policy=NO_CACHE)
-def backfill_partition_task(settings: Any, run_id: str, bid: str, part: tuple[date, date]) -> dict[str, Any]:
+def backfill_partition_task(
+    settings: Any, run_id: str, bid: str, part: tuple[date, date], progress: Any = None,
+) -> dict[str, Any]:
     from tasks.source_api import SourceClient
 
+    CURRENT_RUN_ID.set(run_id)
     engine = connect(settings.warehouse_url)
     with SourceClient.from_settings(settings) as client:
-        results = pipeline.backfill_partition(engine, client, settings, run_id, bid, part)
+        results = pipeline.backfill_partition(engine, client, settings, run_id, bid, part, progress=progress)
     return {"partition": [str(part[0]), str(part[1])], "rows_loaded": sum(r.rows_loaded for r in results),
             "rows_quarantined": sum(r.rows_quarantined for r in results)}
 
@@ -115,19 +122,22 @@ def backfill(
     logger = get_run_logger()
     settings = _settings(settings_overrides)
     engine = connect(settings.warehouse_url)
-    upgrade(engine)
     run_id = pipeline.new_run_id("backfill")
+    CURRENT_RUN_ID.set(run_id)
     bid = pipeline.backfill_id(settings.source_name, start, end)
     parts = pipeline.month_partitions(start, end)
-    done = pipeline.done_partitions(engine, bid)
-    todo = [p for p in parts if p[0] not in done]
-    logger.info("backfill %s: %d partitions, %d already done, %d to run", bid, len(parts), len(done), len(todo))
-    with writer_lock(engine, wait_seconds=600, holder=run_id):
+    progress = current_progress()
+    with run_writer_lock(engine, settings, run_id, logger):
+        upgrade(engine)
+        done = pipeline.done_partitions(engine, bid)  # under the lock: another backfill may just have run
+        todo = [p for p in parts if p[0] not in done]
+        logger.info("run %s, backfill %s: %d partitions, %d already done, %d to run, %d at a time", run_id, bid,
+                    len(parts), len(parts) - len(todo), len(todo), max(1, concurrency))
         pipeline.start_run(engine, run_id, "backfill", settings.source_name)
         results: list[dict[str, Any]] = []
         try:
             for i in range(0, len(todo), max(1, concurrency)):
-                futures = [backfill_partition_task.submit(settings, run_id, bid, p)
+                futures = [backfill_partition_task.submit(settings, run_id, bid, p, progress)
                            for p in todo[i : i + max(1, concurrency)]]
                 results += [f.result() for f in futures]
             published = []

@@ -10,7 +10,10 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +44,38 @@ def _quiet_env(quiet: bool) -> None:
     if quiet:
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
         logging.getLogger().setLevel(logging.WARNING)
+
+
+def _show_progress(quiet: bool) -> bool:
+    """Progress bars only for a person watching: not in --quiet mode, not when stdout is a file,
+    a pipe or cron's mail."""
+    return not quiet and console.is_terminal
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    """While a flow runs in this block, show one bar per extraction (records read / the source's
+    total) and per load (records loaded or quarantined / read), when ``enabled``."""
+    from flows import reporting_progress
+
+    if not enabled:
+        yield
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+    ids: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def update(label: str, done: int, total: int | None) -> None:
+        with lock:
+            if label not in ids:
+                ids[label] = bars.add_task(label, total=total)
+            bars.update(ids[label], completed=done, total=total)
+
+    with bars, reporting_progress(update):
+        yield
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
@@ -93,13 +128,14 @@ def run(
     s, u = _parse_day(since, "--since"), _parse_day(until, "--until")
     from flows.nightly import nightly
 
-    summary = _run_guarded(
-        nightly,
-        full_refresh=full_refresh,
-        since=datetime.combine(s, datetime.min.time()) if s else None,
-        until=datetime.combine(u, datetime.min.time()) if u else None,
-        publish=publish,
-    )
+    with _progress_bars(_show_progress(quiet)):
+        summary = _run_guarded(
+            nightly,
+            full_refresh=full_refresh,
+            since=datetime.combine(s, datetime.min.time()) if s else None,
+            until=datetime.combine(u, datetime.min.time()) if u else None,
+            publish=publish,
+        )
     _print_summary(summary, quiet=quiet)
     if summary.get("blocked"):
         raise typer.Exit(EXIT_BLOCKED)
@@ -146,7 +182,8 @@ def demo(
         console.print(f"[bold]Simulator[/] of the provincial system at {url} ({dossiers} dossiers, seed {seed})")
         from flows.nightly import nightly
 
-        summary = _run_guarded(nightly, full_refresh=True, periods=[(DEMO_START, DEMO_END)])
+        with _progress_bars(_show_progress(quiet)):
+            summary = _run_guarded(nightly, full_refresh=True, periods=[(DEMO_START, DEMO_END)])
         _print_summary(summary, quiet=quiet)
         if summary.get("blocked"):
             raise typer.Exit(EXIT_BLOCKED)
@@ -279,7 +316,8 @@ def backfill(
         _fail(f"--to {b} is before --from {a}", EXIT_USAGE)
     from flows.ops import backfill as backfill_flow
 
-    out = _run_guarded(backfill_flow, a, b, concurrency=concurrency, publish=publish)
+    with _progress_bars(_show_progress(quiet)):
+        out = _run_guarded(backfill_flow, a, b, concurrency=concurrency, publish=publish)
     console.print(f"backfill {out['backfill_id']}: {len(out['ran'])} partition(s) run, "
                   f"{len(out['skipped'])} skipped (already done), {len(out['published'])} period(s) published")
 
@@ -366,7 +404,11 @@ _mount_simulator()
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from flows import RunIdFilter
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(run_id)s] %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RunIdFilter())
     for noisy in ("httpx", "urllib3", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app()

@@ -23,7 +23,7 @@ from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = {".xlsx", ".xlsm", ".csv"}
+SUFFIXES = {".xlsx", ".xlsm", ".csv", ".xls"}  # .xls: not readable, but moved to failed/ with the reason
 
 
 @dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 ENTITIES = ("dossiers", "payments", "procedures", "units")
 
@@ -145,7 +146,8 @@ class Normalized:
     issues: pd.DataFrame  # parse issues: record_key, rule, severity, detail
     rows_received: int = 0
     rows_duplicate: int = 0
-    raw_by_key: dict[str, str] = field(default_factory=dict)  # record_key -> JSON of the kept version
+    #: record_key -> canonical JSON text of the kept version (a read-only mapping)
+    raw_by_key: Mapping[str, str] = field(default_factory=dict)
     #: dossiers only: every well-formed version read (before dedupe): ma_ho_so, ngay_cap_nhat, trang_thai
     versions: pd.DataFrame | None = None
 
@@ -191,6 +193,109 @@ def _parse(values: list[Any], kind: str) -> tuple[pd.Series, pd.Series]:
     bad = bad | frac | too_big
     num = num.where(~(frac | too_big))
     return num.astype("Int16" if kind == "i16" else "Int64"), bad
+
+
+# Fast paths for the common, clean case. Each returns None as soon as a value falls outside what
+# it handles exactly (leading/trailing blanks, non-ASCII digits, odd types, out-of-range fields),
+# and the column is then parsed by :func:`_parse`, so the results are the same either way.
+_DIGITS_TS = 14
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+def _string_array(values: list[str | None]) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(values, pa.large_string())])))
+
+
+def _fast_str(values: list[Any]) -> tuple[pd.Series, pd.Series] | None:
+    out: list[str | None] = []
+    append = out.append
+    for v in values:
+        if v is None:
+            append(None)
+        elif type(v) is str:
+            if not v:
+                append(None)
+            elif v[0].isspace() or v[-1].isspace():
+                return None
+            else:
+                append(v)
+        else:
+            return None
+    return _string_array(out), pd.Series(np.zeros(len(values), dtype=bool))
+
+
+def _fast_ts(values: list[Any]) -> tuple[pd.Series, pd.Series] | None:
+    n = len(values)
+    pos: list[int] = []
+    texts: list[str] = []
+    for i, v in enumerate(values):
+        if v is None or v == "":
+            continue
+        if type(v) is not str or len(v) != _DIGITS_TS:
+            return None
+        pos.append(i)
+        texts.append(v)
+    out = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+    if texts:
+        buf = "".join(texts).encode("utf-8")
+        if len(buf) != _DIGITS_TS * len(texts):
+            return None  # non-ASCII characters
+        d = (np.frombuffer(buf, dtype=np.uint8).reshape(-1, _DIGITS_TS) - 48).astype(np.int64)
+        if (d > 9).any() or (d < 0).any():
+            return None
+        y = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
+        mo = d[:, 4] * 10 + d[:, 5]
+        dd = d[:, 6] * 10 + d[:, 7]
+        hh = d[:, 8] * 10 + d[:, 9]
+        mi = d[:, 10] * 10 + d[:, 11]
+        ss = d[:, 12] * 10 + d[:, 13]
+        if ((mo < 1) | (mo > 12) | (hh > 23) | (mi > 59) | (ss > 59) | (dd < 1) | (y < 1900) | (y > 2200)).any():
+            return None
+        leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+        dim = _DAYS_IN_MONTH[mo - 1] + ((mo == 2) & leap)
+        if (dd > dim).any():
+            return None
+        months = ((y - 1970) * 12 + (mo - 1)).astype("datetime64[M]")
+        days = months.astype("datetime64[D]") + (dd - 1).astype("timedelta64[D]")
+        secs = hh * 3600 + mi * 60 + ss
+        out[np.asarray(pos, dtype=np.int64)] = days.astype("datetime64[us]") + (secs * 1_000_000).astype(
+            "timedelta64[us]")
+    return pd.Series(out), pd.Series(np.zeros(n, dtype=bool))
+
+
+def _fast_int(values: list[Any], kind: str) -> tuple[pd.Series, pd.Series] | None:
+    limit = 32767 if kind == "i16" else 2**62
+    out: list[int | None] = []
+    append = out.append
+    for v in values:
+        t = type(v)
+        if t is int:
+            if -limit <= v <= limit:
+                append(v)
+                continue
+            return None
+        if v is None or (t is str and not v):
+            append(None)
+        elif t is str and v.isascii() and v.isdigit():
+            x = int(v)
+            if x > limit:
+                return None
+            append(x)
+        else:
+            return None
+    return pd.Series(pd.array(out, dtype="Int16" if kind == "i16" else "Int64")), pd.Series(
+        np.zeros(len(values), dtype=bool))
+
+
+def _parse_column(values: list[Any], kind: str) -> tuple[pd.Series, pd.Series]:
+    fast = None
+    if kind == "str":
+        fast = _fast_str(values)
+    elif kind == "ts":
+        fast = _fast_ts(values)
+    elif kind in ("i16", "i64"):
+        fast = _fast_int(values, kind)
+    return fast if fast is not None else _parse(values, kind)
 
 
 def _key_series(entity: str, core: pd.DataFrame) -> pd.Series:
@@ -248,6 +353,49 @@ def _dossier_lists(rec: dict) -> tuple[Any, ...]:
     return n_docs, n_reused, has_reuse, n_res, has_e, n_sup, fee_total
 
 
+def _dossier_lists_fast(rec: dict) -> tuple[Any, ...] | None:
+    """:func:`_dossier_lists` for well-formed records (lists of dicts, int flags, int fees,
+    string links); None when anything is unusual (then :func:`_dossier_lists` decides)."""
+    docs = rec.get("TaiLieuNop")
+    results = rec.get("DanhSachGiayToKetQua")
+    fees = rec.get("DanhSachLePhi")
+    sups = rec.get("DanhSachHoSoBoSung")
+    if type(docs) is not list or type(results) is not list or type(fees) is not list or type(sups) is not list:
+        return None
+    n_reused = 0
+    for d in docs:
+        if type(d) is not dict:
+            return None
+        f = d.get("DuocTaiSuDung")
+        if f is None:
+            continue
+        if type(f) is not int or (f != 0 and f != 1):
+            return None
+        n_reused += f
+    has_e = False
+    for r in results:
+        if type(r) is not dict:
+            return None
+        link = r.get("DuongDanTepTinKetQua")
+        if link is None:
+            continue
+        if type(link) is not str:
+            return None
+        if link and not has_e and link.strip():
+            has_e = True
+    fee_total = 0
+    for f in fees:
+        if type(f) is not dict:
+            return None
+        g = f.get("Gia")
+        if g is None:
+            continue
+        if type(g) is not int:
+            return None
+        fee_total += g
+    return len(docs), n_reused, n_reused > 0, len(results), has_e, len(sups), fee_total
+
+
 def applicant_key(id_number: Any, key: bytes) -> str | None:
     """Keyed hash of an applicant ID number (spaces removed); None when there is no ID."""
     if id_number is None:
@@ -255,14 +403,61 @@ def applicant_key(id_number: Any, key: bytes) -> str | None:
     text = "".join(str(id_number).split())
     if not text:
         return None
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, text.encode("utf-8"), "sha256").hex()
 
 
 # ----------------------------------------------------------------------------------------------
 # entry point
 # ----------------------------------------------------------------------------------------------
+class RecordTexts(Mapping[str, str]):
+    """record_key -> canonical JSON text, read from the batch's Arrow column on demand (only the
+    quarantined rows' texts are ever needed; a dict of 50k Python strings is ~100 MB)."""
+
+    def __init__(self, positions: dict[str, int], texts: pa.ChunkedArray) -> None:
+        self._pos, self._texts = positions, texts
+
+    def __getitem__(self, key: str) -> str:
+        return self._texts[self._pos[key]].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pos)
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+
+_TEXT_BLOCK = 4096
+
+
+def _record_texts(records: Sequence[dict]) -> tuple[pa.ChunkedArray, list[str]]:
+    """Canonical JSON of every record as one Arrow string column, and the SHA-256 of each. Built
+    block by block: orjson's output buffers are ~16 KB each whatever the record's size, so a
+    batch's worth of them held at once would be ~0.8 GB per 50k records."""
+    sha = hashlib.sha256
+    chunks: list[pa.Array] = []
+    hashes: list[str] = []
+    for a in range(0, len(records), _TEXT_BLOCK):
+        block = [canonical_json(r) for r in records[a : a + _TEXT_BLOCK]]
+        hashes.extend([sha(j).hexdigest() for j in block])
+        chunks.append(pa.array(block, pa.large_binary()).cast(pa.large_string()))
+    return pa.chunked_array(chunks, pa.large_string()), hashes
+
+
 def canonical_json(rec: dict) -> bytes:
-    return orjson.dumps(rec, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    try:
+        return orjson.dumps(rec, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    except TypeError:  # an integer beyond 64 bits (valid JSON, orjson refuses it): keep its digits as text
+        return orjson.dumps(_wide_ints_as_text(rec), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+
+
+def _wide_ints_as_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _wide_ints_as_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_wide_ints_as_text(v) for v in value]
+    return value
 
 
 def _issues(keys: pd.Series, mask: pd.Series, rule: str, detail: pd.Series | str) -> pd.DataFrame:
@@ -284,8 +479,10 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
     spec = FIELDS[entity]
     cols: dict[str, pd.Series] = {}
     bad: dict[str, pd.Series] = {}
+    values: dict[str, list[Any]] = {}
     for col, api, kind in spec:
-        cols[col], bad[col] = _parse([r.get(api) for r in records], kind)
+        values[api] = vals = [r.get(api) for r in records]
+        cols[col], bad[col] = _parse_column(vals, kind)
     core = pd.DataFrame(cols)
     core.index = pd.RangeIndex(n)
 
@@ -293,7 +490,7 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
     missing_key = keys.isna() | keys.eq("") | keys.str.startswith("|") | keys.str.endswith("|")
     keys = keys.where(~missing_key, pd.Series([f"#{i}" for i in range(n)], dtype="string"))
 
-    jsons = [canonical_json(r) for r in records]
+    texts, hashes = _record_texts(records)
     issue_frames: list[pd.DataFrame] = []
     for col, api, kind in spec:
         if bad[col].any():
@@ -309,11 +506,15 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
             issue_frames.append(_issues(keys, missing, f"required_{col}", f"{api} is missing"))
 
     if entity == "dossiers":
-        hk = [applicant_key(r.get("SoGiayToChuHoSo"), hash_key) for r in records]
+        hk = _applicant_keys([r.get("SoGiayToChuHoSo") for r in records], hash_key)
         derived: list[tuple] = []
         list_bad = np.zeros(n, dtype=bool)
         list_detail: list[str] = [""] * n
         for i, r in enumerate(records):
+            fast = _dossier_lists_fast(r)
+            if fast is not None:
+                derived.append(fast)
+                continue
             try:
                 derived.append(_dossier_lists(r))
             except (TypeError, ValueError, AttributeError) as exc:
@@ -321,7 +522,7 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
                 list_bad[i] = True
                 list_detail[i] = f"malformed nested list: {exc}"[:200]
         d = list(zip(*derived, strict=True)) if derived else [[] for _ in range(7)]
-        core["applicant_key"] = pd.Series(hk, dtype="string")
+        core["applicant_key"] = _string_array(hk)
         core["n_tai_lieu"] = pd.array(d[0], dtype="Int32")
         core["n_tai_lieu_tai_su_dung"] = pd.array(d[1], dtype="Int32")
         core["has_reuse"] = pd.array(d[2], dtype="boolean")
@@ -342,12 +543,13 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
     )
 
     # raw: every distinct record read (parse failures included: raw is "as extracted")
+    upd = values["NgayCapNhat"] if "NgayCapNhat" in values else [r.get("NgayCapNhat") for r in records]
     raw = pd.DataFrame(
         {
             "record_key": keys.values,
-            "record_hash": [hashlib.sha256(j).hexdigest() for j in jsons],
-            "ngay_cap_nhat": pd.Series([_text(r.get("NgayCapNhat")) for r in records], dtype="string"),
-            "record": pd.Series([j.decode("utf-8") for j in jsons], dtype="string"),
+            "record_hash": hashes,
+            "ngay_cap_nhat": _string_array([v if v is None or type(v) is str else _text(v) for v in upd]),
+            "record": pd.Series(pd.arrays.ArrowStringArray(texts)),
         }
     )
 
@@ -366,14 +568,55 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
         )
     dup = order.duplicated("_record_key", keep="last")
     kept = order[~dup].sort_values("_order")
+    ties = _conflicting_ties(entity, keys, core, raw["record_hash"])
     raw = raw.drop_duplicates(["record_key", "record_hash"]).reset_index(drop=True)
-    raw_by_key = {k: jsons[i].decode("utf-8") for k, i in zip(kept["_record_key"], kept["_order"], strict=True)}
+    raw_by_key = RecordTexts(dict(zip(kept["_record_key"], kept["_order"].tolist(), strict=True)), texts)
     # issues only for the kept version of each key (an older, broken copy is superseded)
     issues = issues[issues["_pos"].isin(set(kept["_order"]))].drop(columns="_pos").reset_index(drop=True)
+    if len(ties):
+        issues = pd.concat([issues, ties], ignore_index=True)
     core = kept.drop(columns=["_order"]).rename(columns={"_record_key": "record_key"})
     core = core.reset_index(drop=True)
     return Normalized(entity, core, raw, issues, rows_received=n, rows_duplicate=int(dup.sum()), raw_by_key=raw_by_key,
                       versions=versions)
+
+
+#: The suite rule (expectations/<entity>.json) broken by a key that arrives twice in one batch with
+#: the same NgayCapNhat (catalogues: with none) and different content.
+KEY_UNIQUE_RULES = {"dossiers": "dossier_key_unique", "payments": "payment_key_unique",
+                    "procedures": "procedure_key_unique", "units": "unit_key_unique"}
+
+
+def _conflicting_ties(entity: str, keys: pd.Series, core: pd.DataFrame, hashes: pd.Series) -> pd.DataFrame:
+    """Critical issues for the keys whose latest version is tied with a different record: the batch
+    cannot tell which one is current, so the row is quarantined instead of the last one winning."""
+    multi = keys.duplicated(keep=False).to_numpy()  # only keys read more than once can conflict
+    if not multi.any():
+        return pd.DataFrame(columns=ISSUE_COLUMNS)
+    stamp = core["ngay_cap_nhat"][multi].astype("string").fillna("").values if "ngay_cap_nhat" in core else ""
+    g = pd.DataFrame({"k": keys[multi].values, "t": stamp, "h": hashes[multi].values})
+    top = g[g["t"] == g.groupby("k")["t"].transform("max")]
+    versions = top.groupby("k")["h"].nunique()
+    bad = versions[versions > 1]
+    key_fields = "/".join(KEYS[entity])
+    same = " with the same NgayCapNhat" if "ngay_cap_nhat" in core else ""
+    return pd.DataFrame({
+        "record_key": pd.Series(bad.index, dtype="string"), "rule": KEY_UNIQUE_RULES[entity], "severity": "critical",
+        "detail": [f"{key_fields} = {k} arrived {n} times{same} and with different content: "
+                   "which one is current cannot be told" for k, n in bad.items()],
+    }, columns=ISSUE_COLUMNS)
+
+
+def _applicant_keys(ids: list[Any], key: bytes) -> list[str | None]:
+    digest = hmac.digest
+    out: list[str | None] = []
+    append = out.append
+    for v in ids:
+        if type(v) is str and v and v.isalnum() and v.isascii():
+            append(digest(key, v.encode(), "sha256").hex())
+        else:
+            append(applicant_key(v, key))
+    return out
 
 
 def _levels(value: Any) -> str | None:

@@ -8,18 +8,23 @@ periods and write the workbooks.
 
 from __future__ import annotations
 
+import gc
 import logging
+import queue
+import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from tasks.faults import crash_point
 from tasks.load import LoadResult, get_watermark, load_batch
 from tasks.normalize import normalize, now_local
 from tasks.settings import Settings
@@ -30,8 +35,11 @@ log = logging.getLogger(__name__)
 CATALOGUES = ("units", "procedures")
 INCREMENTAL = ("dossiers", "payments")
 CHUNK_RECORDS = 50_000
+_GX_LOCK = threading.Lock()
 
-ProgressFn = Callable[[str, int, int | None], None]  # (entity, records so far, total or None)
+T = TypeVar("T")
+ProgressFn = Callable[[str, int, int | None], None]  # (label, done so far, total or None); see extract_entity
+LOAD_LABEL = " loaded"  # progress label suffix of the loading steps: "dossiers loaded"
 
 
 def new_run_id(flow: str) -> str:
@@ -50,6 +58,7 @@ class EntityResult:
     chunks: int = 0
     watermark: datetime | None = None
     window: tuple[datetime | None, datetime | None] = (None, None)
+    batches: list[tuple[datetime | None, datetime | None]] = field(default_factory=list)  # sub-windows read
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)  # rule -> counts
     data_docs: str | None = None  # GX data docs index of this run (first chunk validated)
     gx_success: bool | None = None
@@ -72,12 +81,23 @@ class EntityResult:
 # run bookkeeping
 # ----------------------------------------------------------------------------------------------
 def start_run(engine: Engine, run_id: str, flow: str, source: str) -> None:
+    """Record a run as started. Called while holding the warehouse's writer lock, so a run still
+    marked 'running' belongs to a process that died (SIGKILL, power loss): it is closed as
+    'crashed', naming the run that noticed."""
+    now = now_local()
     with engine.begin() as c:
+        c.execute(
+            sa.text(
+                "UPDATE dq.runs SET status = 'crashed', finished_at = :t, published = false, "
+                "message = :m WHERE status = 'running'"
+            ),
+            {"t": now, "m": f"the process ended without finishing; found by run {run_id}"},
+        )
         c.execute(
             sa.text(
                 "INSERT INTO dq.runs (run_id, flow, source, started_at, status) VALUES (:r, :f, :s, :t, 'running')"
             ),
-            {"r": run_id, "f": flow, "s": source, "t": now_local()},
+            {"r": run_id, "f": flow, "s": source, "t": now},
         )
 
 
@@ -218,6 +238,7 @@ def process_records(
     with local_write_lock(engine):
         loaded = load_batch(engine, norm, issues, source=settings.source_name, run_id=run_id, origin=origin,
                             watermark=wm)
+    crash_point("load.after_commit")
     result.add(loaded)
     if wm is not None:
         result.watermark = max(wm, result.watermark) if result.watermark else wm
@@ -231,7 +252,8 @@ def _validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, settings: S
     from tasks.quality import validate_with_gx
 
     try:
-        rec = validate_with_gx(entity, frame, run_id, Path(settings.reports_dir) / "data-docs")
+        with _GX_LOCK:  # GX's file-backed context is not thread-safe (backfill partitions run in threads)
+            rec = validate_with_gx(entity, frame, run_id, Path(settings.reports_dir) / "data-docs")
     except Exception:  # noqa: BLE001 - the record must not break the load
         log.exception("%s: Great Expectations validation could not run", entity)
         result.data_docs = ""
@@ -270,6 +292,92 @@ def extraction_window(
     return window_for(wm, settings.overlap_minutes, until)
 
 
+def batch_windows(
+    window: tuple[datetime | None, datetime | None], batch_days: int, now: datetime | None = None,
+) -> list[tuple[datetime | None, datetime | None]]:
+    """Split the extraction window ``[start, end)`` into consecutive sub-windows of at most
+    ``batch_days`` days (catch-up after downtime reads, loads and commits its watermark batch by
+    batch). An open end (``None``: up to now) is split up to ``now`` and the last batch stays
+    open; a window without a start (first run, full refresh) is one batch."""
+    start, end = window
+    if start is None or batch_days <= 0:
+        return [window]
+    limit = end if end is not None else (now or now_local())
+    step = timedelta(days=batch_days)
+    out: list[tuple[datetime | None, datetime | None]] = []
+    cur = start
+    while cur + step < limit:
+        out.append((cur, cur + step))
+        cur += step
+    out.append((cur, end))
+    return out
+
+
+def read_ahead(pages: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``pages`` in a background thread, at most ``depth`` items ahead of the consumer, so
+    the next HTTP request is on the wire while a chunk is normalised and loaded. Errors of the
+    reader are raised in the consumer; a consumer that stops early stops the reader."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for page in pages:
+                if not put(("page", page)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(("error", exc))
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=work, name="extract-read-ahead", daemon=True)
+    reader.start()
+    with gc_paused():
+        try:
+            n = 0
+            while True:
+                kind, value = q.get()
+                if kind == "page":
+                    n += 1
+                    if n % 50 == 0:
+                        gc.collect(1)
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            stop.set()
+            reader.join(timeout=5)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while pages are read and chunks processed: parsed pages
+    are millions of small dicts and lists (no cycles) that it would otherwise traverse again and
+    again (2-3x the cost of the JSON parse); reference counting frees them. ``read_ahead`` pauses
+    it for its lifetime and collects the young generations every 50 pages."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def extract_entity(
     engine: Engine,
     client: Any,
@@ -281,24 +389,51 @@ def extract_entity(
     chunk_records: int = CHUNK_RECORDS,
     progress: ProgressFn | None = None,
 ) -> EntityResult:
-    """Read ``entity`` changed in ``window`` page by page; every ``chunk_records`` records are
-    normalised, checked and loaded in one transaction that also moves the watermark. Memory stays
-    bounded by the chunk size, whatever the window."""
+    """Read ``entity`` changed in ``window`` page by page, in sub-windows of at most
+    ``settings.batch_days`` days (:func:`batch_windows`); every ``chunk_records`` records, and at
+    the end of every sub-window, are normalised, checked and loaded in one transaction that also
+    moves the watermark. Memory stays bounded by the chunk size, whatever the window, and a
+    catch-up that stops half-way keeps the batches already committed.
+
+    ``progress(label, done, total)`` is called after every page with ``label=entity`` (records
+    read so far, estimated records in the window from the page's ``total``) and after every load
+    with ``label=f"{entity}{LOAD_LABEL}"`` (records loaded or quarantined so far, records read)."""
     res = EntityResult(entity, window=window)
     ctx = check_context(engine, settings.source_name, entity, settings, now_local())
-    buffer: list[dict] = []
+    batches = batch_windows(window, settings.batch_days)
     seen = 0
-    for page in client.iter_pages(entity, window[0], window[1]):
-        buffer.extend(page.records)
-        seen += len(page.records)
-        if progress:
-            progress(entity, seen, page.total)
-        if len(buffer) >= chunk_records:
-            process_records(engine, entity, buffer, settings=settings, run_id=run_id, result=res, context=ctx)
-            buffer = []
-    if buffer or res.chunks == 0:
+
+    def flush(buffer: list[dict]) -> None:
         process_records(engine, entity, buffer, settings=settings, run_id=run_id, result=res, context=ctx)
+        if progress:
+            progress(f"{entity}{LOAD_LABEL}", res.rows_received, seen)
+
+    for n, (lo, hi) in enumerate(batches, 1):
+        buffer: list[dict] = []
+        received_before = res.rows_received
+        seen_before = seen
+        for page in read_ahead(client.iter_pages(entity, lo, hi)):
+            buffer.extend(page.records)
+            crash_point("extract.after_page")
+            seen += len(page.records)
+            if progress:
+                # ``total`` counts the records of [cursor, hi) of this request: what was read
+                # before this page plus what is left from it estimates the window's size
+                remaining = None if page.total is None else page.total - (page.page - 1) * page.page_size
+                progress(entity, seen, None if remaining is None else max(seen, seen - len(page.records) + remaining))
+            if len(buffer) >= chunk_records:
+                flush(buffer)
+                buffer = []
+        if buffer:
+            flush(buffer)
+        res.batches.append((lo, hi))
+        if len(batches) > 1:
+            log.info("%s: batch %d/%d %s .. %s: %d records, %d loaded, watermark %s", entity, n, len(batches), lo,
+                     hi or "now", seen - seen_before, res.rows_received - received_before, res.watermark)
+    if res.chunks == 0:
+        process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx)
     _record_checks(engine, run_id, settings.source_name, entity, res)
+    crash_point("extract.after_entity")
     log.info(
         "%s: %d received, %d read, %d loaded, %d quarantined, %d warnings, watermark %s",
         entity, res.rows_received, res.rows_read, res.rows_loaded, res.rows_quarantined, res.warnings, res.watermark,
@@ -356,6 +491,7 @@ def publish_period(
         engine, period[0], period[1], run_id=run_id, reference_dir=Path(settings.reference_dir),
         unpaid_threshold_days=settings.unpaid_threshold_days,
     )
+    crash_point("publish.after_commit")
     out: dict[str, Any] = {"period": period, "publication": pub}
     if workbook:
         from tasks.workbook import write_workbook
@@ -363,6 +499,7 @@ def publish_period(
         path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
         path.parent.mkdir(parents=True, exist_ok=True)
         out["workbook"] = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name)
+        crash_point("workbook.after_write")
         with engine.begin() as c:
             c.execute(
                 sa.text("UPDATE mart.publications SET workbook_path = :p WHERE publication_id = :id"),
@@ -425,14 +562,20 @@ def mark_partition(
 
 def backfill_partition(
     engine: Engine, client: Any, settings: Settings, run_id: str, bid: str, part: tuple[date, date],
+    progress: ProgressFn | None = None,
 ) -> list[EntityResult]:
-    """Extract and load every dossier and payment changed in one month partition."""
+    """Extract and load every dossier and payment changed in one month partition (``progress``
+    labels are prefixed with the partition's month: ``2024-03 dossiers``)."""
     window = (datetime.combine(part[0], datetime.min.time()),
               datetime.combine(part[1] + timedelta(days=1), datetime.min.time()))
+    labelled = None
+    if progress is not None:
+        def labelled(label: str, done: int, total: int | None) -> None:
+            progress(f"{part[0]:%Y-%m} {label}", done, total)
     mark_partition(engine, bid, part, "running", run_id)
     try:
         results = [
-            extract_entity(engine, client, entity, settings=settings, run_id=run_id, window=window)
+            extract_entity(engine, client, entity, settings=settings, run_id=run_id, window=window, progress=labelled)
             for entity in INCREMENTAL
         ]
     except Exception as exc:

@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from tasks.faults import crash_point
 from tasks.warehouse import PG_LOCK_PUBLISH, dialect_name, run_sql_file
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,7 @@ def publish(
             log.info("publication %s: %s has %d rows", publication_id, table, counts[table])
             if on_step is not None:
                 on_step(table)
+            crash_point("publish.table")
         conn.execute(sa.text(
             "UPDATE mart.publications SET is_current = false"
             " WHERE period_start = :period_start AND period_end = :period_end AND is_current"
@@ -331,6 +333,7 @@ def publish(
             " run_id, workbook_path, is_current)"
             " VALUES (:publication_id, :period_start, :period_end, :as_of, :published_at, :run_id, NULL, true)"
         ), {**params, "published_at": published_at, "run_id": run_id})
+        crash_point("publish.before_commit")
         for temp in _TEMP_TABLES:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {temp}"))  # fixed names, no values
     log.info("published %s for %s..%s (as of %s)", publication_id, period_start, period_end, cut)

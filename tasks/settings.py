@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,16 @@ class Settings(BaseSettings):
         "records updated while the previous run read its pages.",
     )
     batch_days: int = Field(
-        31, description="Catch-up after downtime extracts at most this many days of changes per batch."
+        31,
+        ge=1,
+        description="Catch-up after downtime extracts at most this many days of changes per batch; each batch "
+        "is loaded and commits its watermark before the next one is read.",
+    )
+    lock_wait_seconds: float = Field(
+        1800.0,
+        ge=0,
+        description="How long a run waits for the warehouse's writer lock while another run (another source, "
+        "a backfill) writes; past it the run fails with 'warehouse busy' (exit code 4). 0 fails at once.",
     )
 
     # --- files and folders --------------------------------------------------------------------
@@ -112,6 +121,38 @@ class Settings(BaseSettings):
         description="Key of the keyed hash (HMAC-SHA256) that replaces applicant IDs in core; set a "
         "private value in production (secret).",
     )
+
+    # --- secrets from Prefect Secret blocks ---------------------------------------------------
+    source_token_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the source token, read when DVC_SOURCE_TOKEN "
+        "is unset.")
+    smtp_password_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the SMTP password, read when DVC_SMTP_PASSWORD "
+        "is unset.")
+    hash_key_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the hash key, read when DVC_HASH_KEY is unset.")
+
+    @model_validator(mode="after")
+    def _secrets_from_blocks(self) -> Settings:
+        """A secret given by environment (or .env) wins; else a named Prefect Secret block is loaded
+        (only then: no Prefect call when no block is named)."""
+        for name in ("source_token", "smtp_password", "hash_key"):
+            block = getattr(self, f"{name}_block")
+            if block and name not in self.model_fields_set:
+                setattr(self, name, SecretStr(_load_secret_block(block, f"DVC_{name.upper()}_BLOCK")))
+        return self
+
+
+def _load_secret_block(block: str, setting: str) -> str:
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(block, _sync=True).get()
+    except Exception as exc:  # noqa: BLE001 - a clear message, never the value
+        raise ValueError(f"{setting}: cannot load the Prefect Secret block {block!r} ({type(exc).__name__})") from None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{setting}: the Prefect Secret block {block!r} does not hold a non-empty text value")
+    return value
 
 
 @lru_cache(maxsize=1)

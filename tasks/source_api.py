@@ -414,7 +414,8 @@ class SourceClient:
 
         Retriable: 408, 425, 429 (``Retry-After`` honoured), 5xx, a body that is not complete
         JSON. Fatal: 401/403 (token), 404 (URL), 400 and every other 4xx (request), a JSON
-        body without a ``data`` list of objects (contract broken).
+        body without a ``data`` list (contract broken). A record of the list that is not an object
+        is passed on as ``{"_not_an_object": <value>}``, for the checks to quarantine.
         """
         if status == 429 or status in _RETRIABLE_STATUS or status >= 500:
             reason = "429" if status == 429 else ("5xx" if status >= 500 else str(status))
@@ -446,8 +447,12 @@ class SourceClient:
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             shape = f"keys {sorted(body)[:10]}" if isinstance(body, dict) else type(body).__name__
             raise SourceResponseError(f"{url} answered JSON without a 'data' list ({shape}): not the source contract")
-        if not all(isinstance(r, dict) for r in body["data"]):
-            raise SourceResponseError(f"{url} answered a 'data' list holding non-objects: not the source contract")
+        odd = sum(1 for r in body["data"] if not isinstance(r, dict))
+        if odd:
+            # a broken record must not fail the night: it goes on, wrapped as the normaliser wraps it,
+            # and is quarantined (it has no key) with what was read
+            log.warning("%s: %d record(s) of the page are not JSON objects; they will be quarantined", url, odd)
+            body["data"] = [r if isinstance(r, dict) else {"_not_an_object": r} for r in body["data"]]
         return body
 
     def _detail(self, content: bytes) -> str:

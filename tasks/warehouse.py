@@ -181,6 +181,29 @@ class WarehouseBusy(WarehouseError):
 
 
 
+def _await_duckdb_file(db: str, *, grace: float) -> None:
+    """The previous writer released the run lock, but its process may hold the DuckDB file open a
+    moment longer (closing connections, printing its summary) and DuckDB admits one process per
+    file: wait, bounded, for DuckDB's own file lock instead of failing the run on it."""
+    import time
+
+    import duckdb
+
+    if not Path(db).exists():
+        return
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            duckdb.connect(db).close()
+            return
+        except Exception as exc:  # noqa: BLE001 - only DuckDB's cross-process file lock is waited for
+            if "Conflicting lock" not in str(exc):
+                return
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(f"the warehouse {db} is still open in another process: {exc}") from None
+            time.sleep(0.2)
+
+
 @contextmanager
 def writer_lock(engine: Engine, *, wait_seconds: float = 0.0, holder: str = "") -> Iterator[None]:
     """Hold the warehouse's writer lock for the duration of a run.
@@ -219,6 +242,7 @@ def writer_lock(engine: Engine, *, wait_seconds: float = 0.0, holder: str = "") 
             fh.truncate()
             fh.write(holder or f"pid {__import__('os').getpid()}")
             fh.flush()
+            _await_duckdb_file(db, grace=max(30.0, deadline - time.monotonic()))
             yield
         finally:
             fh.close()  # closing releases the flock

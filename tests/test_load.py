@@ -109,3 +109,16 @@ def test_writer_lock_excludes_a_second_writer(engine):
                 pass
     with writer_lock(engine):  # released
         pass
+
+
+def test_a_run_left_running_by_a_dead_process_is_closed_as_crashed(engine):
+    from tasks.pipeline import finish_run, start_run
+
+    start_run(engine, "killed-run", "nightly", "src")  # the process dies: no finish_run
+    start_run(engine, "next-run", "nightly", "src")
+    finish_run(engine, "next-run", "success", True)
+    with engine.connect() as c:
+        rows = dict(c.execute(sa.text("SELECT run_id, status FROM dq.runs")).fetchall())
+        msg = c.execute(sa.text("SELECT message FROM dq.runs WHERE run_id = 'killed-run'")).scalar_one()
+    assert rows == {"killed-run": "crashed", "next-run": "success"}
+    assert "next-run" in msg

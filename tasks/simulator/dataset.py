@@ -578,6 +578,7 @@ class Dataset:
         self._ctx, self._d, self._p, self.now_ts = ctx, d, p, now
         self.version = 0
         self._order: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._json_cache: dict[str, tuple[int, np.ndarray]] = {}
         self._pa = _proc_arrays(ctx.procs)
         self.procedures: list[dict[str, Any]] = [self._procedure_dict(p) for p in ctx.procs]
         self.units: list[dict[str, Any]] = [self._unit_dict(u) for u in ctx.units]
@@ -643,12 +644,46 @@ class Dataset:
         a faster text-template path.
         """
         idx = np.asarray(idx, dtype=np.int64)
-        if entity != "dossiers":
-            return orjson.dumps(self.render(entity, idx, quirks=entity == "payments"))
+        if entity not in ("dossiers", "payments"):
+            return orjson.dumps(self.render(entity, idx))
+        return b"[" + b",".join(self.record_texts(entity, idx)) + b"]"
+
+    def record_texts(self, entity: str, idx: np.ndarray) -> list[bytes]:
+        """One JSON object text per record at `idx` (dossiers or payments, quirks applied).
+
+        Texts are cached per record, so a page asked again (seek paging re-reads windows, the
+        server prefetches the next page) or a record read by several pages is rendered once;
+        the cache is dropped whenever the dataset changes (`version`)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        n = self.count(entity)
+        cache = self._json_cache.get(entity)
+        if cache is None or cache[0] != self.version or len(cache[1]) != n:
+            cache = (self.version, np.full(n, None, dtype=object))
+            self._json_cache[entity] = cache
+        texts = cache[1]
+        got = texts[idx]
+        missing = np.flatnonzero(np.equal(got, None))
+        if len(missing):
+            rows = idx[missing]
+            new = self._render_texts(entity, rows)
+            texts[rows] = new
+            got[missing] = new
+        return got.tolist()
+
+    def prerender(self, entities: tuple[str, ...] = ("dossiers", "payments"), block: int = 20_000) -> None:
+        """Render and cache every record's JSON text now (a server about to be read in full)."""
+        for entity in entities:
+            n = self.count(entity)
+            for a in range(0, n, block):
+                self.record_texts(entity, np.arange(a, min(n, a + block)))
+
+    def _render_texts(self, entity: str, idx: np.ndarray) -> list[bytes]:
+        if entity == "payments":
+            return [orjson.dumps(r) for r in self.render(entity, idx, quirks=True)]
         from tasks.simulator.render import dossiers_json
 
         quirky = [_quirky(i, entity) for i in idx.tolist()]
-        return ("[" + ",".join(dossiers_json(self, idx, quirky)) + "]").encode()
+        return [t.encode() for t in dossiers_json(self, idx, quirky)]
 
     # -- ordering and windows (used by the server) ---------------------------------------------
     def ordered(self, entity: str) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ Endpoints: `GET /api/v1/{dossiers,payments,procedures,units}` (paged, window on 
 admin `POST /_sim/faults`, `POST /_sim/advance?changes=N[&now=yyyyMMddHHmmss][&seed=S]`,
 `GET /_sim/stats`. Faults (`FaultConfig`) are drawn from a seeded random stream, one draw per
 data request, so a sequential client sees the same sequence on every run.
+`POST /_sim/inject[?replace=1]` plants raw records, served verbatim (see `inject.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import orjson
 
+from tasks.simulator import inject
 from tasks.simulator.dataset import Dataset
 from tasks.simulator.workcal import from_ts, to_ts
 
@@ -146,6 +148,8 @@ def _render_page(state: _State, entity: str, frm: int | None, to: int | None, pa
     """(body, window start position, window end position) for one page."""
     ds = state.dataset
     with state.lock:
+        if inject.has_planted(ds, entity):  # planted records (tasks/simulator/inject.py): merged, uncached
+            return inject.render_page(ds, entity, frm, to, page, size)
         key = (entity, frm, to, page, size, ds.version)
         if key in state.cache:
             state.stats["cache_hit"] += 1
@@ -329,6 +333,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._set_faults()
         elif method == "POST" and path == "/_sim/advance":
             self._advance(query)
+        elif method == "POST" and path == "/_sim/inject":
+            self._inject(query)
         else:
             raise ApiError(404, "not_found", f"no such endpoint: {method} {path}")
 
@@ -364,6 +370,21 @@ class _Handler(BaseHTTPRequestHandler):
             state.cache.clear()
             body = {"result": result, "now": ds.now.strftime("%Y%m%d%H%M%S")}
         self._send(200, orjson.dumps(body))
+
+    def _inject(self, query: dict[str, list[str]]) -> None:
+        """Plant raw records, served verbatim: body {"<entity>": [records...]}; ?replace=1 drops
+        the earlier planted records of the entities named."""
+        raw = self._read_body()
+        replace = query.get("replace", ["0"])[-1] in ("1", "true")
+        state = self.server.state
+        try:
+            body = orjson.loads(raw or b"null")
+            with state.lock:
+                counts = inject.inject_json(state.dataset, body, replace=replace)
+                state.cache.clear()
+        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            raise ApiError(400, "invalid_body", str(exc)) from exc
+        self._send(200, orjson.dumps({"planted": counts}))
 
 
 class _Server(ThreadingHTTPServer):

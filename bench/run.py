@@ -1,0 +1,529 @@
+"""Province-scale benchmark: the pipeline against the network limit, the load limit and a peer.
+
+    python -m bench.run                       # 50k and 1M dossiers (what `make bench` runs)
+    python -m bench.run --sizes 5000000       # the manual 5M run (`make bench-5m`)
+    python -m bench.run --sizes 50000 --no-pg --no-dlt
+
+Per size, one simulator process serves a generated dataset (page bodies pre-rendered), and every
+stage runs in its own child process, which reports its wall time and its own peak RSS
+(``getrusage(RUSAGE_SELF)``); Prefect is never imported (the plain ``tasks.pipeline`` functions
+are called, as the flow calls them). Stages:
+
+raw_fetch      every page of dossiers and payments with a bare ``requests`` loop, bodies discarded
+pipeline_duckdb / pipeline_pg
+               catalogues, dossiers, payments (extract, normalise, check, load), report tables
+load_limit_duckdb / load_limit_pg
+               the rows the pipeline loaded (raw, core, versions) inserted again into empty
+               tables by the engine's fastest native path (DuckDB: INSERT .. SELECT from Arrow;
+               PostgreSQL: COPY)
+dlt_peer       dlt's REST API source, same endpoints and page size, into DuckDB (extract + load)
+nightly        10k changed dossiers (``POST /_sim/advance``) on top of the pipeline's warehouse:
+               the nightly run end to end (catalogues, incremental extract, load, publication of
+               two months with their workbooks)
+
+Results print as a table per size and are written to ``bench/out/`` (JSON and markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+TOKEN = "bench-token"
+PAGE_SIZE = 1000
+START, END = date(2024, 1, 1), date(2024, 6, 30)
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+RESULT_TAG = "BENCH_RESULT "
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _emit(result: dict[str, Any]) -> None:
+    result["peak_rss_mib"] = round(_peak_rss_mib(), 1)
+    print(RESULT_TAG + json.dumps(result, default=str), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the simulator process
+# ----------------------------------------------------------------------------------------------
+def serve(n: int, seed: int) -> None:
+    from tasks.simulator.dataset import generate
+    from tasks.simulator.server import serve_forever
+
+    t0 = time.perf_counter()
+    ds = generate(seed=seed, n_dossiers=n, start=START, end=END)
+    t1 = time.perf_counter()
+    ds.prerender()
+    t2 = time.perf_counter()
+    info = {"generate_s": round(t1 - t0, 2), "prerender_s": round(t2 - t1, 2),
+            "dossiers": ds.count("dossiers"), "payments": ds.count("payments")}
+
+    def ready(url: str) -> None:
+        print(f"READY {url} {json.dumps(info)}", flush=True)
+
+    serve_forever(ds, token=TOKEN, on_ready=ready)
+
+
+def start_simulator(n: int, seed: int) -> tuple[subprocess.Popen, str, dict[str, Any]]:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.run", "serve", "--n", str(n), "--seed", str(seed)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("READY "):
+            _, url, info = line.strip().split(" ", 2)
+            return proc, url, json.loads(info)
+    raise RuntimeError(f"the simulator exited ({proc.wait()})")
+
+
+# ----------------------------------------------------------------------------------------------
+# stages (each runs in its own process: `python -m bench.run stage NAME JSON`)
+# ----------------------------------------------------------------------------------------------
+def stage_raw_fetch(p: dict[str, Any]) -> dict[str, Any]:
+    import requests
+
+    s = requests.Session()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    out: dict[str, Any] = {"rows": 0, "bytes": 0, "pages": 0}
+    t0 = time.perf_counter()
+    for entity in ("dossiers", "payments"):
+        page = 1
+        while True:
+            r = s.get(f"{p['url']}/api/v1/{entity}", params={"page": page, "page_size": PAGE_SIZE}, headers=headers)
+            body = r.content
+            r.raise_for_status()
+            total = int(body[body.rindex(b'"total":') + 8 : -1])
+            out["bytes"] += len(body)
+            out["pages"] += 1
+            if page * PAGE_SIZE >= total:
+                out["rows"] += total
+                break
+            page += 1
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+class _Timers:
+    """Accumulated time spent in the pipeline's parts (wrapping the functions it calls)."""
+
+    def __init__(self) -> None:
+        self.t: dict[str, float] = {}
+
+    def wrap(self, obj: Any, name: str, label: str) -> None:
+        fn = getattr(obj, name)
+
+        def timed(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.t[label] = self.t.get(label, 0.0) + time.perf_counter() - t0
+
+        setattr(obj, name, timed)
+
+
+def _settings(p: dict[str, Any], workdir: Path) -> Any:
+    from tasks.settings import Settings
+
+    return Settings(source_url=p["url"], source_token=TOKEN, warehouse_url=p["warehouse_url"], page_size=PAGE_SIZE,
+                    reports_dir=workdir / "reports", critical_threshold=10**9)
+
+
+def _instrument() -> _Timers:
+    import tasks.pipeline as pl
+    import tasks.quality as q
+    import tasks.source_api as sa_mod
+
+    timers = _Timers()
+    timers.wrap(pl, "normalize", "normalize")
+    timers.wrap(q, "check", "check")
+    timers.wrap(pl, "_validate_with_gx", "gx")
+    timers.wrap(pl, "load_batch", "load")
+    timers.wrap(sa_mod.SourceClient, "get_json", "fetch_wait")
+    return timers
+
+
+def stage_pipeline(p: dict[str, Any]) -> dict[str, Any]:
+    import tasks.pipeline as pl
+    from tasks.source_api import SourceClient
+    from tasks.warehouse import connect, upgrade
+
+    workdir = Path(p["workdir"])
+    settings = _settings(p, workdir)
+    engine = connect(settings.warehouse_url)
+    upgrade(engine)
+    timers = _instrument()
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    run_id = pl.new_run_id("bench")
+    pl.start_run(engine, run_id, "bench", settings.source_name)
+    with SourceClient.from_settings(settings) as client:
+        cats = pl.sync_catalogues(engine, client, settings, run_id)
+        t1 = time.perf_counter()
+        rows = 0
+        for entity in pl.INCREMENTAL:
+            te = time.perf_counter()
+            res = pl.extract_entity(engine, client, entity, settings=settings, run_id=run_id, window=(None, None))
+            out[f"{entity}_s"] = time.perf_counter() - te
+            out[f"{entity}_rows"] = res.rows_received
+            out[f"{entity}_loaded"] = res.rows_loaded
+            out[f"{entity}_quarantined"] = res.rows_quarantined
+            rows += res.rows_received
+    t2 = time.perf_counter()
+    pl.finish_run(engine, run_id, "success", True)
+    pl.publish_period(engine, settings, (START, END), run_id, workbook=False)
+    if settings.warehouse_url.startswith("duckdb"):
+        with engine.begin() as c:  # what is still in the WAL is part of the load's cost
+            c.exec_driver_sql("CHECKPOINT")
+    t3 = time.perf_counter()
+    out.update(rows=rows, wall_s=t3 - t0, catalogues_s=t1 - t0, extract_load_s=t2 - t1, reports_s=t3 - t2,
+               catalogue_rows=sum(r.rows_received for r in cats.values()),
+               **{f"{k}_s": v for k, v in timers.t.items()})
+    engine.dispose()
+    return out
+
+
+_LIMIT_TABLES = ("raw.dossiers", "raw.payments", "core.dossiers", "core.payments", "core.dossier_versions")
+
+
+def stage_load_limit(p: dict[str, Any]) -> dict[str, Any]:
+    """Insert the pipeline's rows again into fresh tables by the engine's native bulk path."""
+    import duckdb
+
+    from tasks.warehouse import connect, upgrade
+
+    src = duckdb.connect(p["source_duckdb"], read_only=True)
+    engine = connect(p["warehouse_url"])
+    upgrade(engine)
+    engine.dispose()
+    rows = 0
+    if p["engine"] == "duckdb":
+        tables = {t: src.execute(f"SELECT * FROM {t}").to_arrow_table() for t in _LIMIT_TABLES}  # noqa: S608
+        src.close()
+        rows = sum(t.num_rows for t in tables.values())
+        con = duckdb.connect(p["warehouse_url"].removeprefix("duckdb:///"))
+        t0 = time.perf_counter()
+        con.execute("BEGIN")
+        for name, tbl in tables.items():
+            con.register("src_arrow", tbl)
+            con.execute(f"INSERT INTO {name} SELECT * FROM src_arrow")  # noqa: S608
+            con.unregister("src_arrow")
+        con.execute("COMMIT")
+        wall = time.perf_counter() - t0
+        con.close()
+    else:
+        import psycopg
+
+        csvdir = Path(p["workdir"]) / "csv"
+        csvdir.mkdir(exist_ok=True)
+        files = {}
+        for t in _LIMIT_TABLES:
+            f = csvdir / f"{t}.csv"
+            src.execute(f"COPY (SELECT * FROM {t}) TO '{f}' (FORMAT csv, HEADER false)")  # noqa: S608
+            rows += src.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+            files[t] = f
+        src.close()
+        dsn = p["warehouse_url"].replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn) as con:
+            t0 = time.perf_counter()
+            with con.cursor() as cur:
+                for t, f in files.items():
+                    with cur.copy(f"COPY {t} FROM STDIN (FORMAT csv)") as cp, open(f, "rb") as fh:
+                        while block := fh.read(1 << 20):
+                            cp.write(block)
+            con.commit()
+            wall = time.perf_counter() - t0
+    return {"rows": rows, "wall_s": wall}
+
+
+def stage_dlt(p: dict[str, Any]) -> dict[str, Any]:
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
+    workdir = Path(p["workdir"])
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
+    source = rest_api_source({
+        "client": {
+            "base_url": p["url"] + "/api/v1/",
+            "auth": {"type": "bearer", "token": TOKEN},
+            "paginator": {"type": "page_number", "base_page": 1, "page_param": "page", "total_path": None,
+                          "stop_after_empty_page": True,
+                          **({"maximum_page": p["max_pages"]} if p.get("max_pages") else {})},
+        },
+        "resource_defaults": {"endpoint": {"params": {"page_size": PAGE_SIZE}, "data_selector": "data"},
+                              "write_disposition": "append"},
+        "resources": ["dossiers", "payments"],
+    })
+    pipe = dlt.pipeline(pipeline_name="bench_peer", pipelines_dir=str(workdir / "dlt"),
+                        destination=dlt.destinations.duckdb(str(workdir / "dlt.duckdb")), dataset_name="peer")
+    t0 = time.perf_counter()
+    pipe.run(source)
+    wall = time.perf_counter() - t0
+    import duckdb
+
+    con = duckdb.connect(str(workdir / "dlt.duckdb"), read_only=True)
+    rows = sum(con.execute(f"SELECT count(*) FROM peer.{t}").fetchone()[0] for t in ("dossiers", "payments"))  # noqa: S608
+    con.close()
+    return {"rows": rows, "wall_s": wall, "max_pages": p.get("max_pages")}
+
+
+def stage_nightly(p: dict[str, Any]) -> dict[str, Any]:
+    """The nightly run on top of the big warehouse (the changes were made in the simulator)."""
+    import tasks.pipeline as pl
+    from tasks.source_api import SourceClient
+    from tasks.warehouse import connect, upgrade
+
+    workdir = Path(p["workdir"])
+    settings = _settings(p, workdir)
+    timers = _instrument()
+    t0 = time.perf_counter()
+    engine = connect(settings.warehouse_url)
+    upgrade(engine)
+    run_id = pl.new_run_id("bench-nightly")
+    pl.start_run(engine, run_id, "nightly", settings.source_name)
+    rows = 0
+    with SourceClient.from_settings(settings) as client:
+        pl.sync_catalogues(engine, client, settings, run_id)
+        for entity in pl.INCREMENTAL:
+            window = pl.extraction_window(engine, settings, entity, full_refresh=False, since=None, until=None)
+            res = pl.extract_entity(engine, client, entity, settings=settings, run_id=run_id, window=window)
+            rows += res.rows_received
+    t1 = time.perf_counter()
+    pl.finish_run(engine, run_id, "success", True)
+    for period in pl.default_periods(pl.data_cut(engine)):
+        pl.publish_period(engine, settings, period, run_id, workbook=True)
+    t2 = time.perf_counter()
+    engine.dispose()
+    return {"rows": rows, "wall_s": t2 - t0, "extract_load_s": t1 - t0, "reports_s": t2 - t1,
+            **{f"{k}_s": v for k, v in timers.t.items()}}
+
+
+STAGES = {"raw_fetch": stage_raw_fetch, "pipeline": stage_pipeline, "load_limit": stage_load_limit,
+          "dlt": stage_dlt, "nightly": stage_nightly}
+
+
+def run_stage(name: str, params: dict[str, Any], timeout: float = 7200) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "stage", name, json.dumps(params)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-3000:]
+        print(f"  stage {name} FAILED (exit {proc.returncode}):\n{tail}", file=sys.stderr)
+        return {"error": tail[-500:], "process_s": time.perf_counter() - t0}
+    out = json.loads(lines[-1][len(RESULT_TAG):])
+    out["process_s"] = time.perf_counter() - t0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# orchestration
+# ----------------------------------------------------------------------------------------------
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _pg_db(name: str, create: bool) -> str:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if create:
+            c.execute(f"CREATE DATABASE {name}")
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"dvc-bench-{n}-"))
+    res: dict[str, Any] = {"size": n, "stages": {}}
+    st = res["stages"]
+    print(f"\n== {n:,} dossiers: starting the simulator (generate + pre-render)...", flush=True)
+    sim, url, info = start_simulator(n, args.seed)
+    res["dataset"] = info
+    print(f"   {info}", flush=True)
+    pg_dbs: list[str] = []
+    try:
+        base = {"url": url, "workdir": str(work)}
+        print("   raw fetch...", flush=True)
+        st["raw_fetch"] = run_stage("raw_fetch", base)
+        duck = work / "pipeline.duckdb"
+        print("   pipeline -> DuckDB...", flush=True)
+        st["pipeline_duckdb"] = run_stage("pipeline", {**base, "warehouse_url": f"duckdb:///{duck}"})
+        if args.pg:
+            print("   pipeline -> PostgreSQL...", flush=True)
+            db = f"dvc_bench_{os.getpid()}_p"
+            pg_dbs.append(db)
+            st["pipeline_pg"] = run_stage("pipeline", {**base, "warehouse_url": _pg_db(db, True)})
+        if duck.exists():
+            print("   load limit (DuckDB)...", flush=True)
+            st["load_limit_duckdb"] = run_stage("load_limit", {**base, "engine": "duckdb", "source_duckdb": str(duck),
+                                                               "warehouse_url": f"duckdb:///{work / 'limit.duckdb'}"})
+            (work / "limit.duckdb").unlink(missing_ok=True)
+            if args.pg:
+                print("   load limit (PostgreSQL)...", flush=True)
+                db = f"dvc_bench_{os.getpid()}_l"
+                pg_dbs.append(db)
+                st["load_limit_pg"] = run_stage("load_limit", {**base, "engine": "pg", "source_duckdb": str(duck),
+                                                               "warehouse_url": _pg_db(db, True)})
+                _pg_db(db, False)
+                shutil.rmtree(work / "csv", ignore_errors=True)
+        if args.dlt:
+            print("   dlt peer -> DuckDB...", flush=True)
+            cap = args.dlt_max_pages if n > args.dlt_full_up_to else None
+            st["dlt_peer"] = run_stage("dlt", {**base, "max_pages": cap})
+            shutil.rmtree(work / "dlt", ignore_errors=True)
+            (work / "dlt.duckdb").unlink(missing_ok=True)
+        if args.nightly and duck.exists():
+            print(f"   nightly incremental of {args.changes:,} changes...", flush=True)
+            nightly_db = work / "nightly.duckdb"
+            shutil.copyfile(duck, nightly_db)
+            import requests
+
+            adv = requests.post(f"{url}/_sim/advance", params={"changes": args.changes, "seed": 7},
+                                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600)
+            adv.raise_for_status()
+            st["nightly"] = run_stage("nightly", {**base, "warehouse_url": f"duckdb:///{nightly_db}"})
+            st["nightly"]["changes"] = args.changes
+    finally:
+        sim.terminate()
+        sim.wait(timeout=30)
+        for db in pg_dbs:
+            try:
+                _pg_db(db, False)
+            except Exception as exc:  # noqa: BLE001
+                print(f"   could not drop {db}: {exc}", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+    res["ratios"] = ratios(st)
+    return res
+
+
+def _get(st: dict[str, Any], stage: str, key: str) -> float | None:
+    v = st.get(stage, {}).get(key)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def _per_row(st: dict[str, Any], stage: str, key: str = "wall_s") -> float | None:
+    t, rows = _get(st, stage, key), _get(st, stage, "rows")
+    return t / rows if t is not None and rows else None
+
+
+def ratios(st: dict[str, Any]) -> dict[str, Any]:
+    """Time ratios for the same rows (per-row times, so a peer read on a prefix compares too)."""
+    fetch = _get(st, "raw_fetch", "wall_s")
+    duck = _get(st, "pipeline_duckdb", "wall_s")
+    duck_el = _get(st, "pipeline_duckdb", "extract_load_s")
+    return {
+        "pipeline_duckdb_over_raw_fetch": _div(duck, fetch),
+        "pipeline_duckdb_extract_load_over_raw_fetch": _div(duck_el, fetch),
+        "pipeline_pg_over_raw_fetch": _div(_get(st, "pipeline_pg", "wall_s"), fetch),
+        "pipeline_load_over_load_limit_duckdb": _div(_get(st, "pipeline_duckdb", "load_s"),
+                                                     _get(st, "load_limit_duckdb", "wall_s")),
+        "pipeline_load_over_load_limit_pg": _div(_get(st, "pipeline_pg", "load_s"),
+                                                 _get(st, "load_limit_pg", "wall_s")),
+        "pipeline_duckdb_over_dlt": _div(_per_row(st, "pipeline_duckdb"), _per_row(st, "dlt_peer")),
+        "dlt_over_pipeline_duckdb": _div(_per_row(st, "dlt_peer"), _per_row(st, "pipeline_duckdb")),
+    }
+
+
+def _fmt(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def table(res: dict[str, Any]) -> str:
+    st = res["stages"]
+    ds = res.get("dataset", {})
+    lines = [f"### {res['size']:,} dossiers ({ds.get('dossiers', 0):,} dossiers + {ds.get('payments', 0):,} "
+             f"payment requests; simulator pre-render {ds.get('prerender_s')} s)", "",
+             "| stage | wall s | rows | rows/s | peak RSS MiB | breakdown (s) |", "|---|---:|---:|---:|---:|---|"]
+    keys = ("catalogues_s", "fetch_wait_s", "normalize_s", "check_s", "gx_s", "load_s", "reports_s")
+    for name, s in st.items():
+        if "error" in s:
+            lines.append(f"| {name} | FAILED | | | | {s['error'][-120:]!r} |")
+            continue
+        wall, rows = s.get("wall_s"), s.get("rows")
+        rate = rows / wall if rows and wall else None
+        extra = ", ".join(f"{k[:-2]} {s[k]:.1f}" for k in keys if isinstance(s.get(k), (int, float)))
+        if name == "raw_fetch":
+            extra = f"{s['bytes'] / 2**20:,.0f} MiB in {s['pages']} pages ({s['bytes'] / 2**20 / wall:,.0f} MiB/s)"
+        if s.get("load_s") and rows:
+            extra += f"; load {rows / s['load_s']:,.0f} rows/s"
+        lines.append(f"| {name} | {_fmt(wall)} | {_fmt(rows)} | {_fmt(rate, 0)} | {_fmt(s.get('peak_rss_mib'), 0)} "
+                     f"| {extra} |")
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {k} | {_fmt(v, 2)} |" for k, v in res["ratios"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--n", type=int, required=True)
+        ap.add_argument("--seed", type=int, default=42)
+        a = ap.parse_args(argv[1:])
+        serve(a.n, a.seed)
+        return 0
+    if argv[:1] == ["stage"]:
+        _emit(STAGES[argv[1]](json.loads(argv[2])))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="50000,1000000", help="comma-separated dossier counts")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--changes", type=int, default=10_000, help="changed dossiers of the nightly stage")
+    ap.add_argument("--no-pg", dest="pg", action="store_false", help="skip PostgreSQL stages")
+    ap.add_argument("--no-dlt", dest="dlt", action="store_false", help="skip the dlt peer")
+    ap.add_argument("--dlt-full-up-to", type=int, default=100_000,
+                    help="above this size the dlt peer reads only the first --dlt-max-pages pages of each "
+                         "endpoint and the comparison uses rows/s (it is slow and memory-hungry)")
+    ap.add_argument("--dlt-max-pages", type=int, default=25)
+    ap.add_argument("--no-nightly", dest="nightly", action="store_false", help="skip the nightly stage")
+    args = ap.parse_args(argv)
+    if args.pg and not _pg_available():
+        print(f"PostgreSQL not reachable at {PG_ADMIN}: skipping the PostgreSQL stages", file=sys.stderr)
+        args.pg = False
+    OUT.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    results = []
+    md = [f"# dvc-etl bench {stamp}", "", f"{os.cpu_count()} CPUs; page size {PAGE_SIZE}; "
+          f"chunk {__import__('tasks.pipeline', fromlist=['x']).CHUNK_RECORDS:,} records", ""]
+    for n in [int(x) for x in args.sizes.split(",") if x]:
+        res = bench_size(n, args)
+        results.append(res)
+        text = table(res)
+        print("\n" + text, flush=True)
+        md += [text, ""]
+        (OUT / f"bench-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+        (OUT / f"bench-{stamp}.md").write_text("\n".join(md))
+    print(f"\nwritten: {OUT / f'bench-{stamp}.md'} and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

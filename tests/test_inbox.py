@@ -1,0 +1,184 @@
+"""The inbox: the clerk's Excel/CSV exports, dropped in a folder on the nights the API is down.
+
+A folder with good exports, the same export twice under two names, an export with bad values and
+broken files goes through the ``dvc-inbox`` flow (Prefect): good files load and move to
+``processed/``, the duplicate is recognised by its content and not loaded twice, broken files move
+to ``failed/`` with a ``.error.txt`` sidecar that names the problem, and per file rows read =
+rows loaded + rows quarantined. Then ``dvc-etl ingest-files`` (the CLI app): exit 0 on good
+files, 1 with the message when one is broken.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import unicodedata
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tasks.simulator.dataset import generate
+from tasks.simulator.export import export_files
+from tasks.warehouse import connect
+
+FIXTURES = Path(__file__).parent / "fixtures" / "files"
+N_DOSSIERS = 300
+
+# name in the inbox -> (expected status, where it comes from)
+GOOD_DOSSIERS = "a_so_theo_doi_ho_so.xlsx"
+DUPLICATE = "b_so_theo_doi_ho_so (1).xlsx"  # the same file, saved twice by the clerk
+GOOD_PAYMENTS = "c_thanh_toan.csv"  # three mistyped rows: quarantined, the rest loads
+BAD_VALUES = "d_ho_so_gia_tri_loi.xlsx"  # every row unreadable: all quarantined, the file is not "broken"
+BROKEN = {  # name -> (fixture, what the error must say)
+    "e_hong.xlsx": ("broken_corrupt.xlsx", "not a readable .xlsx workbook"),
+    "f_thieu_cot.xlsx": ("broken_missing_ma_ho_so.xlsx", "missing required column 'Mã hồ sơ'"),
+    "g_excel_cu.xls": ("broken_legacy.xls", "Excel 97-2003"),
+    "h_unicode_text.csv": ("broken_utf16.csv", "UTF-16"),
+}
+NOT_AN_EXPORT = "ghi_chu.txt"
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    ds = generate(seed=3, n_dossiers=N_DOSSIERS)
+    out = tmp_path_factory.mktemp("exports")
+    return {p.name: p for p in export_files(ds, out, layouts=("ugly",), formats=("xlsx", "csv"))}
+
+
+def _norm(label: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", label).replace("\u00a0", " ").split()).casefold()
+
+
+def with_bad_values(src: Path, dst: Path) -> None:
+    """The payment export with three rows a clerk mistyped: two with a status that is not a payment
+    status, one with 31 February as its update date. Those rows are quarantined, the rest loads."""
+    with src.open(encoding="utf-8-sig", newline="") as f:
+        grid = list(csv.reader(f, delimiter=";"))
+    head = next(i for i, r in enumerate(grid) if any(_norm(v) == "mã thanh toán" for v in r))
+    col = {_norm(v): j for j, v in enumerate(grid[head]) if v}
+    data = [r for r in grid[head + 2:] if len(r) > col["mã thanh toán"] and r[col["mã thanh toán"]].strip()
+            and not r[0].startswith("Tổng")]
+    data[0][col["trạng thái"]] = data[5][col["trạng thái"]] = "Đang xử lý"
+    data[9][col["ngày cập nhật"]] = "31/02/2024"
+    with dst.open("w", encoding="utf-8-sig", newline="") as f:
+        csv.writer(f, delimiter=";").writerows(grid)
+
+
+def fill_inbox(inbox: Path, exports: dict[str, Path]) -> None:
+    inbox.mkdir(parents=True, exist_ok=True)
+    shutil.copy(exports["dossiers_ugly.xlsx"], inbox / GOOD_DOSSIERS)
+    shutil.copy(exports["dossiers_ugly.xlsx"], inbox / DUPLICATE)
+    with_bad_values(exports["payments_ugly.csv"], inbox / GOOD_PAYMENTS)
+    shutil.copy(FIXTURES / "04_dossiers_bad_values.xlsx", inbox / BAD_VALUES)
+    for name, (fixture, _) in BROKEN.items():
+        shutil.copy(FIXTURES / fixture, inbox / name)
+    (inbox / NOT_AN_EXPORT).write_text("Gửi anh Tuấn: file tháng 1\n", encoding="utf-8")
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])])
+def wh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Like ``warehouse_url``, for the heavier tests: the PostgreSQL variant runs with ``make test-all``."""
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    return request.getfixturevalue("pg_url")
+
+
+def rows(url: str, sql: str, **params) -> list[tuple]:
+    engine = connect(url)
+    try:
+        with engine.connect() as c:
+            return [tuple(r) for r in c.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def test_inbox_flow_loads_good_files_once_and_parks_broken_ones(
+    prefect_harness, exports: dict[str, Path], wh_url: str, dvc_env, tmp_path: Path
+) -> None:
+    from flows.ops import inbox as inbox_flow
+
+    inbox = tmp_path / "inbox"
+    dvc_env(DVC_WAREHOUSE_URL=wh_url, DVC_INBOX_DIR=str(inbox))
+    fill_inbox(inbox, exports)
+
+    outcomes = {Path(o["path"]).name: o for o in inbox_flow()}
+
+    assert set(outcomes) == {GOOD_DOSSIERS, DUPLICATE, GOOD_PAYMENTS, BAD_VALUES, *BROKEN}  # not the .txt
+    assert {n: o["status"] for n, o in outcomes.items()} == {
+        GOOD_DOSSIERS: "loaded", DUPLICATE: "duplicate", GOOD_PAYMENTS: "loaded", BAD_VALUES: "loaded",
+        **{n: "failed" for n in BROKEN},
+    }
+    good, pay, bad = outcomes[GOOD_DOSSIERS], outcomes[GOOD_PAYMENTS], outcomes[BAD_VALUES]
+    assert good["entity"] == "dossiers" and good["rows_read"] == N_DOSSIERS
+    assert good["rows_quarantined"] == 0
+    assert pay["entity"] == "payments" and pay["rows_quarantined"] == 3 and pay["rows_loaded"] > 100
+    assert bad["entity"] == "dossiers" and bad["rows_read"] == bad["rows_quarantined"] == 3
+    for o in (good, pay, bad):
+        assert o["rows_read"] == o["rows_loaded"] + o["rows_quarantined"], o
+    assert outcomes[DUPLICATE]["rows_read"] == 0
+
+    # where the files went
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == [NOT_AN_EXPORT]
+    processed = inbox / "processed"
+    assert sorted(p.name for p in processed.iterdir()) == sorted([GOOD_DOSSIERS, DUPLICATE, GOOD_PAYMENTS, BAD_VALUES])
+    failed = inbox / "failed"
+    assert sorted(p.name for p in failed.iterdir()) == sorted([*BROKEN, *(f"{n}.error.txt" for n in BROKEN)])
+    for name, (_, problem) in BROKEN.items():
+        sidecar = (failed / f"{name}.error.txt").read_text(encoding="utf-8")
+        assert problem in sidecar and name in sidecar, sidecar
+        assert problem in outcomes[name]["message"]
+
+    # the duplicate was not loaded twice: one file_loads row per content, counts as reported
+    loads = rows(wh_url, "SELECT file_name, entity, rows_read, rows_loaded, rows_quarantined FROM dq.file_loads")
+    assert sorted(loads) == sorted(
+        (o["path"].rsplit("/", 1)[-1], o["entity"], o["rows_read"], o["rows_loaded"], o["rows_quarantined"])
+        for o in (good, pay, bad)
+    )
+    (run_id, status, message), = rows(wh_url, "SELECT run_id, status, message FROM dq.runs")
+    assert status == "failed" and all(name in message for name in BROKEN), message
+    summary = dict(rows(wh_url, "SELECT entity, rows_read FROM dq.run_summary WHERE run_id = :r", r=run_id))
+    assert summary == {"dossiers": good["rows_read"] + bad["rows_read"], "payments": pay["rows_read"]}
+    assert rows(wh_url, "SELECT count(*) FROM core.dossiers") == [(good["rows_loaded"] + bad["rows_loaded"],)]
+    assert rows(wh_url, "SELECT count(*) FROM core.payments") == [(pay["rows_loaded"],)]
+    quarantined = dict(rows(wh_url, "SELECT entity, count(DISTINCT record_key) FROM dq.quarantine "
+                                           "GROUP BY entity"))
+    assert quarantined == {"dossiers": bad["rows_quarantined"], "payments": pay["rows_quarantined"]}
+
+    # the clerk drops the same export again next week: recognised, not loaded, filed away
+    shutil.copy(exports["dossiers_ugly.xlsx"], inbox / GOOD_DOSSIERS)
+    again = inbox_flow()
+    assert [(Path(o["path"]).name, o["status"]) for o in again] == [(GOOD_DOSSIERS, "duplicate")]
+    assert (processed / "a_so_theo_doi_ho_so.1.xlsx").exists()
+    assert len(rows(wh_url, "SELECT * FROM dq.file_loads")) == 3
+    assert rows(wh_url, "SELECT count(*) FROM core.dossiers") == [(good["rows_loaded"] + bad["rows_loaded"],)]
+
+
+def test_cli_ingest_files_exit_codes_and_messages(exports: dict[str, Path], duckdb_url: str, dvc_env,
+                                                   tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tasks.cli import app
+
+    dvc_env(DVC_WAREHOUSE_URL=duckdb_url)
+    good, pay = exports["dossiers_ugly.xlsx"], exports["payments_ugly.csv"]
+    broken = tmp_path / "thieu_cot.xlsx"
+    shutil.copy(FIXTURES / "broken_missing_ma_ho_so.xlsx", broken)
+    runner = CliRunner()
+
+    ok = runner.invoke(app, ["ingest-files", str(good), str(pay)])
+    assert ok.exit_code == 0, ok.output
+    assert f"loaded dossiers read {N_DOSSIERS:,} = loaded" in ok.output
+    assert "loaded payments read" in ok.output
+    assert good.exists() and pay.exists()  # the command leaves the files where they are
+
+    bad = runner.invoke(app, ["ingest-files", str(good), str(broken)])
+    assert bad.exit_code == 1, bad.output
+    assert "missing required column 'Mã hồ sơ'" in bad.output and "thieu_cot.xlsx" in bad.output
+    assert f"{good}: duplicate" in bad.output  # already loaded by the first call: not loaded twice
+
+    missing = runner.invoke(app, ["ingest-files", str(tmp_path / "khong_co.xlsx")])
+    assert missing.exit_code == 2  # bad usage: the path does not exist
+
+    assert len(rows(duckdb_url, "SELECT * FROM dq.file_loads")) == 2
+    assert [r[0] for r in rows(duckdb_url, "SELECT status FROM dq.runs ORDER BY started_at")] == ["success", "failed"]

@@ -1,0 +1,149 @@
+"""Secrets: the source token, SMTP password and hash key never appear in any output of a run.
+
+A real ``dvc-etl run`` (DEBUG logging) with recognisable secret values, a real SMTP server (the
+password is really used to log in) and a real webhook; then a run with a wrong token (401). Every
+output is grepped: stdout/stderr, every file written (data docs, workbooks unzipped, Prefect home),
+every table of the warehouse, the Prefect artifacts and logs read back from the API, the e-mails
+and webhook bodies. Settings also read secrets from Prefect Secret blocks.
+"""
+
+from __future__ import annotations
+
+import socket
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tasks.simulator.server import start_server
+from tests.reliability_support import cli_env, run_cli, small_dataset
+from tests.test_alerts import MailSink, WebhookReceiver
+
+TOKEN = "tok-Zq81-never-print"
+WRONG_TOKEN = "tok-Wr0ng-never-print"
+SMTP_PASSWORD = "smtp-Pw77-never-print"
+HASH_KEY = "hash-Key42-never-print"
+SECRETS = (TOKEN, WRONG_TOKEN, SMTP_PASSWORD, HASH_KEY)
+
+
+class _Sink(MailSink):
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            self.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+            return AuthResult(success=auth_data.password.decode() == SMTP_PASSWORD)
+        return AuthResult(success=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _texts_of_files(root: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for path in root.rglob("*"):
+        if not path.is_file() or path.suffix in (".duckdb", ".wal") or path.name.endswith(".duckdb.wal"):
+            continue
+        data = path.read_bytes()
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for name in z.namelist():
+                    out[f"{path}!{name}"] = z.read(name).decode("utf-8", "replace")
+        else:
+            out[str(path)] = data.decode("utf-8", "replace")
+    return out
+
+
+def _warehouse_text(url: str) -> dict[str, str]:
+    import pandas as pd
+
+    engine = sa.create_engine(url)
+    out = {}
+    with engine.connect() as c:
+        tables = c.execute(sa.text("SELECT table_schema, table_name FROM information_schema.tables "
+                                   "WHERE table_schema IN ('raw', 'core', 'mart', 'dq')")).fetchall()
+        for schema, table in tables:
+            out[f"{schema}.{table}"] = pd.read_sql(sa.text(f"SELECT * FROM {schema}.{table}"), c).to_csv()
+    engine.dispose()
+    return out
+
+
+def _prefect_text() -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+        logs = client.read_logs()
+        runs = client.read_flow_runs()
+    out = {f"artifact {a.key}": str(a.data) + str(a.description) for a in artifacts}
+    out["prefect logs"] = "\n".join(str(x.message) for x in logs)
+    out["flow run states"] = "\n".join(f"{r.name} {r.state}" for r in runs)
+    return out
+
+
+def test_secrets_never_appear_in_any_output(prefect_harness, tmp_path):
+    sink = _Sink()
+    port = _free_port()
+    smtp = Controller(sink, hostname="127.0.0.1", port=port, authenticator=sink.authenticate, auth_require_tls=False)
+    smtp.start()
+    outputs: dict[str, str] = {}
+    url = f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    try:
+        with start_server(small_dataset(n_dossiers=300), token=TOKEN) as sim, WebhookReceiver() as hook:
+            common = dict(
+                DVC_HASH_KEY=HASH_KEY, DVC_SMTP_HOST="127.0.0.1", DVC_SMTP_PORT=str(port), DVC_SMTP_USER="etl",
+                DVC_SMTP_PASSWORD=SMTP_PASSWORD, DVC_ALERT_EMAIL_TO="ops@example.gov.vn",
+                DVC_ALERT_WEBHOOK_URL=hook.url, DVC_WARNING_ALERT_THRESHOLD="0", PREFECT_LOGGING_LEVEL="DEBUG",
+            )
+            ok = run_cli(["run"], cli_env(tmp_path, url, sim.url, TOKEN, **common), tmp_path)
+            assert ok.returncode in (0, 3), ok.stderr[-3000:]
+            bad = run_cli(["run"], cli_env(tmp_path, url, sim.url, WRONG_TOKEN, **common), tmp_path)
+            assert bad.returncode == 1, bad.stderr[-3000:]
+            assert "401" in bad.stderr or "token" in bad.stderr.lower(), bad.stderr[-2000:]
+            outputs.update({"run stdout": ok.stdout, "run stderr": ok.stderr,
+                            "401 run stdout": bad.stdout, "401 run stderr": bad.stderr})
+            outputs.update({f"webhook {i}": str(b) for i, b in enumerate(hook.bodies)})
+    finally:
+        smtp.stop()
+    assert sink.logins and sink.logins[0][1] == SMTP_PASSWORD, "the SMTP password was never used: test proves nothing"
+    assert sink.messages, "no alert e-mail was sent"
+    outputs.update({f"e-mail {i}": m.decode("utf-8", "replace") for i, (_, m) in enumerate(sink.messages)})
+    files = _texts_of_files(tmp_path)
+    assert any(k.endswith(".xlsx!xl/sharedStrings.xml") or ".xlsx!" in k for k in files), "no workbook written"
+    assert any("data-docs" in k for k in files), "no data docs written"
+    outputs.update(files)
+    outputs.update(_warehouse_text(url))
+    prefect = _prefect_text()
+    assert any(k.startswith("artifact") for k in prefect) and prefect["prefect logs"], "nothing read back from Prefect"
+    outputs.update(prefect)
+    leaks = [(where, s) for where, text in outputs.items() for s in SECRETS if s in text]
+    assert not leaks, f"secrets leaked into: {leaks[:10]}"
+    print("secrets-outputs-grepped", len(outputs), "bytes", sum(len(t) for t in outputs.values()))
+
+
+def test_secrets_from_prefect_secret_blocks(prefect_harness, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    from tasks.settings import Settings
+
+    Secret(value="blk-token-value").save("dvc-rel-token", overwrite=True)
+    Secret(value="blk-hash-value").save("dvc-rel-hash", overwrite=True)
+    for name in ("DVC_SOURCE_TOKEN", "DVC_HASH_KEY", "DVC_SMTP_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DVC_SOURCE_TOKEN_BLOCK", "dvc-rel-token")
+    monkeypatch.setenv("DVC_HASH_KEY_BLOCK", "dvc-rel-hash")
+    s = Settings(_env_file=None)
+    assert s.source_token.get_secret_value() == "blk-token-value"
+    assert s.hash_key.get_secret_value() == "blk-hash-value"
+    assert s.smtp_password is None
+    assert "blk-token-value" not in repr(s) + str(s.model_dump())
+    monkeypatch.setenv("DVC_SOURCE_TOKEN", "env-wins")  # the environment wins over the block
+    assert Settings(_env_file=None).source_token.get_secret_value() == "env-wins"
+    monkeypatch.setenv("DVC_SMTP_PASSWORD_BLOCK", "no-such-block")
+    with pytest.raises(ValueError, match="DVC_SMTP_PASSWORD_BLOCK.*no-such-block"):
+        Settings(_env_file=None)
