@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -72,6 +72,36 @@ def run_writer_lock(engine: Any, settings: Settings, run_id: str, logger: Any = 
         yield
 
 
+@dataclass
+class TrackedRun:
+    """A warehouse-writing run in progress; the body sets how it ends (default: success)."""
+
+    engine: Any
+    run_id: str
+    status: str = "success"
+    published: bool | None = None
+    message: str = ""
+
+
+@contextmanager
+def tracked_run(settings: Settings, flow_name: str, prefix: str, logger: Any = None) -> Iterator[TrackedRun]:
+    """One warehouse-writing run: a run id (also on every log line), the writer lock (waiting up
+    to DVC_LOCK_WAIT_SECONDS), pending migrations, and its dq.runs row: 'running' at the start,
+    then the status the body set, or 'failed' with the error when the body raises."""
+    engine = connect(settings.warehouse_url)
+    run = TrackedRun(engine, pipeline.new_run_id(prefix))
+    CURRENT_RUN_ID.set(run.run_id)
+    with run_writer_lock(engine, settings, run.run_id, logger):
+        upgrade(engine)
+        pipeline.start_run(engine, run.run_id, flow_name, settings.source_name)
+        try:
+            yield run
+        except BaseException as exc:
+            pipeline.finish_run(engine, run.run_id, "failed", False, f"{type(exc).__name__}: {exc}")
+            raise
+        pipeline.finish_run(engine, run.run_id, run.status, run.published, run.message)
+
+
 @task(name="sync-catalogues", cache_policy=NO_CACHE)
 def sync_catalogues_task(settings: Settings, run_id: str) -> dict[str, Any]:
     from tasks.source_api import SourceClient
@@ -108,8 +138,38 @@ def publish_task(settings: Settings, run_id: str, period: tuple[date, date]) -> 
     engine = connect(settings.warehouse_url)
     out = pipeline.publish_period(engine, settings, period, run_id)
     pub = out["publication"]
+    _publish_headline_artifact(engine, pub)
     return {"period": [str(period[0]), str(period[1])], "publication_id": pub.publication_id,
             "as_of": str(pub.as_of), "workbook": str(out.get("workbook"))}
+
+
+def headline_rows(head: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline figures of a publication as table rows: system and paid-only side by side."""
+    return [
+        {"indicator": "Tỷ lệ hồ sơ giải quyết đúng hạn", "system": head.get("on_time_rate_system"),
+         "paid_only": head.get("on_time_rate_paid_only")},
+        {"indicator": "Tỷ lệ hồ sơ thanh toán trực tuyến", "system": head.get("online_payment_rate_system"),
+         "paid_only": head.get("online_payment_rate_paid_only")},
+        {"indicator": "Hồ sơ tiếp nhận", "system": head.get("received"), "paid_only": None},
+        {"indicator": "Hồ sơ đã giải quyết", "system": head.get("resolved"), "paid_only": None},
+        {"indicator": "Hồ sơ trễ hạn", "system": head.get("late"), "paid_only": None},
+    ]
+
+
+def _publish_headline_artifact(engine: Any, pub: Any) -> None:
+    """A Prefect table artifact of the publication's headline figures (never fails the run)."""
+    try:
+        from prefect.artifacts import create_table_artifact
+
+        from tasks.reports import headline
+
+        head = headline(engine, pub)
+        create_table_artifact(
+            key="dvc-headline", table=headline_rows(head),
+            description=f"{head.get('sentence', '')} ({pub.period_start} .. {pub.period_end}, as of {pub.as_of})",
+        )
+    except Exception:  # noqa: BLE001 - an artifact must not fail the publication
+        log.exception("could not publish the headline artifact")
 
 
 def _alert_on_failure(flow_obj: Any, flow_run: Any, state: Any) -> None:
@@ -147,46 +207,38 @@ def nightly(
     overlap .. now); ``periods`` to publish (default: the data cut's month and the month before)."""
     settings = _settings(settings_overrides)
     logger = get_run_logger()
-    engine = connect(settings.warehouse_url)
-    run_id = pipeline.new_run_id("nightly")
-    CURRENT_RUN_ID.set(run_id)
-    logger.info("run %s: source %s, warehouse %s", run_id, settings.source_name,
-                engine.url.render_as_string(hide_password=True))
-    summary: dict[str, Any] = {"run_id": run_id, "source": settings.source_name, "entities": {}}
     progress = current_progress()
-    with run_writer_lock(engine, settings, run_id, logger):
-        upgrade(engine)
-        pipeline.start_run(engine, run_id, "nightly", settings.source_name)
-        try:
-            from tasks.calendar import load_calendar
+    with tracked_run(settings, "nightly", "nightly", logger) as run:
+        engine, run_id = run.engine, run.run_id
+        logger.info("run %s: source %s, warehouse %s", run_id, settings.source_name,
+                    engine.url.render_as_string(hide_password=True))
+        summary: dict[str, Any] = {"run_id": run_id, "source": settings.source_name, "entities": {}}
+        from tasks.calendar import load_calendar
 
-            load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
-            summary["entities"].update(sync_catalogues_task(settings, run_id))
-            for entity in pipeline.INCREMENTAL:
-                summary["entities"][entity] = extract_load_task(settings, run_id, entity, full_refresh, since, until,
-                                                                progress=progress)
-            quarantined = sum(e["rows_quarantined"] for e in summary["entities"].values())
-            summary["rows_quarantined"] = quarantined
-            blocked = quarantined > settings.critical_threshold
-            summary["published"] = []
-            if blocked:
-                logger.error(
-                    "%d rows failed critical checks (threshold %d): reports NOT published; the previous "
-                    "publication stays", quarantined, settings.critical_threshold,
-                )
-            elif publish:
-                as_of = pipeline.data_cut(engine)
-                for period in periods if periods is not None else pipeline.default_periods(as_of):
-                    summary["published"].append(publish_task(settings, run_id, tuple(period)))
-            summary["blocked"] = blocked
-            summary["data_docs"] = next((e["data_docs"] for e in summary["entities"].values() if e.get("data_docs")), None)
-            _publish_artifact(run_id, summary)
-            _notify_checks(settings, run_id, summary)
-            crash_point("run.before_finish")
-            pipeline.finish_run(engine, run_id, "blocked" if blocked else "success", bool(summary["published"]))
-        except BaseException as exc:
-            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
-            raise
+        load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
+        summary["entities"].update(sync_catalogues_task(settings, run_id))
+        for entity in pipeline.INCREMENTAL:
+            summary["entities"][entity] = extract_load_task(settings, run_id, entity, full_refresh, since, until,
+                                                            progress=progress)
+        quarantined = sum(e["rows_quarantined"] for e in summary["entities"].values())
+        summary["rows_quarantined"] = quarantined
+        blocked = quarantined > settings.critical_threshold
+        summary["published"] = []
+        if blocked:
+            logger.error(
+                "%d rows failed critical checks (threshold %d): reports NOT published; the previous "
+                "publication stays", quarantined, settings.critical_threshold,
+            )
+        elif publish:
+            as_of = pipeline.data_cut(engine)
+            for period in periods if periods is not None else pipeline.default_periods(as_of):
+                summary["published"].append(publish_task(settings, run_id, tuple(period)))
+        summary["blocked"] = blocked
+        summary["data_docs"] = next((e["data_docs"] for e in summary["entities"].values() if e.get("data_docs")), None)
+        _publish_artifact(run_id, summary)
+        _notify_checks(settings, run_id, summary)
+        crash_point("run.before_finish")
+        run.status, run.published = ("blocked" if blocked else "success"), bool(summary["published"])
     return summary
 
 
@@ -278,16 +330,7 @@ def report(period_start: date, period_end: date, settings_overrides: dict[str, A
     if period_end < period_start:
         raise ValueError(f"period end {period_end} is before its start {period_start}")
     settings = _settings(settings_overrides)
-    engine = connect(settings.warehouse_url)
-    upgrade(engine)
-    run_id = pipeline.new_run_id("report")
-    CURRENT_RUN_ID.set(run_id)
-    with run_writer_lock(engine, settings, run_id):
-        pipeline.start_run(engine, run_id, "report", settings.source_name)
-        try:
-            out = publish_task(settings, run_id, (period_start, period_end))
-        except BaseException as exc:
-            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
-            raise
-        pipeline.finish_run(engine, run_id, "success", True)
+    with tracked_run(settings, "report", "report") as run:
+        out = publish_task(settings, run.run_id, (period_start, period_end))
+        run.published = True
     return out

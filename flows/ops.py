@@ -14,10 +14,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import CURRENT_RUN_ID, current_progress
-from flows.nightly import _alert_on_failure, _settings, publish_task, run_writer_lock
+from flows.nightly import _alert_on_failure, _settings, publish_task, tracked_run
 from tasks import pipeline
 from tasks.normalize import now_local
-from tasks.warehouse import connect, upgrade
+from tasks.warehouse import connect
 
 
 def previous_month(today: date) -> tuple[date, date]:
@@ -34,18 +34,9 @@ def monthly_report(month: str | None = None, settings_overrides: dict[str, Any] 
     else:
         period = previous_month(now_local().date())
     settings = _settings(settings_overrides)
-    engine = connect(settings.warehouse_url)
-    run_id = pipeline.new_run_id("monthly")
-    CURRENT_RUN_ID.set(run_id)
-    with run_writer_lock(engine, settings, run_id):
-        upgrade(engine)
-        pipeline.start_run(engine, run_id, "monthly-report", settings.source_name)
-        try:
-            out = publish_task(settings, run_id, period)
-        except BaseException as exc:
-            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
-            raise
-        pipeline.finish_run(engine, run_id, "success", True)
+    with tracked_run(settings, "monthly-report", "monthly") as run:
+        out = publish_task(settings, run.run_id, period)
+        run.published = True
     return out
 
 
@@ -56,20 +47,11 @@ def reference_sync(settings_overrides: dict[str, Any] | None = None) -> dict[str
     from tasks.source_api import SourceClient
 
     settings = _settings(settings_overrides)
-    engine = connect(settings.warehouse_url)
-    run_id = pipeline.new_run_id("reference")
-    CURRENT_RUN_ID.set(run_id)
-    with run_writer_lock(engine, settings, run_id):
-        upgrade(engine)
-        pipeline.start_run(engine, run_id, "reference-sync", settings.source_name)
-        try:
-            days = load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
-            with SourceClient.from_settings(settings) as client:
-                res = pipeline.sync_catalogues(engine, client, settings, run_id)
-        except BaseException as exc:
-            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
-            raise
-        pipeline.finish_run(engine, run_id, "success", None)
+    with tracked_run(settings, "reference-sync", "reference") as run:
+        days = load_calendar(run.engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31),
+                             settings.reference_dir)
+        with SourceClient.from_settings(settings) as client:
+            res = pipeline.sync_catalogues(run.engine, client, settings, run.run_id)
     return {"calendar_days": days, **{k: asdict(v) for k, v in res.items()}}
 
 
@@ -79,16 +61,12 @@ def inbox(settings_overrides: dict[str, Any] | None = None) -> list[dict[str, An
     from tasks.inbox import process_inbox
 
     settings = _settings(settings_overrides)
-    engine = connect(settings.warehouse_url)
-    run_id = pipeline.new_run_id("inbox")
-    CURRENT_RUN_ID.set(run_id)
-    with run_writer_lock(engine, settings, run_id):
-        upgrade(engine)
-        pipeline.start_run(engine, run_id, "inbox", settings.source_name)
-        outcomes = process_inbox(engine, settings, run_id)
+    with tracked_run(settings, "inbox", "inbox") as run:
+        run_id = run.run_id
+        outcomes = process_inbox(run.engine, settings, run_id)
         failed = [o for o in outcomes if o.status == "failed"]
-        pipeline.finish_run(engine, run_id, "failed" if failed else "success", None,
-                            "; ".join(f"{o.path}: {o.message}" for o in failed))
+        if failed:
+            run.status, run.message = "failed", "; ".join(f"{o.path}: {o.message}" for o in failed)
     if failed:
         from flows.nightly import _notify_files_failed
 
@@ -121,31 +99,21 @@ def backfill(
     each month's reports."""
     logger = get_run_logger()
     settings = _settings(settings_overrides)
-    engine = connect(settings.warehouse_url)
-    run_id = pipeline.new_run_id("backfill")
-    CURRENT_RUN_ID.set(run_id)
     bid = pipeline.backfill_id(settings.source_name, start, end)
     parts = pipeline.month_partitions(start, end)
     progress = current_progress()
-    with run_writer_lock(engine, settings, run_id, logger):
-        upgrade(engine)
-        done = pipeline.done_partitions(engine, bid)  # under the lock: another backfill may just have run
+    with tracked_run(settings, "backfill", "backfill", logger) as run:
+        run_id = run.run_id
+        done = pipeline.done_partitions(run.engine, bid)  # under the lock: another backfill may just have run
         todo = [p for p in parts if p[0] not in done]
         logger.info("run %s, backfill %s: %d partitions, %d already done, %d to run, %d at a time", run_id, bid,
                     len(parts), len(parts) - len(todo), len(todo), max(1, concurrency))
-        pipeline.start_run(engine, run_id, "backfill", settings.source_name)
         results: list[dict[str, Any]] = []
-        try:
-            for i in range(0, len(todo), max(1, concurrency)):
-                futures = [backfill_partition_task.submit(settings, run_id, bid, p, progress)
-                           for p in todo[i : i + max(1, concurrency)]]
-                results += [f.result() for f in futures]
-            published = []
-            if publish:
-                published = [publish_task(settings, run_id, p) for p in parts]
-        except BaseException as exc:
-            pipeline.finish_run(engine, run_id, "failed", False, f"{type(exc).__name__}: {exc}")
-            raise
-        pipeline.finish_run(engine, run_id, "success", bool(published))
+        for i in range(0, len(todo), max(1, concurrency)):
+            futures = [backfill_partition_task.submit(settings, run_id, bid, p, progress)
+                       for p in todo[i : i + max(1, concurrency)]]
+            results += [f.result() for f in futures]
+        published = [publish_task(settings, run_id, p) for p in parts] if publish else []
+        run.published = bool(published)
     return {"backfill_id": bid, "skipped": [str(p[0]) for p in parts if p[0] in done], "ran": results,
             "published": published}

@@ -93,6 +93,15 @@ def _parse_day(value: str | None, option: str) -> date | None:
     return None
 
 
+def _parse_range(from_: str, to: str) -> tuple[date, date]:
+    """--from/--to as dates, the end not before the start (else exit 2 with a message)."""
+    a, b = _parse_day(from_, "--from"), _parse_day(to, "--to")
+    assert a and b
+    if b < a:
+        _fail(f"--to {b} is before --from {a}", EXIT_USAGE)
+    return a, b
+
+
 def _run_guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a flow and turn known failures into clear messages and exit codes."""
     from tasks.source_api import SourceError
@@ -149,10 +158,7 @@ def report(
 ) -> None:
     """Publish the report tables (mart.rpt_*) and the workbook for a period."""
     _quiet_env(quiet)
-    a, b = _parse_day(from_, "--from"), _parse_day(to, "--to")
-    assert a and b
-    if b < a:
-        _fail(f"--to {b} is before --from {a}", EXIT_USAGE)
+    a, b = _parse_range(from_, to)
     from flows.nightly import report as report_flow
 
     out = _run_guarded(report_flow, a, b)
@@ -310,10 +316,7 @@ def backfill(
 ) -> None:
     """Extract and load the days --from..--to by month partitions; a rerun skips completed ones."""
     _quiet_env(quiet)
-    a, b = _parse_day(from_, "--from"), _parse_day(to, "--to")
-    assert a and b
-    if b < a:
-        _fail(f"--to {b} is before --from {a}", EXIT_USAGE)
+    a, b = _parse_range(from_, to)
     from flows.ops import backfill as backfill_flow
 
     with _progress_bars(_show_progress(quiet)):

@@ -137,3 +137,25 @@ def test_nightly_flow_end_to_end(prefect_harness, dataset, warehouse_url, dvc_en
         assert tuple(int(x) for x in op) == exp["online_payment"]
         assert exp["online_payment"][1] > exp["online_payment"][3]  # some obligations are unpaid
     engine.dispose()
+
+    # the headline figures, system and paid-only side by side, as a Prefect table artifact
+    rows = {r["indicator"]: r for r in latest_table_artifact("dvc-headline")}
+    paid, with_obl, paid_done, done = exp["online_payment"]
+    online = rows["Tỷ lệ hồ sơ thanh toán trực tuyến"]
+    assert online["system"] == pytest.approx(paid / with_obl)
+    assert online["paid_only"] == pytest.approx(paid_done / done)
+
+
+def latest_table_artifact(key: str) -> list[dict]:
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                     sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert arts and arts[0].type == "table", arts
+    data = arts[0].data
+    return json.loads(data) if isinstance(data, str) else data
