@@ -47,6 +47,7 @@ UNPERIODED_TABLES: frozenset[str] = frozenset({"rpt_unpaid_results"})
 
 _TEMP_TABLES = (
     "tmp_dossier_facts",
+    "tmp_registry_outcomes",
     "tmp_simplifications",
     "tmp_delegations",
     "tmp_unpaid_thresholds",
@@ -317,6 +318,7 @@ def publish(
         }
         _fill_reference_tables(conn, ref, months)
         run_sql_file(conn, "reports/_dossier_facts.sql", params)
+        run_sql_file(conn, "reports/_registry_outcomes.sql", params)
         for table in REPORT_TABLES:
             run_sql_file(conn, f"reports/{table}.sql", params)
             counts[table] = _replace_current(conn, table, params)
