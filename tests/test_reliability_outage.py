@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from tasks.warehouse import FINGERPRINT_TABLES, connect, fingerprint
@@ -43,6 +44,7 @@ def _mart_state(url: str) -> dict[str, str]:
         engine.dispose()
 
 
+@pytest.mark.slow  # ~30 s; tests/test_gate.py keeps an outage case in the default suite
 def test_source_down_for_a_whole_run(prefect_harness, tmp_path):
     want_state, want_periods = baseline("duckdb", tmp_path / "baseline")
     url = new_warehouse("duckdb", tmp_path)
