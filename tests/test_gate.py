@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import date
 from email import message_from_bytes
 from pathlib import Path
@@ -17,13 +16,13 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
-from aiosmtpd.controller import Controller
 from typer.testing import CliRunner
 
 from tasks.simulator.dataset import generate
 from tasks.simulator.server import start_server
 from tasks.warehouse import connect
-from tests.test_alerts import SMTP_PASSWORD, MailSink, WebhookReceiver, free_port
+from tests.test_alerts import SMTP_PASSWORD, WebhookReceiver
+from tests.test_alerts import smtp_server as smtp_server  # noqa: F401 - the real SMTP server fixture
 
 TOKEN = "gate-SECRET-token-3e1f"
 HASH_KEY = "gate-SECRET-hashkey-c0de"
@@ -31,19 +30,6 @@ WRONG_TOKEN = "gate-SECRET-wrong-token-9b9b"
 SECRETS = (TOKEN, SMTP_PASSWORD, HASH_KEY, WRONG_TOKEN, "SECRETPATHxyz")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 THRESHOLD = 2
-
-
-@pytest.fixture
-def smtp_sink() -> Iterator[tuple[MailSink, int]]:
-    sink = MailSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, authenticator=sink.authenticate,
-                            auth_require_tls=False)
-    controller.start()
-    try:
-        yield sink, port
-    finally:
-        controller.stop()
 
 
 def mart_snapshot(engine: sa.Engine) -> dict[str, list[tuple]]:
@@ -82,13 +68,13 @@ def mail_text(raw: bytes) -> tuple[str, str]:
 
 
 def test_blocked_run_keeps_the_publication_and_alerts(prefect_harness, duckdb_url, dvc_env, tmp_path,
-                                                      smtp_sink) -> None:
+                                                      smtp_server) -> None:
     from flows.nightly import nightly
     from tasks.cli import EXIT_BLOCKED, app
     from tasks.source_api import SourceAuthError, SourceError
     from tests.test_quarantine_e2e import base_records
 
-    sink, smtp_port = smtp_sink
+    sink, smtp_port = smtp_server
     ds = generate(seed=9, n_dossiers=150, start=date(2024, 1, 1), end=date(2024, 6, 30))
     d0, p0, _, u0 = base_records(ds)
     engine = connect(duckdb_url)
