@@ -499,12 +499,7 @@ def publish_period(
         path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
         path.parent.mkdir(parents=True, exist_ok=True)
         out["workbook"] = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name)
-        crash_point("workbook.after_write")
-        with engine.begin() as c:
-            c.execute(
-                sa.text("UPDATE mart.publications SET workbook_path = :p WHERE publication_id = :id"),
-                {"p": str(out["workbook"]), "id": pub.publication_id},
-            )
+        crash_point("workbook.after_write")  # write_workbook has recorded mart.publications.workbook_path
     return out
 
 
