@@ -281,20 +281,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _data(self, entity: str, query: dict[str, list[str]]) -> None:
         state = self.server.state
         frm, to, page, size = _page_query(query)
-        if self._inject_fault():
+        fault = self._inject_fault()
+        if fault is True:
             return
         body, lo, hi = _render_page(state, entity, frm, to, page, size)
         with state.lock:
             state.ok_data += 1
-            state.stats["ok"] += 1
-            state.stats[f"ok_{entity}"] += 1
+            if fault is None:  # a late ("slow") answer was counted under "slow" on receipt, so
+                state.stats["ok"] += 1  # the counts never wait on a handler still sleeping
+                state.stats[f"ok_{entity}"] += 1
         self._send(200, body)
         read_until = min(hi, lo + page * size)
         if _mutate(state, entity, lo, hi, read_until, size) == 0 and read_until < hi:
             _prefetch(state, entity, frm, to, page + 1, size)
 
-    def _inject_fault(self) -> bool:
-        """Answer with a fault when the config says so; True when the request is done."""
+    def _inject_fault(self) -> bool | None:
+        """Answer with a fault when the config says so: True when the request is done, False when
+        it is answered late ("slow"), None when no fault applies."""
         state = self.server.state
         with state.lock:
             cfg = state.faults
@@ -303,16 +306,16 @@ class _Handler(BaseHTTPRequestHandler):
             elif cfg.fault_rate > 0 and state.rng.random() < cfg.fault_rate:
                 kind = cfg.kinds[state.rng.randrange(len(cfg.kinds))]
             else:
-                return False
+                return None
+            if kind in ("aborted", "slow"):  # the other kinds are counted as they are answered
+                state.stats[kind] += 1
         if kind == "aborted":
-            state.stats["aborted"] += 1
             self._error(ApiError(503, "service_unavailable", "the system is unavailable (aborted run)"))
         elif kind == "429":
             self._error(ApiError(429, "too_many_requests", "rate limit exceeded"), {"Retry-After": "1"})
         elif kind == "reset":
             self._reset()
         elif kind == "slow":
-            state.stats["slow"] += 1
             state.stop.wait(cfg.slow_seconds)
             return False
         else:
