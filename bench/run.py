@@ -135,6 +135,12 @@ class _Timers:
         setattr(obj, name, timed)
 
 
+def _default(name: str) -> Any:
+    from tasks.settings import Settings
+
+    return Settings.model_fields[name].default
+
+
 def _settings(p: dict[str, Any], workdir: Path) -> Any:
     from tasks.settings import Settings
 
@@ -159,11 +165,11 @@ def _instrument() -> _Timers:
 def stage_pipeline(p: dict[str, Any]) -> dict[str, Any]:
     import tasks.pipeline as pl
     from tasks.source_api import SourceClient
-    from tasks.warehouse import connect, upgrade
+    from tasks.warehouse import open_warehouse, upgrade
 
     workdir = Path(p["workdir"])
     settings = _settings(p, workdir)
-    engine = connect(settings.warehouse_url)
+    engine = open_warehouse(settings)
     upgrade(engine)
     timers = _instrument()
     out: dict[str, Any] = {}
@@ -284,13 +290,13 @@ def stage_nightly(p: dict[str, Any]) -> dict[str, Any]:
     """The nightly run on top of the big warehouse (the changes were made in the simulator)."""
     import tasks.pipeline as pl
     from tasks.source_api import SourceClient
-    from tasks.warehouse import connect, upgrade
+    from tasks.warehouse import open_warehouse, upgrade
 
     workdir = Path(p["workdir"])
     settings = _settings(p, workdir)
     timers = _instrument()
     t0 = time.perf_counter()
-    engine = connect(settings.warehouse_url)
+    engine = open_warehouse(settings)
     upgrade(engine)
     run_id = pl.new_run_id("bench-nightly")
     pl.start_run(engine, run_id, "nightly", settings.source_name)
@@ -512,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     results = []
     md = [f"# dvc-etl bench {stamp}", "", f"{os.cpu_count()} CPUs; page size {PAGE_SIZE}; "
-          f"chunk {__import__('tasks.pipeline', fromlist=['x']).CHUNK_RECORDS:,} records", ""]
+          f"chunk {_default('chunk_records'):,} records; DuckDB memory limit {_default('duckdb_memory_limit')}", ""]
     for n in [int(x) for x in args.sizes.split(",") if x]:
         res = bench_size(n, args)
         results.append(res)

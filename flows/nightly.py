@@ -27,7 +27,7 @@ from flows import CURRENT_RUN_ID, current_progress
 from tasks import pipeline
 from tasks.faults import crash_point
 from tasks.settings import Settings, get_settings
-from tasks.warehouse import WarehouseBusy, connect, upgrade, writer_lock
+from tasks.warehouse import WarehouseBusy, open_warehouse, upgrade, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def tracked_run(settings: Settings, flow_name: str, prefix: str, logger: Any = N
     """One warehouse-writing run: a run id (also on every log line), the writer lock (waiting up
     to DVC_LOCK_WAIT_SECONDS), pending migrations, and its dq.runs row: 'running' at the start,
     then the status the body set, or 'failed' with the error when the body raises."""
-    engine = connect(settings.warehouse_url)
+    engine = open_warehouse(settings)
     run = TrackedRun(engine, pipeline.new_run_id(prefix))
     CURRENT_RUN_ID.set(run.run_id)
     with run_writer_lock(engine, settings, run.run_id, logger):
@@ -106,7 +106,7 @@ def tracked_run(settings: Settings, flow_name: str, prefix: str, logger: Any = N
 def sync_catalogues_task(settings: Settings, run_id: str) -> dict[str, Any]:
     from tasks.source_api import SourceClient
 
-    engine = connect(settings.warehouse_url)
+    engine = open_warehouse(settings)
     with SourceClient.from_settings(settings) as client:
         res = pipeline.sync_catalogues(engine, client, settings, run_id)
     return {k: asdict(v) for k, v in res.items()}
@@ -119,7 +119,7 @@ def extract_load_task(
 ) -> dict[str, Any]:
     from tasks.source_api import SourceClient
 
-    engine = connect(settings.warehouse_url)
+    engine = open_warehouse(settings)
     window = pipeline.extraction_window(engine, settings, entity, full_refresh=full_refresh, since=since, until=until)
     batches = pipeline.batch_windows(window, settings.batch_days)
     get_run_logger().info("run %s, %s: extracting window %s .. %s%s", run_id, entity, window[0] or "the beginning",
@@ -135,7 +135,7 @@ def extract_load_task(
 
 @task(name="publish-period", cache_policy=NO_CACHE)
 def publish_task(settings: Settings, run_id: str, period: tuple[date, date]) -> dict[str, Any]:
-    engine = connect(settings.warehouse_url)
+    engine = open_warehouse(settings)
     out = pipeline.publish_period(engine, settings, period, run_id)
     pub = out["publication"]
     _publish_headline_artifact(engine, pub)

@@ -17,7 +17,7 @@ from flows import CURRENT_RUN_ID, current_progress
 from flows.nightly import _alert_on_failure, _settings, publish_task, tracked_run
 from tasks import pipeline
 from tasks.normalize import now_local
-from tasks.warehouse import connect
+from tasks.warehouse import open_warehouse
 
 
 def previous_month(today: date) -> tuple[date, date]:
@@ -81,7 +81,7 @@ def backfill_partition_task(
     from tasks.source_api import SourceClient
 
     CURRENT_RUN_ID.set(run_id)
-    engine = connect(settings.warehouse_url)
+    engine = open_warehouse(settings)
     with SourceClient.from_settings(settings) as client:
         results = pipeline.backfill_partition(engine, client, settings, run_id, bid, part, progress=progress)
     return {"partition": [str(part[0]), str(part[1])], "rows_loaded": sum(r.rows_loaded for r in results),

@@ -256,12 +256,12 @@ def _print_publication(pub: dict[str, Any] | None) -> None:
         return
     from tasks.reports import headline
     from tasks.settings import get_settings
-    from tasks.warehouse import connect
+    from tasks.warehouse import open_warehouse
 
     console.print(f"[bold]Published[/] {pub['period'][0]} .. {pub['period'][1]} (as of {pub['as_of']}): "
                   f"workbook {pub['workbook']}")
     try:
-        h = headline(connect(get_settings().warehouse_url), pub["publication_id"])
+        h = headline(open_warehouse(get_settings()), pub["publication_id"])
         console.print("  " + h.get("sentence", ""))
         for label, key in (("on-time rate", "on_time_rate"), ("online-payment rate", "online_payment_rate")):
             console.print(f"  {label}: system {_pct(h.get(key + '_system'))}, paid-only {_pct(h.get(key + '_paid_only'))}")
@@ -280,10 +280,10 @@ def ingest_files(
     from tasks import pipeline
     from tasks.inbox import ingest_file
     from tasks.settings import get_settings
-    from tasks.warehouse import WarehouseBusy, connect, upgrade, writer_lock
+    from tasks.warehouse import WarehouseBusy, open_warehouse, upgrade, writer_lock
 
     settings = get_settings()
-    engine = connect(settings.warehouse_url)
+    engine = open_warehouse(settings)
     upgrade(engine)
     run_id = pipeline.new_run_id("files")
     failed = 0
@@ -332,10 +332,10 @@ def status() -> None:
     import sqlalchemy as sa
 
     from tasks.settings import get_settings
-    from tasks.warehouse import WarehouseError, connect, upgrade
+    from tasks.warehouse import WarehouseError, open_warehouse, upgrade
 
     try:
-        engine = connect(get_settings().warehouse_url)
+        engine = open_warehouse(get_settings())
         upgrade(engine)
     except WarehouseError as exc:
         _fail(str(exc))
@@ -368,10 +368,10 @@ def status() -> None:
 def db_upgrade() -> None:
     """Apply pending schema migrations (never drops data)."""
     from tasks.settings import get_settings
-    from tasks.warehouse import WarehouseError, connect, upgrade
+    from tasks.warehouse import WarehouseError, open_warehouse, upgrade
 
     try:
-        done = upgrade(connect(get_settings().warehouse_url))
+        done = upgrade(open_warehouse(get_settings()))
     except WarehouseError as exc:
         _fail(str(exc))
     console.print(f"applied: {', '.join(done)}" if done else "warehouse is up to date")
@@ -384,10 +384,10 @@ def db_grant_analyst(
 ) -> None:
     """PostgreSQL: give ROLE read access to mart and the non-personal columns of core, nothing else."""
     from tasks.settings import get_settings
-    from tasks.warehouse import WarehouseError, connect, grant_analyst, upgrade
+    from tasks.warehouse import WarehouseError, grant_analyst, open_warehouse, upgrade
 
     try:
-        engine = connect(get_settings().warehouse_url)
+        engine = open_warehouse(get_settings())
         upgrade(engine)
         grant_analyst(engine, role, password=password)
     except WarehouseError as exc:

@@ -8,6 +8,8 @@ periods and write the workbooks.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 import logging
 import queue
@@ -34,7 +36,6 @@ log = logging.getLogger(__name__)
 
 CATALOGUES = ("units", "procedures")
 INCREMENTAL = ("dossiers", "payments")
-CHUNK_RECORDS = 50_000
 _GX_LOCK = threading.Lock()
 
 T = TypeVar("T")
@@ -242,7 +243,26 @@ def process_records(
     result.add(loaded)
     if wm is not None:
         result.watermark = max(wm, result.watermark) if result.watermark else wm
+    del norm, issues, outcome, check_issues
+    release_memory()
     return loaded
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+def release_memory() -> None:
+    """Hand the memory a chunk freed back to the OS (glibc keeps freed arenas otherwise, so the
+    resident size would ratchet up chunk after chunk), as Dask's workers do."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, settings: Settings, result: EntityResult) -> None:
@@ -386,7 +406,7 @@ def extract_entity(
     settings: Settings,
     run_id: str,
     window: tuple[datetime | None, datetime | None],
-    chunk_records: int = CHUNK_RECORDS,
+    chunk_records: int | None = None,
     progress: ProgressFn | None = None,
 ) -> EntityResult:
     """Read ``entity`` changed in ``window`` page by page, in sub-windows of at most
@@ -399,6 +419,7 @@ def extract_entity(
     read so far, estimated records in the window from the page's ``total``) and after every load
     with ``label=f"{entity}{LOAD_LABEL}"`` (records loaded or quarantined so far, records read)."""
     res = EntityResult(entity, window=window)
+    chunk_records = chunk_records or settings.chunk_records  # DVC_CHUNK_RECORDS
     ctx = check_context(engine, settings.source_name, entity, settings, now_local())
     batches = batch_windows(window, settings.batch_days)
     seen = 0
@@ -447,8 +468,9 @@ def ingest_records(
     """Load records parsed from a clerk's file (no watermark move: files are not the API's clock)."""
     res = EntityResult(entity)
     ctx = check_context(engine, settings.source_name, entity, settings, now_local())
-    for i in range(0, max(len(records), 1), CHUNK_RECORDS):
-        process_records(engine, entity, records[i : i + CHUNK_RECORDS], settings=settings, run_id=run_id,
+    size = settings.chunk_records
+    for i in range(0, max(len(records), 1), size):
+        process_records(engine, entity, records[i : i + size], settings=settings, run_id=run_id,
                         result=res, context=ctx, origin=origin, move_watermark=False)
     _record_checks(engine, run_id, settings.source_name, entity, res)
     return res

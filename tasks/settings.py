@@ -63,11 +63,25 @@ class Settings(BaseSettings):
         "a backfill) writes; past it the run fails with 'warehouse busy' (exit code 4). 0 fails at once.",
     )
 
+    chunk_records: int = Field(
+        20_000,
+        ge=100,
+        description="Records normalised, checked and loaded per transaction. Bounds the run's memory "
+        "(roughly 25 MB per 1,000 dossiers in flight); larger chunks commit less often.",
+    )
+
     # --- files and folders --------------------------------------------------------------------
     warehouse_url: str = Field(
         "duckdb:///data/dvc.duckdb",
         description="SQLAlchemy URL of the warehouse: embedded DuckDB file (default) or "
         "postgresql+psycopg://user@host:5432/db.",
+    )
+    duckdb_memory_limit: str = Field(
+        "1GB",
+        pattern=r"^(\s*|\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes))$",
+        description="Memory limit of the embedded DuckDB warehouse (DuckDB's `memory_limit`, e.g. `512MB`, "
+        "`2GB`); bigger work spills to `<file>.tmp/`. Empty: DuckDB's default, 80 % of the machine's RAM. "
+        "Ignored for PostgreSQL.",
     )
     reports_dir: Path = Field(Path("reports"), description="Where workbooks and data docs are written.")
     reference_dir: Path = Field(

@@ -19,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tasks.settings import SQL_DIR
+from tasks.settings import SQL_DIR, Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,10 @@ def dialect_name(engine_or_conn: Engine | Connection) -> str:
     return engine_or_conn.dialect.name
 
 
-def connect(url: str) -> Engine:
+def connect(url: str, *, duckdb_memory_limit: str | None = None) -> Engine:
     """Engine for a warehouse URL. ``duckdb:///path`` (relative to the working directory) or
-    ``postgresql+psycopg://...``."""
+    ``postgresql+psycopg://...``. ``duckdb_memory_limit`` caps DuckDB's buffer pool (bigger work
+    spills to disk); None or empty keeps DuckDB's default (80 % of RAM)."""
     try:
         u = sa.engine.make_url(url)
     except Exception as exc:  # noqa: BLE001 - turned into a clear message
@@ -50,7 +51,9 @@ def connect(url: str) -> Engine:
     if u.get_backend_name() == "duckdb":
         if u.database and u.database != ":memory:":
             Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0)
+        config = {"memory_limit": duckdb_memory_limit.strip()} if duckdb_memory_limit and duckdb_memory_limit.strip() else {}
+        return sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0,
+                                connect_args={"config": config} if config else {})
     if u.get_backend_name() == "postgresql":
         if u.drivername == "postgresql":
             u = u.set(drivername="postgresql+psycopg")
@@ -58,6 +61,11 @@ def connect(url: str) -> Engine:
     raise WarehouseError(
         f"unsupported warehouse {u.get_backend_name()!r}: DVC_WAREHOUSE_URL must be duckdb:/// or postgresql://"
     )
+
+
+def open_warehouse(settings: Settings) -> Engine:
+    """Engine for the configured warehouse (``DVC_WAREHOUSE_URL``, ``DVC_DUCKDB_MEMORY_LIMIT``)."""
+    return connect(settings.warehouse_url, duckdb_memory_limit=settings.duckdb_memory_limit)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -86,8 +86,7 @@ def settings_for(url: str, sim_url: str, tmp: Path, **overrides: Any) -> Setting
     return Settings(**values)
 
 
-def run_pipeline(settings: Settings, *, full_refresh: bool, chunk_records: int = pipeline.CHUNK_RECORDS
-                 ) -> SourceClient:
+def run_pipeline(settings: Settings, *, full_refresh: bool, chunk_records: int | None = None) -> SourceClient:
     """What the nightly flow does up to publication, with the plain functions of tasks.pipeline
     (so a test can choose the chunk size and read the client's counters). Returns the client."""
     engine = connect(settings.warehouse_url)
@@ -365,7 +364,8 @@ def test_cli_run_killed_mid_extraction_then_rerun_converges(
 ) -> None:
     """The real ``dvc-etl run`` as a subprocess, SIGKILLed once the dossiers are loaded and a few
     payment pages are read (polled on the simulator's /_sim/stats): no rollback, no finally, the
-    run row says 'running' forever. The writer lock dies with the process, and the rerun converges."""
+    run row says 'running' until the next run closes it as 'crashed'. The writer lock dies with the
+    process, and the rerun converges."""
     url = warehouse_url
     cli = str(Path(PROJECT_ROOT) / ".venv" / "bin" / "dvc-etl")
     log = tmp_path / "killed-run.log"
@@ -398,7 +398,7 @@ def test_cli_run_killed_mid_extraction_then_rerun_converges(
         assert "rows read" in rerun.stdout
     assert_same_warehouse(url, baseline.fingerprint)
     statuses = sorted(r for (r,) in _rows(url, "SELECT status FROM dq.runs"))
-    assert statuses == ["running", "success"]
+    assert statuses == ["crashed", "success"]  # the rerun closed the killed run's row
 
 
 def _rows(url: str, sql: str) -> list[tuple]:

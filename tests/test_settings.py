@@ -23,3 +23,30 @@ def test_secrets_do_not_print(monkeypatch):
 def test_every_setting_has_a_description():
     assert all(f.description for f in Settings.model_fields.values())
     assert all(re.fullmatch(r"[a-z_]+", n) for n in Settings.model_fields)
+
+
+def test_duckdb_memory_limit_reaches_the_warehouse(monkeypatch, tmp_path):
+    import pydantic
+    import pytest
+
+    from tasks.warehouse import open_warehouse
+
+    monkeypatch.setenv("DVC_WAREHOUSE_URL", f"duckdb:///{tmp_path / 'w.duckdb'}")
+
+    def limit(value: str | None) -> str:
+        if value is None:
+            monkeypatch.delenv("DVC_DUCKDB_MEMORY_LIMIT", raising=False)
+        else:
+            monkeypatch.setenv("DVC_DUCKDB_MEMORY_LIMIT", value)
+        engine = open_warehouse(Settings())
+        try:
+            with engine.connect() as c:
+                return c.exec_driver_sql("SELECT current_setting('memory_limit')").scalar()
+        finally:
+            engine.dispose()
+
+    assert limit(None) == limit("1GB") != limit("")  # the default caps; empty is DuckDB's own
+    assert limit("300MB") != limit("1GB")
+    with pytest.raises(pydantic.ValidationError, match="duckdb_memory_limit"):
+        monkeypatch.setenv("DVC_DUCKDB_MEMORY_LIMIT", "lots")
+        Settings()

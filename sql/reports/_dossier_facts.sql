@@ -1,7 +1,7 @@
 -- The definitions of shared/spec/reports.md section 1, implemented ONCE.
--- Grain: one row per dossier (source, ma_ho_so) of core.dossiers, with the flags every report
--- reads. Built as the session temp table tmp_dossier_facts inside the publishing transaction;
--- every sql/reports/rpt_*.sql reads it (and nothing else from core.dossiers / core.payments).
+-- Grain: one row per dossier (source, ma_ho_so) of core.dossiers that can count in the period
+-- (see `dossiers` below), with the flags every report reads. Built as the session temp table
+-- tmp_dossier_facts inside the publishing transaction; every sql/reports/rpt_*.sql reads it (and nothing else from core.dossiers / core.payments).
 -- Parameters: :period_start, :period_end (DATE, closed range), :as_of (TIMESTAMP, the data cut).
 --
 -- Flags about payments (has_obligation, obligation_completed, paid_online, *_fees_unpaid) describe
@@ -19,10 +19,6 @@ params as (
         cast(:period_start as date) as period_start,
         cast(:period_end as date) as period_end,
         cast(:as_of as timestamp) as as_of
-),
-
-dossiers as (
-    select * from core.dossiers
 ),
 
 payments as (
@@ -68,6 +64,46 @@ payment_summary as (
         sum(case when is_obligation and not is_paid then coalesce(so_tien, 0) else 0 end) as amount_due
     from payment_requests
     group by source, ma_ho_so
+),
+
+-- the dossiers with a fee requested and not paid: listed by rpt_unpaid_results whatever the period
+open_fee_dossiers as (
+    select distinct source, ma_ho_so
+    from payment_requests
+    where is_obligation and not is_paid
+),
+
+-- the dossiers that can count in the period, and only they go through the joins below (a year of
+-- a province is a million dossiers; a month's report needs a fraction). The period flags of
+-- `final` depend on the dossier's own row, so this keeps every dossier that sets one of them:
+-- received by the period's end and not resolved before its start (received in the period,
+-- carried over, in progress at the end, overdue at a month's end), resolved in the period, or
+-- owing a fee. The rows left out would have every flag false.
+dossiers as (
+    select d.*
+    from core.dossiers as d
+    cross join params as p
+    where
+        (
+            d.trang_thai not in (1, 3)
+            and d.ngay_tiep_nhan is not null
+            and cast(d.ngay_tiep_nhan as date) <= p.period_end
+            and (
+                cast(d.ngay_tiep_nhan as date) >= p.period_start
+                or not (
+                    d.trang_thai in (7, 8, 9, 10)
+                    and coalesce(cast(coalesce(d.ngay_ket_thuc_xu_ly, d.ngay_tra) as date) < p.period_start, true)
+                )
+            )
+        )
+        or (
+            d.trang_thai in (7, 8, 9, 10)
+            and cast(coalesce(d.ngay_ket_thuc_xu_ly, d.ngay_tra) as date) between p.period_start and p.period_end
+        )
+        or exists (
+            select 1 from open_fee_dossiers as o
+            where o.source = d.source and o.ma_ho_so = d.ma_ho_so
+        )
 ),
 
 -- the unit's level as of the dossier's receipt date; a same-source catalogue row wins
