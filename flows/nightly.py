@@ -97,7 +97,13 @@ def tracked_run(settings: Settings, flow_name: str, prefix: str, logger: Any = N
         try:
             yield run
         except BaseException as exc:
-            pipeline.finish_run(engine, run.run_id, "failed", False, f"{type(exc).__name__}: {exc}")
+            message = f"{type(exc).__name__}: {exc}"
+            if "Out of Memory Error" in message:  # DuckDB's; say which setting to change
+                hint = (f"the DuckDB warehouse ran out of its memory limit (DVC_DUCKDB_MEMORY_LIMIT="
+                        f"{settings.duckdb_memory_limit or 'DuckDB default'}): raise it")
+                (logger or log).error("run %s: %s", run.run_id, hint)
+                message = f"{hint}. {message}"
+            pipeline.finish_run(engine, run.run_id, "failed", False, message)
             raise
         pipeline.finish_run(engine, run.run_id, run.status, run.published, run.message)
 

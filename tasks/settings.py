@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     )
     duckdb_memory_limit: str = Field(
         "1GB",
-        pattern=r"^(\s*|\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes))$",
+        pattern=r"(?i)^(\s*|\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes))$",
         description="Memory limit of the embedded DuckDB warehouse (DuckDB's `memory_limit`, e.g. `512MB`, "
         "`2GB`); bigger work spills to `<file>.tmp/`. Empty: DuckDB's default, 80 % of the machine's RAM. "
         "Ignored for PostgreSQL.",

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -40,6 +41,9 @@ def dialect_name(engine_or_conn: Engine | Connection) -> str:
     return engine_or_conn.dialect.name
 
 
+_MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes)$", re.IGNORECASE)
+
+
 def connect(url: str, *, duckdb_memory_limit: str | None = None) -> Engine:
     """Engine for a warehouse URL. ``duckdb:///path`` (relative to the working directory) or
     ``postgresql+psycopg://...``. ``duckdb_memory_limit`` caps DuckDB's buffer pool (bigger work
@@ -51,9 +55,23 @@ def connect(url: str, *, duckdb_memory_limit: str | None = None) -> Engine:
     if u.get_backend_name() == "duckdb":
         if u.database and u.database != ":memory:":
             Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        config = {"memory_limit": duckdb_memory_limit.strip()} if duckdb_memory_limit and duckdb_memory_limit.strip() else {}
-        return sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0,
-                                connect_args={"config": config} if config else {})
+        engine = sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0)
+        limit = (duckdb_memory_limit or "").strip()
+        if limit:
+            if not _MEMORY_LIMIT.match(limit):
+                raise WarehouseError(f"DVC_DUCKDB_MEMORY_LIMIT {limit!r} is not a size such as 512MB or 2GB")
+
+            # SET, not a connect-time config: DuckDB refuses a second connection of the process to
+            # the same file with a different config, and the limit is the database's anyway
+            @sa.event.listens_for(engine, "connect")
+            def _memory_limit(dbapi_connection: Any, _record: Any) -> None:
+                cur = dbapi_connection.cursor()
+                try:
+                    cur.execute(f"SET memory_limit = '{limit}'")
+                finally:
+                    cur.close()
+
+        return engine
     if u.get_backend_name() == "postgresql":
         if u.drivername == "postgresql":
             u = u.set(drivername="postgresql+psycopg")

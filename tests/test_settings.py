@@ -50,3 +50,24 @@ def test_duckdb_memory_limit_reaches_the_warehouse(monkeypatch, tmp_path):
     with pytest.raises(pydantic.ValidationError, match="duckdb_memory_limit"):
         monkeypatch.setenv("DVC_DUCKDB_MEMORY_LIMIT", "lots")
         Settings()
+
+
+def test_a_duckdb_out_of_memory_failure_names_the_setting(monkeypatch, tmp_path):
+    import pytest
+    import sqlalchemy as sa
+
+    from flows.nightly import tracked_run
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    monkeypatch.setenv("DVC_WAREHOUSE_URL", url)
+    monkeypatch.setenv("DVC_DUCKDB_MEMORY_LIMIT", "300MB")
+    settings = Settings()
+    with pytest.raises(MemoryError), tracked_run(settings, "nightly", "test"):
+        raise MemoryError("Out of Memory Error: could not allocate block of size 256.0 KiB")
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as c:
+            status, message = c.execute(sa.text("SELECT status, message FROM dq.runs")).one()
+    finally:
+        engine.dispose()
+    assert status == "failed" and "DVC_DUCKDB_MEMORY_LIMIT=300MB" in message and "Out of Memory" in message
