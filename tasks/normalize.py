@@ -486,11 +486,13 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
     core = pd.DataFrame(cols)
     core.index = pd.RangeIndex(n)
 
+    texts, hashes = _record_texts(records)
     keys = _key_series(entity, core)
     missing_key = keys.isna() | keys.eq("") | keys.str.startswith("|") | keys.str.endswith("|")
-    keys = keys.where(~missing_key, pd.Series([f"#{i}" for i in range(n)], dtype="string"))
-
-    texts, hashes = _record_texts(records)
+    if missing_key.any():
+        # a record without its key is named by its content: the same record read again (next
+        # night, at another position) has the same name, so its quarantine row is not repeated
+        keys = keys.where(~missing_key, pd.Series([f"#{h[:16]}" for h in hashes], dtype="string"))
     issue_frames: list[pd.DataFrame] = []
     for col, api, kind in spec:
         if bad[col].any():
