@@ -16,6 +16,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -203,8 +204,11 @@ def process_records(
     context: Any,
     origin: str = "api",
     move_watermark: bool = True,
+    defer_gx: bool = False,
 ) -> LoadResult:
-    """Normalise, check and load one chunk of records (one transaction)."""
+    """Normalise, check and load one chunk of records (one transaction). The first chunk of
+    ``result`` with rows is validated by Great Expectations; with ``defer_gx`` in a background
+    thread, so the caller must :func:`wait_gx` before it reads ``result.data_docs``."""
     from tasks.quality import check
 
     norm = normalize(entity, records, hash_key=settings.hash_key.get_secret_value().encode())
@@ -231,8 +235,11 @@ def process_records(
         )
         agg["element_count"] += norm.rows_read
         agg["unexpected_count"] += int(n)
-    if result.data_docs is None and len(norm.core):
-        _validate_with_gx(entity, norm.core, run_id, settings, result)
+    if result.data_docs is None and len(norm.core) and getattr(result, "_gx_future", None) is None:
+        if defer_gx:  # an attribute, not a field: asdict(result) leaves it out
+            result._gx_future = _gx_pool().submit(_validate_with_gx, entity, norm.core, run_id, settings, result)
+        else:
+            _validate_with_gx(entity, norm.core, run_id, settings, result)
     wm = None
     if move_watermark and "ngay_cap_nhat" in norm.core and norm.core["ngay_cap_nhat"].notna().any():
         wm = norm.core["ngay_cap_nhat"].max().to_pydatetime()
@@ -243,8 +250,9 @@ def process_records(
     result.add(loaded)
     if wm is not None:
         result.watermark = max(wm, result.watermark) if result.watermark else wm
-    del norm, issues, outcome, check_issues
-    release_memory()
+    if len(records) >= 1000:
+        del norm, issues, outcome, check_issues
+        release_memory()
     return loaded
 
 
@@ -258,11 +266,28 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 def release_memory() -> None:
     """Hand the memory a chunk freed back to the OS (glibc keeps freed arenas otherwise, so the
-    resident size would ratchet up chunk after chunk), as Dask's workers do."""
-    gc.collect()
+    resident size would ratchet up chunk after chunk), as Dask's workers do. No gc.collect():
+    the chunk's frames die by reference count, and a full collection costs ~0.3 s once Great
+    Expectations is imported."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@functools.cache
+def _gx_pool() -> ThreadPoolExecutor:
+    # one thread: GX's file-backed context is not thread-safe, and one validation at a time
+    # overlaps well enough with the next pages' fetch and the chunk's load (which release the GIL)
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-record")
+
+
+def wait_gx(result: EntityResult) -> None:
+    """Wait for ``result``'s deferred GX validation (if any): afterwards ``data_docs`` and
+    ``gx_success`` are set."""
+    future: Future | None = getattr(result, "_gx_future", None)
+    if future is not None:
+        future.result()
+        result._gx_future = None
 
 
 def _validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, settings: Settings, result: EntityResult) -> None:
@@ -291,10 +316,12 @@ def sync_catalogues(engine: Engine, client: Any, settings: Settings, run_id: str
         records = list(client.iter_records(entity))
         ctx = check_context(engine, settings.source_name, entity, settings, now)
         process_records(engine, entity, records, settings=settings, run_id=run_id, result=res, context=ctx,
-                        move_watermark=False)
+                        move_watermark=False, defer_gx=True)
         _record_checks(engine, run_id, settings.source_name, entity, res)
         out[entity] = res
         log.info("%s: %d read, %d loaded, %d quarantined", entity, res.rows_read, res.rows_loaded, res.rows_quarantined)
+    for res in out.values():  # the units' validation ran while the procedures were read
+        wait_gx(res)
     return out
 
 
@@ -425,7 +452,8 @@ def extract_entity(
     seen = 0
 
     def flush(buffer: list[dict]) -> None:
-        process_records(engine, entity, buffer, settings=settings, run_id=run_id, result=res, context=ctx)
+        process_records(engine, entity, buffer, settings=settings, run_id=run_id, result=res, context=ctx,
+                        defer_gx=True)
         if progress:
             progress(f"{entity}{LOAD_LABEL}", res.rows_received, seen)
 
@@ -453,6 +481,7 @@ def extract_entity(
                      hi or "now", seen - seen_before, res.rows_received - received_before, res.watermark)
     if res.chunks == 0:
         process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx)
+    wait_gx(res)  # validated in the background while the later chunks were read and loaded
     _record_checks(engine, run_id, settings.source_name, entity, res)
     crash_point("extract.after_entity")
     log.info(
