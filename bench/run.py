@@ -151,7 +151,9 @@ def _settings(p: dict[str, Any], workdir: Path) -> Any:
 def _instrument() -> _Timers:
     import tasks.pipeline as pl
     import tasks.quality as q
+    import tasks.reports as reports_mod
     import tasks.source_api as sa_mod
+    import tasks.workbook as workbook_mod
 
     timers = _Timers()
     timers.wrap(pl, "normalize", "normalize")
@@ -159,6 +161,8 @@ def _instrument() -> _Timers:
     timers.wrap(pl, "_validate_with_gx", "gx")
     timers.wrap(pl, "load_batch", "load")
     timers.wrap(sa_mod.SourceClient, "get_json", "fetch_wait")
+    timers.wrap(reports_mod, "publish", "publish")  # publish_period imports both at call time
+    timers.wrap(workbook_mod, "write_workbook", "workbook")
     return timers
 
 
@@ -468,7 +472,7 @@ def table(res: dict[str, Any]) -> str:
     lines = [f"### {res['size']:,} dossiers ({ds.get('dossiers', 0):,} dossiers + {ds.get('payments', 0):,} "
              f"payment requests; simulator pre-render {ds.get('prerender_s')} s)", "",
              "| stage | wall s | rows | rows/s | peak RSS MiB | breakdown (s) |", "|---|---:|---:|---:|---:|---|"]
-    keys = ("catalogues_s", "fetch_wait_s", "normalize_s", "check_s", "gx_s", "load_s", "reports_s")
+    keys = ("catalogues_s", "fetch_wait_s", "normalize_s", "check_s", "gx_s", "load_s", "reports_s", "publish_s", "workbook_s")
     for name, s in st.items():
         if "error" in s:
             lines.append(f"| {name} | FAILED | | | | {s['error'][-120:]!r} |")
