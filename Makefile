@@ -27,7 +27,7 @@ pg:
 ## test: install and pass the test suite (DuckDB and the real PostgreSQL)
 test: install pg
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 ## test-all: also the heavier tests (crash points, hostile input at volume, Prefect server)
 test-all: install pg

@@ -75,6 +75,17 @@ def pg_url() -> Iterator[str]:
         drop_pg_database(url)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.slow_on_postgres``: the test's PostgreSQL variant runs with ``make test-all``
+    only (its DuckDB variant stays in ``make test``; other default tests cover PostgreSQL)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (item.get_closest_marker("slow_on_postgres") and callspec is not None
+                and callspec.params.get("warehouse_url") == "postgresql"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The same test against the embedded DuckDB and the real PostgreSQL."""

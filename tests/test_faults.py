@@ -179,6 +179,7 @@ def assert_same_warehouse(url: str, expected: dict[str, str], tables: list[str] 
 # ----------------------------------------------------------------------------------------------
 # 1. faults
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow_on_postgres
 def test_transport_faults_leave_every_table_identical_to_a_clean_run(
     prefect_harness, baseline: Baseline, warehouse_url: str, dvc_env
 ) -> None:

@@ -51,6 +51,7 @@ def _load_all(engine, ds, settings, run_id: str, order_seed: int | None = None, 
         assert res.rows_read == res.rows_loaded + res.rows_quarantined
 
 
+@pytest.mark.slow_on_postgres
 def test_same_data_twice_or_reordered_gives_identical_fingerprint(dataset, warehouse_url, tmp_path):
     engine, settings = _fresh(warehouse_url, tmp_path)
     _load_all(engine, dataset, settings, "run-a")
@@ -77,6 +78,7 @@ def _text_columns(conn, schemas: tuple[str, ...]) -> list[tuple[str, str, str]]:
     return [tuple(r) for r in rows if r[0] in schemas]
 
 
+@pytest.mark.slow_on_postgres
 def test_personal_data_appears_nowhere_in_core_or_mart(dataset, warehouse_url, tmp_path):
     engine, settings = _fresh(warehouse_url, tmp_path)
     _load_all(engine, dataset, settings, "run-pii")
