@@ -78,14 +78,19 @@ _WRAP = Alignment(vertical="center", wrap_text=True)
 def put(ws: Worksheet, row: int, col: int, value: Any, number_format: str | None = None) -> Cell:
     """Write one cell. Text that looks like a formula stays text (quote prefix, type 's')."""
     cell = ws.cell(row=row, column=col)
-    cell.value = value
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        cell.data_type = "s"
-        cell.quotePrefix = True
+    _set_value(cell, value)
     if number_format:
         cell.number_format = number_format
     cell.font = _NORMAL
     return cell
+
+
+def _set_value(cell: Cell, value: Any) -> None:
+    """Text that looks like a formula stays text (quote prefix, type 's')."""
+    cell.value = value
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        cell.data_type = "s"
+        cell.quotePrefix = True
 
 
 def vn_date(d: date | datetime) -> str:
@@ -218,11 +223,10 @@ def write_table(
             for i, column in enumerate(columns, start=1):
                 value = stt if column.value is None else column.get(record)
                 cell = ws.cell(row=row, column=i)
-                cell._style = copy(styles[i - 1])  # one prepared style per column: 5x faster than
-                cell.value = value  # setting font, border, alignment and format cell by cell
-                if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-                    cell.data_type = "s"
-                    cell.quotePrefix = True
+                # one prepared style per column: 5x faster than setting font, border, alignment
+                # and format cell by cell
+                cell._style = copy(styles[i - 1])
+                _set_value(cell, value)
             row += 1
         all_rows.extend(section.rows)
     # total row
