@@ -20,6 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = PROJECT_ROOT / "sql"
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 TIMEZONE = "Asia/Ho_Chi_Minh"
+#: A memory size as DuckDB's memory_limit takes it (case-insensitive): 512MB, 2GB, 1.5GiB...
+MEMORY_SIZE = r"\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes)"
 
 
 class Settings(BaseSettings):
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
     )
     duckdb_memory_limit: str = Field(
         "1GB",
-        pattern=r"(?i)^(\s*|\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes))$",
+        pattern=rf"(?i)^(\s*|{MEMORY_SIZE})$",
         description="Memory limit of the embedded DuckDB warehouse (DuckDB's `memory_limit`, e.g. `512MB`, "
         "`2GB`); bigger work spills to `<file>.tmp/`. Empty: DuckDB's default, 80 % of the machine's RAM. "
         "Ignored for PostgreSQL.",

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tasks.settings import SQL_DIR, Settings
+from tasks.settings import MEMORY_SIZE, SQL_DIR, Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def dialect_name(engine_or_conn: Engine | Connection) -> str:
     return engine_or_conn.dialect.name
 
 
-_MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes)$", re.IGNORECASE)
+_MEMORY_LIMIT = re.compile(rf"^{MEMORY_SIZE}$", re.IGNORECASE)
 
 
 def connect(url: str, *, duckdb_memory_limit: str | None = None) -> Engine:
