@@ -1,7 +1,8 @@
 -- The definitions of shared/spec/reports.md section 1, implemented ONCE.
 -- Grain: one row per dossier (source, ma_ho_so) of core.dossiers that can count in the period
 -- (see `dossiers` below), with the flags every report reads. Built as the session temp table
--- tmp_dossier_facts inside the publishing transaction; every sql/reports/rpt_*.sql reads it (and nothing else from core.dossiers / core.payments).
+-- tmp_dossier_facts inside the publishing transaction; every sql/reports/rpt_*.sql reads it (and
+-- nothing else from core.dossiers / core.payments).
 -- Parameters: :period_start, :period_end (DATE, closed range), :as_of (TIMESTAMP, the data cut).
 --
 -- Flags about payments (has_obligation, obligation_completed, paid_online, *_fees_unpaid) describe
@@ -79,27 +80,34 @@ open_fee_dossiers as (
 -- received by the period's end and not resolved before its start (received in the period,
 -- carried over, in progress at the end, overdue at a month's end), resolved in the period, or
 -- owing a fee. The rows left out would have every flag false.
+-- every dossier with its receipt and end (section 1's definitions, stated once here)
+dossier_dates as (
+    select
+        d.*,
+        d.trang_thai not in (1, 3) and d.ngay_tiep_nhan is not null as is_received,
+        d.trang_thai in (7, 8, 9, 10) as is_resolved,
+        cast(d.ngay_tiep_nhan as date) as received_date,
+        -- end of processing: NgayKetThucXuLy (NgayTra when a resolved dossier lacks it)
+        case
+            when d.trang_thai in (7, 8, 9, 10) then cast(coalesce(d.ngay_ket_thuc_xu_ly, d.ngay_tra) as date)
+        end as end_date
+    from core.dossiers as d
+),
+
 dossiers as (
     select d.*
-    from core.dossiers as d
+    from dossier_dates as d
     cross join params as p
     where
         (
-            d.trang_thai not in (1, 3)
-            and d.ngay_tiep_nhan is not null
-            and cast(d.ngay_tiep_nhan as date) <= p.period_end
+            d.is_received
+            and d.received_date <= p.period_end
             and (
-                cast(d.ngay_tiep_nhan as date) >= p.period_start
-                or not (
-                    d.trang_thai in (7, 8, 9, 10)
-                    and coalesce(cast(coalesce(d.ngay_ket_thuc_xu_ly, d.ngay_tra) as date) < p.period_start, true)
-                )
+                d.received_date >= p.period_start
+                or not (d.is_resolved and coalesce(d.end_date < p.period_start, true))
             )
         )
-        or (
-            d.trang_thai in (7, 8, 9, 10)
-            and cast(coalesce(d.ngay_ket_thuc_xu_ly, d.ngay_tra) as date) between p.period_start and p.period_end
-        )
+        or (d.is_resolved and d.end_date between p.period_start and p.period_end)
         or exists (
             select 1 from open_fee_dossiers as o
             where o.source = d.source and o.ma_ho_so = d.ma_ho_so
@@ -168,14 +176,11 @@ dossier_base as (
         pr.muc_do_dvc,
         pr.co_thanh_toan_truc_tuyen,
         pr.ket_qua_giay,
-        d.trang_thai not in (1, 3) and d.ngay_tiep_nhan is not null as is_received,
-        d.trang_thai in (7, 8, 9, 10) as is_resolved,
-        cast(d.ngay_tiep_nhan as date) as received_date,
+        d.is_received,
+        d.is_resolved,
+        d.received_date,
         cast(d.ngay_hen_tra as date) as due_date,
-        -- end of processing: NgayKetThucXuLy (NgayTra when a resolved dossier lacks it)
-        case
-            when d.trang_thai in (7, 8, 9, 10) then cast(coalesce(d.ngay_ket_thuc_xu_ly, d.ngay_tra) as date)
-        end as end_date,
+        d.end_date,
         ps.n_requests,
         ps.n_obligations,
         ps.n_open_obligations,
