@@ -95,8 +95,12 @@ def test_workbook_layout(golden_workbook: tuple[sa.Engine, reports.Publication, 
         assert ws["A4"].value.startswith("Số liệu tính đến 10/04/2024 12:00")
         assert ws.freeze_panes is not None
         assert ws.page_setup.orientation == "landscape"
-        assert ws.page_setup.fitToWidth == 1 and ws.sheet_properties.pageSetUpPr.fitToPage
-        assert ws.column_dimensions["A"].width == 6 and ws.column_dimensions["C"].width >= 10
+        # one page wide (fitToWidth absent = its OOXML default, 1), as many pages down as needed
+        assert ws.sheet_properties.pageSetUpPr.fitToPage
+        assert (ws.page_setup.fitToWidth or 1) == 1 and ws.page_setup.fitToHeight == 0
+        assert ws.page_setup.paperSize == 9 and ws.print_title_rows  # A4, header rows on every page
+        # widths in characters (the file stores them with Excel's cell padding: 6 -> 6.71)
+        assert 6 <= ws.column_dimensions["A"].width < 7 and ws.column_dimensions["C"].width >= 10
 
     # --- progress (form 06): three-row merged header, sections, totals ---------------------------
     ws = wb["Tiến độ giải quyết"]
