@@ -237,7 +237,10 @@ def process_records(
         agg["unexpected_count"] += int(n)
     if result.data_docs is None and len(norm.core) and getattr(result, "_gx_future", None) is None:
         if defer_gx:  # an attribute, not a field: asdict(result) leaves it out
-            result._gx_future = _gx_pool().submit(_validate_with_gx, entity, norm.core, run_id, settings, result)
+            future = _gx_pool().submit(_validate_with_gx, entity, norm.core, run_id, settings, result)
+            result._gx_future = future
+            with _GX_PENDING_LOCK:
+                _GX_PENDING.setdefault(run_id, []).append((result, future))
         else:
             _validate_with_gx(entity, norm.core, run_id, settings, result)
     wm = None
@@ -281,6 +284,11 @@ def _gx_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-record")
 
 
+#: deferred validations not waited for yet, by run id: what :func:`settle_gx` waits for
+_GX_PENDING: dict[str, list[tuple[EntityResult, Future]]] = {}
+_GX_PENDING_LOCK = threading.Lock()
+
+
 def wait_gx(result: EntityResult) -> None:
     """Wait for ``result``'s deferred GX validation (if any): afterwards ``data_docs`` and
     ``gx_success`` are set."""
@@ -288,6 +296,24 @@ def wait_gx(result: EntityResult) -> None:
     if future is not None:
         future.result()
         result._gx_future = None
+        with _GX_PENDING_LOCK:
+            for pending in _GX_PENDING.values():
+                pending[:] = [(r, f) for r, f in pending if f is not future]
+
+
+def settle_gx(run_id: str) -> dict[str, dict[str, Any]]:
+    """Wait for every validation of ``run_id`` still running in the background (the entities
+    extracted with ``wait_gx=False``) and return their record, ``{entity: {"data_docs": ...,
+    "gx_success": ...}}``. A run that defers its validations calls this once, after the loads
+    and the publication they overlapped with, before it reports."""
+    with _GX_PENDING_LOCK:
+        pending = _GX_PENDING.pop(run_id, [])
+    out: dict[str, dict[str, Any]] = {}
+    for result, future in pending:
+        future.result()
+        result._gx_future = None
+        out[result.entity] = {"data_docs": result.data_docs, "gx_success": result.gx_success}
+    return out
 
 
 def _validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, settings: Settings, result: EntityResult) -> None:
@@ -307,8 +333,10 @@ def _validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, settings: S
     result.gx_success = rec.success
 
 
-def sync_catalogues(engine: Engine, client: Any, settings: Settings, run_id: str) -> dict[str, EntityResult]:
-    """Full read of the unit and procedure catalogues (they carry no NgayCapNhat)."""
+def sync_catalogues(engine: Engine, client: Any, settings: Settings, run_id: str, *,
+                    defer_gx: bool = False) -> dict[str, EntityResult]:
+    """Full read of the unit and procedure catalogues (they carry no NgayCapNhat). With
+    ``defer_gx`` their GX validation may still run when this returns (:func:`settle_gx`)."""
     out: dict[str, EntityResult] = {}
     now = now_local()
     for entity in CATALOGUES:
@@ -320,8 +348,9 @@ def sync_catalogues(engine: Engine, client: Any, settings: Settings, run_id: str
         _record_checks(engine, run_id, settings.source_name, entity, res)
         out[entity] = res
         log.info("%s: %d read, %d loaded, %d quarantined", entity, res.rows_read, res.rows_loaded, res.rows_quarantined)
-    for res in out.values():  # the units' validation ran while the procedures were read
-        wait_gx(res)
+    if not defer_gx:
+        for res in out.values():  # the units' validation ran while the procedures were read
+            wait_gx(res)
     return out
 
 
@@ -435,6 +464,7 @@ def extract_entity(
     window: tuple[datetime | None, datetime | None],
     chunk_records: int | None = None,
     progress: ProgressFn | None = None,
+    defer_gx: bool = False,
 ) -> EntityResult:
     """Read ``entity`` changed in ``window`` page by page, in sub-windows of at most
     ``settings.batch_days`` days (:func:`batch_windows`); every ``chunk_records`` records, and at
@@ -444,7 +474,10 @@ def extract_entity(
 
     ``progress(label, done, total)`` is called after every page with ``label=entity`` (records
     read so far, estimated records in the window from the page's ``total``) and after every load
-    with ``label=f"{entity}{LOAD_LABEL}"`` (records loaded or quarantined so far, records read)."""
+    with ``label=f"{entity}{LOAD_LABEL}"`` (records loaded or quarantined so far, records read).
+
+    Great Expectations validates the first chunk in a background thread; with ``defer_gx`` this
+    returns without waiting for it and the caller collects it with :func:`settle_gx`."""
     res = EntityResult(entity, window=window)
     chunk_records = chunk_records or settings.chunk_records  # DVC_CHUNK_RECORDS
     ctx = check_context(engine, settings.source_name, entity, settings, now_local())
@@ -481,7 +514,8 @@ def extract_entity(
                      hi or "now", seen - seen_before, res.rows_received - received_before, res.watermark)
     if res.chunks == 0:
         process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx)
-    wait_gx(res)  # validated in the background while the later chunks were read and loaded
+    if not defer_gx:  # else the caller settles the run's validations (settle_gx) when it reports
+        wait_gx(res)  # validated in the background while the later chunks were read and loaded
     _record_checks(engine, run_id, settings.source_name, entity, res)
     crash_point("extract.after_entity")
     log.info(
