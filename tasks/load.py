@@ -51,7 +51,8 @@ def core_columns(entity: str) -> list[str]:
 
 
 #: DuckDB's WAL size that triggers a checkpoint, for the loader's connections (default 16MB).
-DUCKDB_CHECKPOINT_THRESHOLD = "256MB"
+#: Rows not checkpointed yet stay in memory, so this stays well under DVC_DUCKDB_MEMORY_LIMIT.
+DUCKDB_CHECKPOINT_THRESHOLD = "128MB"
 
 RAW_COLUMNS = ["source", "record_key", "record_hash", "ngay_cap_nhat", "record", *LINEAGE]
 

@@ -587,6 +587,11 @@ def publish_period(
     """Publish the report tables of one period atomically and write its workbook."""
     from tasks.reports import publish
 
+    if engine.dialect.name == "duckdb":
+        # the loads' rows still in the WAL are held in memory, unevictable; once checkpointed,
+        # DuckDB can evict them while the report queries need its memory (DVC_DUCKDB_MEMORY_LIMIT)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CHECKPOINT")
     pub = publish(
         engine, period[0], period[1], run_id=run_id, reference_dir=Path(settings.reference_dir),
         unpaid_threshold_days=settings.unpaid_threshold_days,

@@ -79,11 +79,11 @@ class Settings(BaseSettings):
         "postgresql+psycopg://user@host:5432/db.",
     )
     duckdb_memory_limit: str = Field(
-        "1GB",
+        "384MB",
         pattern=rf"(?i)^(\s*|{MEMORY_SIZE})$",
         description="Memory limit of the embedded DuckDB warehouse (DuckDB's `memory_limit`, e.g. `512MB`, "
-        "`2GB`); bigger work spills to `<file>.tmp/`. Empty: DuckDB's default, 80 % of the machine's RAM. "
-        "Ignored for PostgreSQL.",
+        "`2GB`); bigger work spills to `<file>.tmp/`. The default keeps a run over a million dossiers "
+        "under 1 GiB in all. Empty: DuckDB's default, 80 % of the machine's RAM. Ignored for PostgreSQL.",
     )
     reports_dir: Path = Field(Path("reports"), description="Where workbooks and data docs are written.")
     reference_dir: Path = Field(

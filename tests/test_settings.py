@@ -45,7 +45,7 @@ def test_duckdb_memory_limit_reaches_the_warehouse(monkeypatch, tmp_path):
         finally:
             engine.dispose()
 
-    assert limit(None) == limit("1GB") != limit("")  # the default caps; empty is DuckDB's own
+    assert limit(None) == limit("384MB") != limit("")  # the default caps; empty is DuckDB's own
     assert limit("300MB") != limit("1GB")
     with pytest.raises(pydantic.ValidationError, match="duckdb_memory_limit"):
         monkeypatch.setenv("DVC_DUCKDB_MEMORY_LIMIT", "lots")
