@@ -56,6 +56,7 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 bench: install pg $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --sizes 50000,1000000 $(BENCH_ARGS)
 
-## bench-5m: the manual 5M-dossier run (long; needs ~10 GB of RAM for the simulator)
+## bench-5m: the manual 5M-dossier run (long; the simulator holds the whole dataset and its pre-rendered
+## pages in memory: more than the 24 GB of these machines, where it was OOM-killed at 23 GB)
 bench-5m: install pg $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --sizes 5000000 $(BENCH_ARGS)

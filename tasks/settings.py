@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     )
 
     chunk_records: int = Field(
-        20_000,
+        15_000,
         ge=100,
         description="Records normalised, checked and loaded per transaction. Bounds the run's memory "
         "(roughly 25 MB per 1,000 dossiers in flight); larger chunks commit less often.",
