@@ -33,7 +33,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Warehouse administration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+# errors are never hard-wrapped: one line per message, whole in logs and greppable (a wrapped path
+# once split "being written" across two lines)
+err = Console(stderr=True, soft_wrap=True)
 
 DEMO_START, DEMO_END = date(2024, 1, 1), date(2024, 6, 30)
 

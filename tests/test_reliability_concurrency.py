@@ -47,6 +47,7 @@ def test_two_runs_started_together(prefect_harness, tmp_path, backend, wait):
                 final = err[err.rfind("error:"):]  # the CLI's last word: one clear message
                 assert err.rfind("error:") >= 0 and "being written" in final, err[-2000:]
                 assert "Traceback" not in final, final
+                assert "\n" not in final.strip(), f"the message is hard-wrapped: {final!r}"  # whole in logs
         assert 0 in codes, outcomes
         if wait == "0":
             assert codes == [0, 4], f"with DVC_LOCK_WAIT_SECONDS=0 the second run must exit 4: {codes}"
