@@ -318,7 +318,7 @@ def wait_gx(result: EntityResult) -> None:
 
 def settle_gx(run_id: str) -> dict[str, dict[str, Any]]:
     """Wait for every validation of ``run_id`` still running in the background (the entities
-    extracted with ``wait_gx=False``) and return their record, ``{entity: {"data_docs": ...,
+    read with ``defer_gx=True``) and return their record, ``{entity: {"data_docs": ...,
     "gx_success": ...}}``. A run that defers its validations calls this once, after the loads
     and the publication they overlapped with, before it reports."""
     with _GX_PENDING_LOCK:
