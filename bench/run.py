@@ -306,9 +306,9 @@ def stage_nightly(p: dict[str, Any]) -> dict[str, Any]:
     upgrade(engine)
     run_id = pl.new_run_id("bench-nightly")
     pl.start_run(engine, run_id, "nightly", settings.source_name)
-    from tasks.calendar import load_calendar
+    from tasks.calendar import calendar_span, load_calendar
 
-    load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)  # as the flow
+    load_calendar(engine, *calendar_span(), settings.reference_dir)  # as the flow
     rows = 0
     with SourceClient.from_settings(settings) as client:
         pl.sync_catalogues(engine, client, settings, run_id, defer_gx=True)  # as the nightly flow

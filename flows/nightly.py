@@ -220,9 +220,9 @@ def nightly(
         logger.info("run %s: source %s, warehouse %s", run_id, settings.source_name,
                     engine.url.render_as_string(hide_password=True))
         summary: dict[str, Any] = {"run_id": run_id, "source": settings.source_name, "entities": {}}
-        from tasks.calendar import load_calendar
+        from tasks.calendar import calendar_span, load_calendar
 
-        load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
+        load_calendar(engine, *calendar_span(), settings.reference_dir)
         # Great Expectations (the record, not the gate: the quarantine masks decide) validates in a
         # background thread that overlaps the loads and the publication; settled before reporting
         summary["entities"].update(sync_catalogues_task(settings, run_id, defer_gx=True))

@@ -43,13 +43,12 @@ def monthly_report(month: str | None = None, settings_overrides: dict[str, Any] 
 @flow(name="dvc-reference-sync", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
 def reference_sync(settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Weekly: the unit and procedure catalogues and the working-day calendar."""
-    from tasks.calendar import load_calendar
+    from tasks.calendar import calendar_span, load_calendar
     from tasks.source_api import SourceClient
 
     settings = _settings(settings_overrides)
     with tracked_run(settings, "reference-sync", "reference") as run:
-        days = load_calendar(run.engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31),
-                             settings.reference_dir)
+        days = load_calendar(run.engine, *calendar_span(), settings.reference_dir)
         with SourceClient.from_settings(settings) as client:
             res = pipeline.sync_catalogues(run.engine, client, settings, run.run_id)
     return {"calendar_days": days, **{k: asdict(v) for k, v in res.items()}}

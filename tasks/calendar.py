@@ -61,6 +61,12 @@ def build_calendar(start: date, end: date, reference_dir: Path) -> pd.DataFrame:
     return frame
 
 
+def calendar_span(today: date | None = None) -> tuple[date, date]:
+    """The days every run keeps in ``core.calendar``: 2015-01-01 to the end of next year."""
+    today = today or date.today()
+    return date(2015, 1, 1), date(today.year + 1, 12, 31)
+
+
 def load_calendar(engine: Engine, start: date, end: date, reference_dir: Path) -> int:
     """Replace ``core.calendar`` rows in [start, end]; returns the number of days written."""
     from tasks.load import stage

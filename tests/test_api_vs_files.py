@@ -12,7 +12,6 @@ file carries it.
 from __future__ import annotations
 
 import csv
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from tasks import pipeline
-from tasks.calendar import load_calendar
+from tasks.calendar import calendar_span, load_calendar
 from tasks.inbox import ingest_file
 from tasks.load import LINEAGE
 from tasks.settings import Settings
@@ -70,7 +69,7 @@ def settings_for(url: str, tmp: Path, sim_url: str | None = None) -> Settings:
 def prepare(url: str, settings: Settings) -> Any:
     engine = connect(url)
     upgrade(engine)
-    load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
+    load_calendar(engine, *calendar_span(), settings.reference_dir)
     return engine
 
 

@@ -23,7 +23,6 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import requests
 import sqlalchemy as sa
 
 from tasks import pipeline
-from tasks.calendar import load_calendar
+from tasks.calendar import calendar_span, load_calendar
 from tasks.settings import PROJECT_ROOT, Settings
 from tasks.simulator.dataset import Dataset, generate
 from tasks.simulator.server import FAULT_KINDS, FaultConfig, SimServer, start_server
@@ -92,7 +91,7 @@ def run_pipeline(settings: Settings, *, full_refresh: bool, chunk_records: int |
     engine = connect(settings.warehouse_url)
     try:
         upgrade(engine)
-        load_calendar(engine, date(2015, 1, 1), date(date.today().year + 1, 12, 31), settings.reference_dir)
+        load_calendar(engine, *calendar_span(), settings.reference_dir)
         run_id = pipeline.new_run_id("test")
         with SourceClient.from_settings(settings) as client:
             pipeline.sync_catalogues(engine, client, settings, run_id)
