@@ -4,7 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-all lint bench bench-5m deploy pg clean
+.PHONY: install system-deps run test test-all lint bench bench-5m deploy pg clean
+
+# Tests start an ephemeral Prefect server: no analytics, and time for it to start on a busy machine.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +22,25 @@ install: $(STAMP)
 run: install
 	$(BIN)/dvc-etl demo
 
+## system-deps: the system packages the tests need and pip cannot install: LibreOffice (renders the
+## workbook as an official would open it) and the en_US / vi_VN locales it is rendered under.
+## Installed with apt-get when missing (root, as on these machines); anything else: install them by hand.
+SYSTEM_STAMP := $(VENV)/.system-deps
+$(SYSTEM_STAMP):
+	@command -v soffice >/dev/null 2>&1 || { \
+	  echo "installing LibreOffice (libreoffice-calc) with apt-get..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    libreoffice-calc >/dev/null; }
+	@command -v soffice >/dev/null 2>&1 || { echo "LibreOffice (soffice) is missing and could not be installed" >&2; exit 1; }
+	@locale -a 2>/dev/null | grep -qi '^en_US.utf8$$' && locale -a 2>/dev/null | grep -qi '^vi_VN' || { \
+	  echo "generating the en_US.UTF-8 and vi_VN locales..."; \
+	  command -v locale-gen >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq locales >/dev/null; }; \
+	  sed -i -e 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' -e 's/^# *vi_VN UTF-8/vi_VN UTF-8/' /etc/locale.gen; \
+	  locale-gen >/dev/null; }
+	@mkdir -p $(VENV) && touch $(SYSTEM_STAMP)
+
+system-deps: $(SYSTEM_STAMP)
+
 ## pg: start the machine's PostgreSQL if it is down (tests use it for real)
 pg:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
@@ -25,12 +48,12 @@ pg:
 	  for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
 
 ## test: install and pass the test suite (DuckDB and the real PostgreSQL)
-test: install pg
+test: install system-deps pg
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 ## test-all: also the heavier tests (crash points, hostile input at volume, Prefect server)
-test-all: install pg
+test-all: install system-deps pg
 	$(BIN)/python -m pytest -q
 
 lint: install
