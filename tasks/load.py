@@ -5,7 +5,8 @@ One call of :func:`load_batch` is one transaction that:
 1. appends the distinct raw versions (``raw.<entity>``, conflict = already there);
 2. upserts the good rows into ``core.<entity>``: an older version never overwrites a newer one,
    an identical row is not rewritten (``IS DISTINCT FROM``);
-3. records dossier versions (status history);
+3. records dossier versions (status history) and the supplement rounds of the dossiers' current
+   versions (``core.dossier_supplements``: inserted, then the superseded versions' rows deleted);
 4. writes quarantine rows (critical) and warning rows; marks quarantine rows resolved when a
    corrected version of the key loads;
 5. moves the watermark (never backwards) and adds the batch's counts to ``dq.run_summary``.
@@ -32,7 +33,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from tasks.faults import crash_point
-from tasks.normalize import CORE_KEYS, DOSSIER_DERIVED, FIELDS, PROCEDURE_DERIVED, Normalized, now_local
+from tasks.normalize import (
+    CORE_KEYS,
+    DOSSIER_DERIVED,
+    FIELDS,
+    PROCEDURE_DERIVED,
+    SUPPLEMENT_COLUMNS,
+    Normalized,
+    now_local,
+)
 from tasks.warehouse import dialect_name, raw_driver_connection
 
 log = logging.getLogger(__name__)
@@ -238,7 +247,37 @@ def _load(
                 "FROM stg_versions ON CONFLICT (source, ma_ho_so, ngay_cap_nhat) DO NOTHING"
             )
         )
+    supplements = norm.supplements if entity == "dossiers" else None
+    if supplements is not None:
+        sup = supplements[~supplements["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)
+        stage(conn, "stg_supplements", sup[_S_COLS], "core.dossier_supplements")
+        conn.execute(
+            sa.text(
+                f"INSERT INTO core.dossier_supplements AS t ({', '.join(_S_COLS)}) SELECT {', '.join(_S_COLS)} "
+                "FROM stg_supplements ON CONFLICT (source, ma_ho_so, ngay_cap_nhat, lan) DO UPDATE SET "
+                # the same version sent again with other rounds replaces them, as it replaces the row
+                "ngay_bo_sung = excluded.ngay_bo_sung, ngay_tiep_nhan_bo_sung = excluded.ngay_tiep_nhan_bo_sung, "
+                "ngay_hen_tra_truoc = excluded.ngay_hen_tra_truoc, ngay_hen_tra_moi = excluded.ngay_hen_tra_moi, "
+                "_run_id = excluded._run_id WHERE (t.ngay_bo_sung, t.ngay_tiep_nhan_bo_sung, t.ngay_hen_tra_truoc, "
+                "t.ngay_hen_tra_moi) IS DISTINCT FROM (excluded.ngay_bo_sung, "
+                "excluded.ngay_tiep_nhan_bo_sung, excluded.ngay_hen_tra_truoc, excluded.ngay_hen_tra_moi)"
+            )
+        )
     _upsert_core(conn, entity, cols)
+    if supplements is not None:
+        # the rounds of a dossier are those of its current version: drop the superseded versions'
+        # rows of this batch's keys (also the rows just inserted for an older version read late),
+        # and the rounds past the current version's count (the same version sent again, shorter)
+        # (joins on the keys only: a correlated subquery, or a constant filter on either table, lets
+        # PostgreSQL's planner run a per-row subplan or a nested loop over the whole table)
+        conn.execute(
+            sa.text(
+                "DELETE FROM core.dossier_supplements AS s USING stg_core AS k, core.dossiers AS d "
+                "WHERE k.source = s.source AND k.ma_ho_so = s.ma_ho_so "
+                "AND d.source = k.source AND d.ma_ho_so = k.ma_ho_so AND (s.ngay_cap_nhat < d.ngay_cap_nhat "
+                "OR (s.ngay_cap_nhat = d.ngay_cap_nhat AND s.lan > d.n_bo_sung))"
+            )
+        )
     crash_point("load.after_core")
 
     # 3. quarantine and warnings
@@ -286,6 +325,7 @@ def stage_keys(conn: Connection, keys: pd.DataFrame) -> None:
 
 
 _V_COLS = ["source", "ma_ho_so", "ngay_cap_nhat", "trang_thai", "_run_id"]
+_S_COLS = ["source", *SUPPLEMENT_COLUMNS, "_run_id"]
 _Q_COLS = ["source", "entity", "record_key", "rule", "severity", "detail", "raw_record", "run_id",
            "first_seen_at", "last_seen_at"]
 _W_COLS = ["source", "entity", "record_key", "rule", "detail", "run_id", "first_seen_at", "last_seen_at"]

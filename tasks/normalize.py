@@ -9,8 +9,10 @@ What it does, per batch of records of one entity:
   numeric strings, ``yyyyMMdd`` dates); a value that is present but unparseable becomes a
   **critical parse issue** for that row (rule ``parse_<field>``), never a silent null;
 - drops older duplicates of a key within the batch (latest ``NgayCapNhat`` wins, ties: last seen);
-- derives the dossier flags from the nested lists (reuse, electronic result, supplements, fees);
-  a file record without the lists keeps them null (unknown), never false;
+- derives the dossier flags from the nested lists (reuse, digitised and national-store documents,
+  electronic result, supplements, fees); a file record without the lists keeps them null
+  (unknown), never false; the supplement rounds of the kept version of each dossier become
+  :attr:`Normalized.supplements` (``core.dossier_supplements``);
 - replaces personal data: ``SoGiayToChuHoSo`` becomes ``applicant_key`` (HMAC-SHA256 with the
   configured key); ``ChuHoSo`` and ``SoDienThoai`` never reach the core frame;
 - builds the raw frame (canonical JSON of each record as read, with its hash).
@@ -130,7 +132,22 @@ DOSSIER_DERIVED = [
     "has_e_result",
     "n_bo_sung",
     "tong_le_phi_khai",
+    "n_tai_lieu_so_hoa",
+    "has_digitised",
+    "n_tai_lieu_kho_dmqg",
+    "has_from_national_store",
+    "n_le_phi",
+    "n_le_phi_co_gia",
 ]
+#: core.dossier_supplements columns of :attr:`Normalized.supplements` (without source/_run_id), and
+#: the API field of each round timestamp (DanhSachHoSoBoSung[]).
+SUPPLEMENT_ROUND_FIELDS: list[tuple[str, str]] = [
+    ("ngay_bo_sung", "NgayBoSung"),
+    ("ngay_tiep_nhan_bo_sung", "NgayTiepNhanBoSung"),
+    ("ngay_hen_tra_truoc", "NgayHenTraTruoc"),
+    ("ngay_hen_tra_moi", "NgayHenTraMoi"),
+]
+SUPPLEMENT_COLUMNS = ["ma_ho_so", "ngay_cap_nhat", "lan", *(c for c, _ in SUPPLEMENT_ROUND_FIELDS)]
 PROCEDURE_DERIVED = ["cap_thuc_hien"]
 
 ISSUE_COLUMNS = ["record_key", "rule", "severity", "detail"]
@@ -150,6 +167,10 @@ class Normalized:
     raw_by_key: Mapping[str, str] = field(default_factory=dict)
     #: dossiers only: every well-formed version read (before dedupe): ma_ho_so, ngay_cap_nhat, trang_thai
     versions: pd.DataFrame | None = None
+    #: dossiers only: one row per supplement round (DanhSachHoSoBoSung) of the kept version of each
+    #: key: :data:`SUPPLEMENT_COLUMNS` (``lan`` = 1-based position in the list). No rows for a record
+    #: without the list (a file export); rows of quarantined keys included (the loader drops them).
+    supplements: pd.DataFrame | None = None
 
     @property
     def rows_read(self) -> int:
@@ -326,17 +347,31 @@ def _flag(value: Any) -> int | None:
     return v
 
 
+#: Number of values :func:`_dossier_lists` returns: the derived columns (DOSSIER_DERIVED without
+#: applicant_key, in that order) and the supplement rounds (the list itself, or None).
+_N_LIST_VALUES = 14
+
+
 def _dossier_lists(rec: dict) -> tuple[Any, ...]:
-    """(n_tai_lieu, n_reused, has_reuse, n_ket_qua, has_e_result, n_bo_sung, fee_total) of one
-    record; raises ValueError/TypeError on malformed lists."""
+    """(n_tai_lieu, n_reused, has_reuse, n_ket_qua, has_e_result, n_bo_sung, fee_total,
+    n_digitised, has_digitised, n_national_store, has_from_national_store, n_fees, n_fees_priced,
+    rounds) of one record (``rounds``: the DanhSachHoSoBoSung list of objects, or None); raises
+    ValueError/TypeError on malformed lists. A list absent gives None (unknown), never 0/False."""
     docs = _as_list(rec.get("TaiLieuNop")) if "TaiLieuNop" in rec else None
     results = _as_list(rec.get("DanhSachGiayToKetQua")) if "DanhSachGiayToKetQua" in rec else None
     sups = _as_list(rec.get("DanhSachHoSoBoSung")) if "DanhSachHoSoBoSung" in rec else None
     fees = _as_list(rec.get("DanhSachLePhi")) if "DanhSachLePhi" in rec else None
+    n_digitised = n_store = None
+    has_digitised: bool | None = None
+    has_store: bool | None = None
     if docs is not None:
         n_docs = len(docs)
         n_reused = sum(1 for d in docs if _flag(d.get("DuocTaiSuDung")) == 1)
         has_reuse: bool | None = n_reused > 0
+        n_digitised = sum(1 for d in docs if _flag(d.get("DuocSoHoa")) == 1)
+        has_digitised = n_digitised > 0
+        n_store = sum(1 for d in docs if _flag(d.get("DuocLayTuKhoDMQG")) == 1)
+        has_store = n_store > 0
     else:
         n_docs = n_reused = None
         f = _flag(rec.get("_TaiSuDungDuLieu"))
@@ -348,9 +383,22 @@ def _dossier_lists(rec: dict) -> tuple[Any, ...]:
         n_res = None
         f = _flag(rec.get("_CoKetQuaDienTu"))
         has_e = None if f is None else bool(f)
-    n_sup = len(sups) if sups is not None else None
-    fee_total = sum(int(f.get("Gia") or 0) for f in fees) if fees is not None else None
-    return n_docs, n_reused, has_reuse, n_res, has_e, n_sup, fee_total
+    if sups is not None:
+        n_sup = len(sups)
+        for k, s in enumerate(sups, 1):
+            if not isinstance(s, dict):
+                raise TypeError(f"DanhSachHoSoBoSung[{k}] is a {type(s).__name__}, not an object")
+    else:
+        n_sup = None
+    if fees is not None:
+        prices = [int(f.get("Gia") or 0) for f in fees]
+        fee_total: int | None = sum(prices)
+        n_fees: int | None = len(prices)
+        n_priced: int | None = sum(1 for g in prices if g > 0)
+    else:
+        fee_total = n_fees = n_priced = None
+    return (n_docs, n_reused, has_reuse, n_res, has_e, n_sup, fee_total,
+            n_digitised, has_digitised, n_store, has_store, n_fees, n_priced, sups)
 
 
 def _dossier_lists_fast(rec: dict) -> tuple[Any, ...] | None:
@@ -362,16 +410,25 @@ def _dossier_lists_fast(rec: dict) -> tuple[Any, ...] | None:
     sups = rec.get("DanhSachHoSoBoSung")
     if type(docs) is not list or type(results) is not list or type(fees) is not list or type(sups) is not list:
         return None
-    n_reused = 0
+    n_reused = n_digitised = n_store = 0
     for d in docs:
         if type(d) is not dict:
             return None
         f = d.get("DuocTaiSuDung")
-        if f is None:
-            continue
-        if type(f) is not int or (f != 0 and f != 1):
-            return None
-        n_reused += f
+        if f is not None:
+            if type(f) is not int or (f != 0 and f != 1):
+                return None
+            n_reused += f
+        f = d.get("DuocSoHoa")
+        if f is not None:
+            if type(f) is not int or (f != 0 and f != 1):
+                return None
+            n_digitised += f
+        f = d.get("DuocLayTuKhoDMQG")
+        if f is not None:
+            if type(f) is not int or (f != 0 and f != 1):
+                return None
+            n_store += f
     has_e = False
     for r in results:
         if type(r) is not dict:
@@ -384,6 +441,7 @@ def _dossier_lists_fast(rec: dict) -> tuple[Any, ...] | None:
         if link and not has_e and link.strip():
             has_e = True
     fee_total = 0
+    n_priced = 0
     for f in fees:
         if type(f) is not dict:
             return None
@@ -393,7 +451,13 @@ def _dossier_lists_fast(rec: dict) -> tuple[Any, ...] | None:
         if type(g) is not int:
             return None
         fee_total += g
-    return len(docs), n_reused, n_reused > 0, len(results), has_e, len(sups), fee_total
+        if g > 0:
+            n_priced += 1
+    for s in sups:
+        if type(s) is not dict:
+            return None
+    return (len(docs), n_reused, n_reused > 0, len(results), has_e, len(sups), fee_total,
+            n_digitised, n_digitised > 0, n_store, n_store > 0, len(fees), n_priced, sups)
 
 
 def applicant_key(id_number: Any, key: bytes) -> str | None:
@@ -508,6 +572,7 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
         if missing.any():
             issue_frames.append(_issues(keys, missing, f"required_{col}", f"{api} is missing"))
 
+    rounds: pd.DataFrame | None = None
     if entity == "dossiers":
         hk = _applicant_keys([r.get("SoGiayToChuHoSo") for r in records], hash_key)
         derived: list[tuple] = []
@@ -521,10 +586,10 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
             try:
                 derived.append(_dossier_lists(r))
             except (TypeError, ValueError, AttributeError) as exc:
-                derived.append((None,) * 7)
+                derived.append((None,) * _N_LIST_VALUES)
                 list_bad[i] = True
                 list_detail[i] = f"malformed nested list: {exc}"[:200]
-        d = list(zip(*derived, strict=True)) if derived else [[] for _ in range(7)]
+        d = list(zip(*derived, strict=True)) if derived else [[] for _ in range(_N_LIST_VALUES)]
         core["applicant_key"] = _string_array(hk)
         core["n_tai_lieu"] = pd.array(d[0], dtype="Int32")
         core["n_tai_lieu_tai_su_dung"] = pd.array(d[1], dtype="Int32")
@@ -533,6 +598,13 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
         core["has_e_result"] = pd.array(d[4], dtype="boolean")
         core["n_bo_sung"] = pd.array(d[5], dtype="Int32")
         core["tong_le_phi_khai"] = pd.array(d[6], dtype="Int64")
+        core["n_tai_lieu_so_hoa"] = pd.array(d[7], dtype="Int32")
+        core["has_digitised"] = pd.array(d[8], dtype="boolean")
+        core["n_tai_lieu_kho_dmqg"] = pd.array(d[9], dtype="Int32")
+        core["has_from_national_store"] = pd.array(d[10], dtype="boolean")
+        core["n_le_phi"] = pd.array(d[11], dtype="Int32")
+        core["n_le_phi_co_gia"] = pd.array(d[12], dtype="Int32")
+        rounds = _supplement_rounds(d[13], list_bad, list_detail)
         if list_bad.any():
             mask = pd.Series(list_bad)
             issue_frames.append(_issues(keys, mask, "parse_nested_lists", pd.Series(list_detail)))
@@ -571,6 +643,7 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
         )
     dup = order.duplicated("_record_key", keep="last")
     kept = order[~dup].sort_values("_order")
+    supplements = _kept_rounds(rounds, core, kept["_order"]) if rounds is not None else None
     ties = _conflicting_ties(entity, keys, core, raw["record_hash"])
     raw = raw.drop_duplicates(["record_key", "record_hash"]).reset_index(drop=True)
     raw_by_key = RecordTexts(dict(zip(kept["_record_key"], kept["_order"].tolist(), strict=True)), texts)
@@ -581,7 +654,54 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
     core = kept.drop(columns=["_order"]).rename(columns={"_record_key": "record_key"})
     core = core.reset_index(drop=True)
     return Normalized(entity, core, raw, issues, rows_received=n, rows_duplicate=int(dup.sum()), raw_by_key=raw_by_key,
-                      versions=versions)
+                      versions=versions, supplements=supplements)
+
+
+def _supplement_rounds(lists: Sequence[list | None], list_bad: np.ndarray, list_detail: list[str]) -> pd.DataFrame:
+    """Every supplement round of every record read: ``_pos`` (the record's position), ``lan`` and
+    the round timestamps, parsed column by column like the record's own ``ts`` fields. A record
+    with a round timestamp present but unparseable is marked in ``list_bad`` / ``list_detail``
+    (the ``parse_nested_lists`` issue)."""
+    pos: list[int] = []
+    lan: list[int] = []
+    vals: list[list[Any]] = [[] for _ in SUPPLEMENT_ROUND_FIELDS]
+    apis = [api for _, api in SUPPLEMENT_ROUND_FIELDS]
+    for i, sups in enumerate(lists):
+        if not sups:
+            continue
+        for k, s in enumerate(sups, 1):
+            pos.append(i)
+            lan.append(k)
+            for j, api in enumerate(apis):
+                vals[j].append(s.get(api))
+    frame = pd.DataFrame({"_pos": np.asarray(pos, dtype=np.int64), "lan": pd.array(lan, dtype="Int32")})
+    for (col, api), values in zip(SUPPLEMENT_ROUND_FIELDS, vals, strict=True):
+        parsed, bad = _parse_column(values, "ts")
+        frame[col] = parsed.astype("datetime64[us]").to_numpy()
+        if bad.any():
+            for at in np.flatnonzero(bad.to_numpy()):
+                i = pos[at]
+                if not list_bad[i]:
+                    list_bad[i] = True
+                    list_detail[i] = (f"malformed nested list: DanhSachHoSoBoSung[{lan[at]}].{api} = "
+                                      f"{values[at]!r:.80} is not a valid ts")[:200]
+    return frame
+
+
+def _kept_rounds(rounds: pd.DataFrame, core: pd.DataFrame, kept_pos: pd.Series) -> pd.DataFrame:
+    """The rounds of the kept version of each key, with its ma_ho_so and ngay_cap_nhat; rounds of a
+    record without either (quarantined anyway) are left out."""
+    r = rounds[rounds["_pos"].isin(kept_pos.to_numpy())]
+    at = r["_pos"].to_numpy()
+    out = pd.DataFrame({
+        "ma_ho_so": core["ma_ho_so"].take(at).reset_index(drop=True),
+        "ngay_cap_nhat": core["ngay_cap_nhat"].take(at).reset_index(drop=True),
+        "lan": r["lan"].reset_index(drop=True),
+    })
+    for col, _ in SUPPLEMENT_ROUND_FIELDS:
+        out[col] = r[col].reset_index(drop=True)
+    out = out[out["ma_ho_so"].notna() & out["ngay_cap_nhat"].notna()]
+    return out[SUPPLEMENT_COLUMNS].reset_index(drop=True)
 
 
 #: The suite rule (expectations/<entity>.json) broken by a key that arrives twice in one batch with

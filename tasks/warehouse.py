@@ -306,6 +306,7 @@ VOLATILE_COLUMNS = {
 FINGERPRINT_TABLES = [
     "raw.dossiers", "raw.payments", "raw.procedures", "raw.units",
     "core.dossiers", "core.payments", "core.procedures", "core.units", "core.dossier_versions",
+    "core.dossier_supplements",
     "dq.quarantine", "dq.watermarks",
 ]
 

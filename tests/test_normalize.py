@@ -108,3 +108,126 @@ def test_non_object_records_are_issues_not_crashes():
     keys = set(n.core["record_key"])
     assert "P1" in keys and len(keys) == 4 and all(k.startswith("#") for k in keys - {"P1"})
     assert set(n.issues.loc[n.issues["record_key"] == "P1", "rule"]) == set()
+
+
+# --- what the 766 indicators need (docs/official-figures.md section 1) --------------------------
+OFFICIAL = ["n_tai_lieu_so_hoa", "has_digitised", "n_tai_lieu_kho_dmqg", "has_from_national_store", "n_le_phi",
+            "n_le_phi_co_gia"]
+
+
+def _lists(**kw):
+    """A record with every nested list (the fast path), overridden by ``kw``."""
+    base = {"TaiLieuNop": [], "DanhSachGiayToKetQua": [], "DanhSachLePhi": [], "DanhSachHoSoBoSung": []}
+    base.update(kw)
+    return _d(**base)
+
+
+def _official(rec: dict) -> dict:
+    row = normalize("dossiers", [rec], hash_key=KEY).core.iloc[0]
+    return {c: (None if pd.isna(row[c]) else row[c]) for c in OFFICIAL}
+
+
+def test_documents_digitised_and_from_the_national_store():
+    docs = [{"DuocSoHoa": 1, "DuocLayTuKhoDMQG": 0}, {"DuocSoHoa": 0, "DuocLayTuKhoDMQG": 1},
+            {"DuocSoHoa": 1, "DuocLayTuKhoDMQG": 1}, {"MaThanhPhanHoSo": "TP04"}]
+    got = _official(_lists(TaiLieuNop=docs))
+    assert (got["n_tai_lieu_so_hoa"], got["has_digitised"]) == (2, True)
+    assert (got["n_tai_lieu_kho_dmqg"], got["has_from_national_store"]) == (2, True)
+    undigitised = _official(_lists(TaiLieuNop=[{"DuocSoHoa": 0, "DuocLayTuKhoDMQG": 0}, {}]))
+    assert (undigitised["n_tai_lieu_so_hoa"], undigitised["has_digitised"]) == (0, False)
+    assert (undigitised["n_tai_lieu_kho_dmqg"], undigitised["has_from_national_store"]) == (0, False)
+    empty = _official(_lists())  # an empty list is known: none, not unknown
+    assert (empty["n_tai_lieu_so_hoa"], empty["has_digitised"], empty["has_from_national_store"]) == (0, False, False)
+    # numeric strings (the slow path) give the same values
+    slow = _official(_lists(TaiLieuNop=[{"DuocSoHoa": "1", "DuocLayTuKhoDMQG": "0"}, {"DuocSoHoa": "", "DuocLayTuKhoDMQG": "1"}]))
+    assert (slow["n_tai_lieu_so_hoa"], slow["has_digitised"], slow["n_tai_lieu_kho_dmqg"]) == (1, True, 1)
+
+
+def test_fee_lines_with_and_without_a_price():
+    fees = [{"LoaiPhiLePhi": "Phí", "Gia": 50000}, {"LoaiPhiLePhi": "Lệ phí", "Gia": 0}, {"LoaiPhiLePhi": "Lệ phí"}]
+    got = _official(_lists(DanhSachLePhi=fees))
+    assert (got["n_le_phi"], got["n_le_phi_co_gia"]) == (3, 1)
+    free = _official(_lists(DanhSachLePhi=[{"Gia": 0}, {"Gia": None}]))
+    assert (free["n_le_phi"], free["n_le_phi_co_gia"]) == (2, 0)  # declared but all zero-priced
+    none = _official(_lists())
+    assert (none["n_le_phi"], none["n_le_phi_co_gia"]) == (0, 0)
+    slow = _official(_lists(DanhSachLePhi=[{"Gia": "12000"}, {"Gia": ""}, {"Gia": "0"}]))
+    assert (slow["n_le_phi"], slow["n_le_phi_co_gia"]) == (3, 1)
+
+
+def test_no_lists_leave_every_new_column_unknown():
+    got = _official(_d())
+    assert got == dict.fromkeys(OFFICIAL)  # null, never 0/False
+    # one list present, the others absent: only what that list tells is known
+    only_fees = _official(_d(DanhSachLePhi=[{"Gia": 1000}]))
+    assert (only_fees["n_le_phi"], only_fees["n_le_phi_co_gia"]) == (1, 1)
+    assert only_fees["has_digitised"] is None and only_fees["n_tai_lieu_kho_dmqg"] is None
+    nulls = _official(_d(TaiLieuNop=None, DanhSachLePhi=None))  # null lists: unknown too
+    assert nulls == dict.fromkeys(OFFICIAL)
+
+
+def test_a_malformed_flag_or_price_is_the_nested_list_issue():
+    for rec in (_lists(TaiLieuNop=[{"DuocSoHoa": 2}]), _lists(TaiLieuNop=[{"DuocLayTuKhoDMQG": "có"}]),
+                _lists(DanhSachLePhi=[{"Gia": "năm nghìn"}]), _lists(DanhSachLePhi=["50000"])):
+        n = normalize("dossiers", [rec], hash_key=KEY)
+        assert list(n.issues["rule"]) == ["parse_nested_lists"], rec
+        assert n.supplements is not None and n.supplements.empty
+
+
+def _round(req, recv=None, before=None, after=None):
+    return {"NgayBoSung": req, "NgayTiepNhanBoSung": recv, "NgayHenTraTruoc": before, "NgayHenTraMoi": after}
+
+
+def test_supplement_rounds_of_the_kept_version():
+    newer = _lists(NgayCapNhat="20240120000000", DanhSachHoSoBoSung=[
+        _round("20240103080000", "20240105090000", "20240110170000", "20240112170000"),
+        _round(20240115080000, "", "20240112170000", None),  # a number, and an empty string = no value
+    ])
+    older = _lists(NgayCapNhat="20240104000000", DanhSachHoSoBoSung=[_round("20240103080000")])
+    other = _lists(MaHoSo="H-2", DanhSachHoSoBoSung=[])
+    n = normalize("dossiers", [newer, other, older], hash_key=KEY)
+    assert n.issues.empty and n.core.set_index("ma_ho_so").loc["H-1", "n_bo_sung"] == 2
+    s = n.supplements
+    assert list(s.columns) == ["ma_ho_so", "ngay_cap_nhat", "lan", "ngay_bo_sung", "ngay_tiep_nhan_bo_sung",
+                               "ngay_hen_tra_truoc", "ngay_hen_tra_moi"]
+    assert list(s["ma_ho_so"]) == ["H-1", "H-1"] and list(s["lan"]) == [1, 2]
+    assert set(s["ngay_cap_nhat"]) == {pd.Timestamp("2024-01-20")}  # the kept version's rounds only
+    first, second = s.iloc[0], s.iloc[1]
+    assert first["ngay_bo_sung"] == pd.Timestamp("2024-01-03 08:00") and first["ngay_tiep_nhan_bo_sung"] == pd.Timestamp(
+        "2024-01-05 09:00")
+    assert first["ngay_hen_tra_truoc"] == pd.Timestamp("2024-01-10 17:00")
+    assert first["ngay_hen_tra_moi"] == pd.Timestamp("2024-01-12 17:00")
+    assert second["ngay_bo_sung"] == pd.Timestamp("2024-01-15 08:00")
+    assert pd.isna(second["ngay_tiep_nhan_bo_sung"]) and pd.isna(second["ngay_hen_tra_moi"])
+    # the slow path (a numeric-string flag elsewhere in the record) gives the same rounds
+    slow = normalize("dossiers", [newer | {"TaiLieuNop": [{"DuocSoHoa": "1"}]}], hash_key=KEY).supplements
+    pd.testing.assert_frame_equal(slow, s)
+
+
+def test_supplement_rounds_with_a_bad_timestamp_are_the_nested_list_issue():
+    bad_ts = _lists(DanhSachHoSoBoSung=[_round("20240103080000"), _round("03/01/2024")])
+    not_object = _lists(MaHoSo="H-2", DanhSachHoSoBoSung=["20240103080000"])
+    slow_bad = _d(MaHoSo="H-3", DanhSachHoSoBoSung=[_round("20240231080000")])  # 31 February
+    good = _lists(MaHoSo="H-4", DanhSachHoSoBoSung=[_round(" 20240103080000 ")])  # stray spaces: tolerated
+    n = normalize("dossiers", [bad_ts, not_object, slow_bad, good], hash_key=KEY)
+    got = dict(zip(n.issues["record_key"], n.issues["rule"], strict=True))
+    assert got == {"H-1": "parse_nested_lists", "H-2": "parse_nested_lists", "H-3": "parse_nested_lists"}
+    detail = n.issues.set_index("record_key")["detail"]
+    assert "DanhSachHoSoBoSung[2].NgayBoSung" in detail["H-1"] and "03/01/2024" in detail["H-1"]
+    assert n.supplements.set_index("ma_ho_so").loc["H-4", "ngay_bo_sung"] == pd.Timestamp("2024-01-03 08:00")
+    # a broken older copy of a key does not taint its kept version
+    fixed = _lists(NgayCapNhat="20240106000000", DanhSachHoSoBoSung=[_round("20240103080000")])
+    n = normalize("dossiers", [bad_ts, fixed], hash_key=KEY)
+    assert n.issues.empty and len(n.supplements) == 1
+
+
+def test_a_file_record_has_no_rounds_and_unknown_new_columns():
+    file_rec = {k: v for k, v in _d(MaHoSo="F").items()} | {"_CoKetQuaDienTu": 1, "_TaiSuDungDuLieu": 0,
+                                                            "_row_number": 7}
+    n = normalize("dossiers", [file_rec], hash_key=KEY)
+    row = n.core.iloc[0]
+    assert all(pd.isna(row[c]) for c in OFFICIAL) and pd.isna(row["n_bo_sung"])
+    assert pd.isna(row["duoc_thanh_toan_truc_tuyen"])  # the column was not in the file: unknown
+    assert bool(row["has_e_result"]) and not bool(row["has_reuse"])
+    assert n.supplements is not None and n.supplements.empty
+    assert list(n.supplements.columns)[:3] == ["ma_ho_so", "ngay_cap_nhat", "lan"]
