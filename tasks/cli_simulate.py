@@ -62,6 +62,10 @@ def export_cmd(
     format: Annotated[str, typer.Option("--format", help="xlsx | csv | both")] = "both",  # noqa: A002 - option name
     layout: Annotated[str, typer.Option(help="plain | ugly | both")] = "both",
     limit: Annotated[int | None, typer.Option(help="Export at most this many records per entity.")] = None,
+    flags: Annotated[bool | None, typer.Option(
+        "--flags/--no-flags",
+        help="Write the dossier flag columns (Thanh toán trực tuyến, Có kết quả điện tử, Tái sử dụng dữ liệu) "
+             "in every file / in none; default: every file but dossiers_plain.csv.")] = None,
 ) -> None:
     """Write the clerk's Excel/CSV exports of dossiers and payments."""
     formats = {"xlsx": ("xlsx",), "csv": ("csv",), "both": ("xlsx", "csv")}
@@ -69,5 +73,6 @@ def export_cmd(
     if format not in formats or layout not in layouts:
         raise typer.BadParameter("--format must be xlsx|csv|both and --layout plain|ugly|both")
     ds = generate(seed=seed, n_dossiers=dossiers)
-    for path in export_files(ds, out, formats=formats[format], layouts=layouts[layout], seed=seed, limit=limit):
+    for path in export_files(ds, out, formats=formats[format], layouts=layouts[layout], seed=seed, limit=limit,
+                             flags=flags):
         print(path)

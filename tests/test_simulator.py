@@ -126,7 +126,9 @@ def test_field_names_and_types(ds: Dataset, D: list[dict[str, Any]], P: list[dic
         for t in d["TaiLieuNop"]:
             assert set(t) == {"MaThanhPhanHoSo", "TenTepDinhKem", "DuocSoHoa", "DuocTaiSuDung", "DuocLayTuKhoDMQG"}
         for f in d["DanhSachLePhi"]:
-            assert f["LoaiPhiLePhi"] in ("Phí", "Lệ phí") and f["Gia"] > 0
+            assert f["LoaiPhiLePhi"] in ("Phí", "Lệ phí") and f["Gia"] >= 0
+        if any(f["Gia"] == 0 for f in d["DanhSachLePhi"]):  # zero-price lines: exempt applicants only
+            assert all(f["Gia"] == 0 and f["HinhThucThu"] == "Đối tượng miễn phí" for f in d["DanhSachLePhi"])
         assert d["HoSoCoThanhPhanSoHoa"] == int(any(t["DuocSoHoa"] for t in d["TaiLieuNop"]))
     assert {len(d["SoGiayToChuHoSo"]) for d in D} == {9, 12}
     for p in P:
@@ -481,3 +483,14 @@ def test_cli_export(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dossiers_ugly.csv", "payments_ugly.csv"]
     bad = CliRunner().invoke(simulate_app, ["export", "--out", str(tmp_path), "--format", "pdf"])
     assert bad.exit_code != 0
+    plain = tmp_path / "plain"
+    res = CliRunner().invoke(simulate_app, ["export", "--out", str(plain), "--dossiers", "100", "--format", "csv",
+                                            "--layout", "plain", "--limit", "20", "--flags"])
+    assert res.exit_code == 0, res.output
+    assert "Tái sử dụng dữ liệu" in (plain / "dossiers_plain.csv").read_text(encoding="utf-8").splitlines()[0]
+    res = CliRunner().invoke(simulate_app, ["export", "--out", str(plain), "--dossiers", "100", "--format", "xlsx",
+                                            "--layout", "ugly", "--limit", "20", "--no-flags"])
+    assert res.exit_code == 0, res.output
+    labels = {" ".join(str(v).split()) for r in load_workbook(plain / "dossiers_ugly.xlsx").active.iter_rows(
+        max_row=8, values_only=True) for v in r if v}
+    assert not {unicodedata.normalize("NFC", v).lower() for v in labels} & {"thanh toán trực tuyến", "có kết quả điện tử"}

@@ -76,6 +76,7 @@ class Procedure:
     handler: str = "xa"  # "xa" = communes, otherwise a district/province unit code
     multiplier_max: int = 1  # pages or copies: the fee is multiplied by 1..multiplier_max
     thu_sau_share: float = 0.3
+    uncollected_share: float = 0.01  # resolved dossiers whose result is never collected (status 9)
     documents: tuple[str, ...] = ("Tờ khai", "Giấy tờ tùy thân")
     result_name: str = "Kết quả giải quyết"
     fee_names: tuple[str, str] = ("Phí", "Lệ phí")
@@ -235,9 +236,11 @@ PROCEDURES: tuple[Procedure, ...] = (
               weight=0.35, handler=P_KTHT, thu_sau_share=0.0, documents=_BUSINESS_DOCS,
               result_name="Giấy chứng nhận cơ sở đủ điều kiện an toàn thực phẩm",
               fee_names=("Phí thẩm định cơ sở đủ điều kiện an toàn thực phẩm", "Lệ phí")),
-    Procedure("1.000893.000.00.00.H08", "Đăng ký kết hôn có yếu tố nước ngoài", "HT", "Hộ tịch", (2,), 15,
-              "ngay-lam-viec", 3, lephi=1500000, online_payment=1, weight=0.3, handler=P_TUPHAP,
-              thu_sau_share=0.1, fee_names=("Phí", "Lệ phí đăng ký kết hôn có yếu tố nước ngoài")),
+    # the 2024 report (III.5): results not collected within 60 days are cancelled, and many are not
+    Procedure("2.000806.000.00.00.H08", "Đăng ký kết hôn có yếu tố nước ngoài", "HT", "Hộ tịch", (2,), 15,
+              "ngay-lam-viec", 3, lephi=1500000, online_payment=1, weight=0.5, handler=P_TUPHAP,
+              thu_sau_share=0.1, uncollected_share=0.4,
+              fee_names=("Phí", "Lệ phí đăng ký kết hôn có yếu tố nước ngoài")),
     Procedure("1.001702.000.00.00.H08", "Đăng ký khai sinh có yếu tố nước ngoài", "HT", "Hộ tịch", (2,), 3,
               "ngay-lam-viec", 3, lephi=75000, online_payment=1, weight=0.1, handler=P_TUPHAP,
               fee_names=("Phí", "Lệ phí hộ tịch")),

@@ -11,6 +11,15 @@ generated in seconds. Procedures and units are small lists of dicts.
     ds.advance(100, now=datetime(2024, 7, 2, 2, 0))
 
 Same seed and parameters give byte-identical records.
+
+Besides the common case (most dossiers resolved on time, fees paid, results collected) the data
+carries the cases the official rules must handle, a few dozen of each in 3000 dossiers: supplement
+rounds (two rounds, answered, still open in status 5 because the applicant never came back, and
+first requests made after the due date), documents never digitised or taken from the national
+store, zero-price fee lines of exempt applicants, resolved dossiers without a result document or
+without a link to an electronic one, results never collected (status 9; often for the
+foreign-element marriage registration), online dossiers accepted more than 8 working hours after
+submission or never accepted (status 1), and dossiers rejected at intake (status 3).
 """
 
 from __future__ import annotations
@@ -139,24 +148,46 @@ def _due(ctx: _Ctx, proc_time: np.ndarray, proc_unit: np.ndarray, recv: np.ndarr
 
 def _supplements(ctx: _Ctx, rng: np.random.Generator, b: dict[str, np.ndarray], w_recv: np.ndarray,
                  w_end: np.ndarray, w_due: np.ndarray, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Draw up to two supplement rounds; move the due date and planned end by each pause."""
+    """Draw up to two supplement rounds; move the due date and planned end by each pause.
+
+    A share of first requests come only after the due date had passed (the office was already
+    late when it asked, `late_req`); such a dossier then ends a while after the supplement."""
     cal, n = ctx.cal, len(w_recv)
-    r1 = eligible & (rng.random(n) < 0.07)
-    r2 = r1 & (rng.random(n) < 0.2)
+    r1 = eligible & (rng.random(n) < 0.12)
+    r2 = r1 & (rng.random(n) < 0.3)
+    late = r1 & (rng.random(n) < 0.25)
+    b["late_req"] = late
     b["due0"] = np.where(r1, cal.from_work(w_due), 0)
     prev = w_recv
     for k, mask in ((1, r1), (2, r2)):
         req = prev + ((rng.random(n) * 0.6 + 0.05) * np.maximum(w_end - prev, 600)).astype(np.int64)
+        if k == 1:
+            after_due = w_due + rng.integers(1, 6, n) * WORKDAY + rng.integers(0, WORKDAY, n)
+            req = np.where(late, after_due, req)
         pause = rng.integers(1, 11, n) * WORKDAY + rng.integers(0, 4 * 3600, n)
         rec = req + pause
         b[f"s{k}_req"] = np.where(mask, cal.from_work(req, prefer_end=False), 0)
         b[f"s{k}_recv"] = np.where(mask, cal.from_work(rec, prefer_end=False), 0)
         w_due = np.where(mask, w_due + pause, w_due)
         w_end = np.where(mask, w_end + pause, w_end)
+        if k == 1:
+            w_end = np.where(late, np.maximum(w_end, rec + rng.integers(WORKDAY // 2, 4 * WORKDAY, n)), w_end)
         b[f"due{k}"] = np.where(mask, cal.from_work(w_due), 0)
         prev = np.where(mask, rec, prev)
     b["nsupp"] = r1.astype(np.int8) + r2.astype(np.int8)
     return w_end, w_due
+
+
+def _abandoned_supplements(rng: np.random.Generator, b: dict[str, np.ndarray], end: np.ndarray,
+                           now: int) -> np.ndarray:
+    """Applicants who never come back with the supplement: the last round already requested stays
+    open (status 5 at `now`, whenever it was asked), more often when the office asked late."""
+    n = len(end)
+    last_req = np.where(b["nsupp"] == 2, b["s2_req"], b["s1_req"])
+    gone = (b["nsupp"] > 0) & (last_req <= now) & (rng.random(n) < np.where(b["late_req"], 0.7, 0.15))
+    for k in (1, 2):
+        b[f"s{k}_recv"] = np.where(gone & (b["nsupp"] == k), now + DAY, b[f"s{k}_recv"])
+    return np.where(gone, np.maximum(end, now + DAY), end)
 
 
 def _planned_end(rng: np.random.Generator, w_recv: np.ndarray, w_due: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,9 +229,15 @@ def _channels(rng: np.random.Generator, mucdo: np.ndarray) -> np.ndarray:
     return np.where((kenh == 1) & (rng.random(n) < 0.015), 0, kenh).astype(np.int8)
 
 
-def _submission(rng: np.random.Generator, kenh: np.ndarray, recv: np.ndarray) -> np.ndarray:
-    n = len(kenh)
-    online = recv - rng.integers(60, 3 * DAY, n)
+def _submission(ctx: _Ctx, rng: np.random.Generator, kenh: np.ndarray, recv: np.ndarray) -> np.ndarray:
+    """NgayNopHoSo. Online: most are accepted within a few working hours (often the morning after an
+    evening or weekend submission); about one in ten waits more than 8 working hours."""
+    n, cal = len(kenh), ctx.cal
+    slow = rng.random(n) < 0.1
+    wait = np.where(slow, rng.integers(8 * 3600 + 600, 5 * WORKDAY, n), rng.integers(60, 6 * 3600, n))
+    online = cal.from_work(np.maximum(cal.to_work(recv) - wait, 0), prefer_end=False)
+    off_hours = online - rng.integers(60, 14 * 3600, n)
+    online = np.where((rng.random(n) < 0.35) & (cal.to_work(off_hours) == cal.to_work(online)), off_hours, online)
     postal = recv - rng.integers(DAY, 3 * DAY, n)
     desk = recv - rng.integers(0, 1200, n)
     return np.where(kenh == 2, online, np.where(kenh == 3, postal, desk))
@@ -226,7 +263,7 @@ def _assign_officials(ctx: _Ctx, rng: np.random.Generator, unit: np.ndarray) -> 
 
 
 def _status(ctx: _Ctx, rng: np.random.Generator, b: dict[str, np.ndarray], end: np.ndarray,
-            now: int, has_fee: np.ndarray, thu: np.ndarray) -> None:
+            now: int, has_fee: np.ndarray, thu: np.ndarray, uncollected: np.ndarray) -> None:
     """Status codes and the timestamps that go with them, as of `now`."""
     n, recv = len(end), b["tiepnhan"]
     st = np.zeros(n, dtype=np.int8)
@@ -250,7 +287,7 @@ def _status(ctx: _Ctx, rng: np.random.Generator, b: dict[str, np.ndarray], end: 
     st[done & (u < 0.012)] = 7
     st[done & (u >= 0.012) & (u < 0.017)] = 8
     res = done & (u >= 0.017)
-    never = res & (thu == C.THU_SAU) & (rng.random(n) < 0.06)
+    never = res & (((thu == C.THU_SAU) & (rng.random(n) < 0.06)) | (rng.random(n) < uncollected))
     tra = _return_times(ctx, rng, end, thu)
     handed = res & ~never & (tra <= now)
     st[res] = 9
@@ -284,7 +321,8 @@ def _open_supplements(b: dict[str, np.ndarray], progress: np.ndarray, now: int) 
         b["nsupp"] = np.where(future, k - 1, b["nsupp"]).astype(np.int8)
         b["st5"] = np.where(open_, 1, b["st5"]).astype(np.int8)
     moved = np.where(b["due2"] > 0, b["due2"], np.where(b["due1"] > 0, b["due1"], b["due0"]))
-    b["hentra"] = np.where(b["nsupp"] > 0, moved, b["hentra"])
+    # no round left (the only one lies in the future): the due date is the original one
+    b["hentra"] = np.where(b["nsupp"] > 0, moved, np.where(b["due0"] > 0, b["due0"], b["hentra"]))
     b["due0"] = np.where(b["nsupp"] > 0, b["due0"], 0)
 
 
@@ -320,7 +358,9 @@ def _results(rng: np.random.Generator, b: dict[str, np.ndarray], paper: np.ndarr
     n = len(paper)
     resolved = np.isin(b["status"], (9, 10))
     p_link = np.where(paper == 1, np.where(b["kenh"] == 2, 0.55, 0.3), 0.2)
-    b["eresult"] = np.where(resolved, np.where(rng.random(n) < p_link, 2, 1), 0).astype(np.int8)
+    link = rng.random(n) < p_link
+    no_list = rng.random(n) < 0.12  # no result document recorded at all (an empty list)
+    b["eresult"] = np.where(resolved, np.where(link, 2, np.where(no_list, 0, 1)), 0).astype(np.int8)
 
 
 def _keys(ctx: _Ctx, desk: np.ndarray, nop: np.ndarray) -> np.ndarray:
@@ -359,6 +399,7 @@ def _proc_arrays(procs: Sequence[C.Procedure]) -> dict[str, np.ndarray]:
         "sau": np.array([p.thu_sau_share for p in procs]),
         "ndocs": np.array([len(p.documents) for p in procs]),
         "paper": np.array([p.paper_result for p in procs]),
+        "uncollected": np.array([p.uncollected_share for p in procs]),
         "business": np.array([p.documents[0] == "Giấy đề nghị" for p in procs]),
         "online_pay": np.array([p.online_payment for p in procs]),
         "weight": np.array([p.weight for p in procs], dtype=float),
@@ -375,7 +416,7 @@ def _gen_block(ctx: _Ctx, rng: np.random.Generator, n: int, t_lo: int, t_hi: int
     b["unit"] = _assign_units(ctx, rng, proc, recv)
     b["desk"] = _desk(ctx, b["unit"]).astype(np.int16)
     b["kenh"] = _channels(rng, pa["mucdo"][proc])
-    b["nop"] = _submission(rng, b["kenh"], recv)
+    b["nop"] = _submission(ctx, rng, b["kenh"], recv)
     b["hinhthuc"] = np.where(b["kenh"] == 3, 1, (rng.random(n) < 0.02).astype(np.int8)).astype(np.int8)
     _people(rng, b, pa["business"][proc])
     due = _due(ctx, pa["time"][proc], pa["unit"][proc], recv)
@@ -387,24 +428,30 @@ def _gen_block(ctx: _Ctx, rng: np.random.Generator, n: int, t_lo: int, t_hi: int
     w_end, w_due = _supplements(ctx, rng, b, w_recv, w_end, w_due, eligible)
     end = ctx.cal.from_work(w_end)
     due = np.where(b["nsupp"] > 0, ctx.cal.from_work(w_due), due)
-    end = np.where(cls == 1, due + rng.integers(60, 5400, n), end)
+    end = np.where((cls == 1) & ~b["late_req"], due + rng.integers(60, 5400, n), end)
     b["hentra"] = due
+    end = _abandoned_supplements(rng, b, end, now)
     has_fee = pa["fee"][proc]
     u = rng.random(n)
     thu = np.where(~has_fee, C.THU_NONE, np.where(u < 0.06, C.THU_MIEN,
                                                    np.where(u < 0.06 + 0.94 * pa["sau"][proc], C.THU_SAU,
                                                             C.THU_TRUOC)))
     b["thu"] = thu.astype(np.int8)
+    # exempt applicants: the fee lines are declared at price 0 (most of them) or at the list price
+    b["fee0"] = ((thu == C.THU_MIEN) & (rng.random(n) < 0.8)).astype(np.int8)
     mult = 1 + (rng.random(n) * pa["mult"][proc]).astype(np.int64)
     b["phi"] = (pa["phi"][proc] * mult).astype(np.int32)
     b["lephi"] = (pa["lephi"][proc] * mult).astype(np.int32)
-    _status(ctx, rng, b, end, now, has_fee, thu)
+    _status(ctx, rng, b, end, now, has_fee, thu, pa["uncollected"][proc])
+    not_received = b["tiepnhan"] == 0
+    b["nop"] = np.where(not_received, np.maximum(b["nop"], t_lo), b["nop"])
     _documents(rng, b, pa["ndocs"][proc])
     _results(rng, b, pa["paper"][proc])
     b["official"] = _assign_officials(ctx, rng, b["unit"])
     b["tttt"] = np.zeros(n, dtype=np.int8)
     b["key"] = _keys(ctx, b["desk"], b["nop"])
     b.pop("st5", None)
+    b.pop("late_req", None)
     return b
 
 

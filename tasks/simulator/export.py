@@ -10,6 +10,11 @@ Layouts:
   non-breaking spaces, an unknown column (`Ghi chú`); csv with BOM and `;`.
 
 Files are named `<entity>_<layout>.<ext>`.
+
+Flag columns (`Thanh toán trực tuyến`, `Có kết quả điện tử`, `Tái sử dụng dữ liệu`): not every
+screen exports them. `export_files(..., flags=None)` (the default) writes them everywhere except in
+the plain CSV dossier list (`dossiers_plain.csv`, the list screen's quick export), so a pipeline
+reading that file has unknown flags; `flags=True` / `flags=False` forces them on / off everywhere.
 """
 
 from __future__ import annotations
@@ -105,6 +110,9 @@ PAYMENT_COLUMNS: tuple[Column, ...] = (
     Column("Mã giao dịch", lambda p: p["MaGiaoDich"] or ""),
     Column("Ngày cập nhật", lambda p: p["NgayCapNhat"], "ts"),
 )
+
+FLAG_COLUMNS: tuple[str, ...] = ("Thanh toán trực tuyến", "Có kết quả điện tử", "Tái sử dụng dữ liệu")
+"""Dossier-list columns some exports lack (then the flags are unknown, not false)."""
 
 TITLES = {"dossiers": "SỔ THEO DÕI HỒ SƠ", "payments": "DANH SÁCH THANH TOÁN PHÍ, LỆ PHÍ"}
 
@@ -215,11 +223,21 @@ def _cell(col: Column, rec: dict[str, Any], ugly: bool, fmt: str, rnd: random.Ra
     return v
 
 
-def build_grid(ds: Dataset, entity: str, layout: str, fmt: str, seed: int, limit: int | None) -> Grid:
-    """The rows of one export (title rows, header, sections, data, total) and its merges."""
+def default_flags(entity: str, layout: str, fmt: str) -> bool:
+    """Whether a default export of this kind carries the flag columns (all but the plain CSV dossier list)."""
+    return not (entity == "dossiers" and layout == "plain" and fmt == "csv")
+
+
+def build_grid(ds: Dataset, entity: str, layout: str, fmt: str, seed: int, limit: int | None,
+               flags: bool = True) -> Grid:
+    """The rows of one export (title rows, header, sections, data, total) and its merges.
+
+    Without `flags`, a dossier list lacks the columns of `FLAG_COLUMNS`."""
     ugly = layout == "ugly"
     rnd = random.Random(f"{seed}-{entity}-{layout}-{fmt}")
     cols = DOSSIER_COLUMNS if entity == "dossiers" else PAYMENT_COLUMNS
+    if not flags:
+        cols = tuple(c for c in cols if c.label not in FLAG_COLUMNS)
     width = len(cols) + 1 + (1 if ugly else 0)
     rows: list[list[Any]] = []
     merges: list[tuple[int, int, int, int]] = []
@@ -310,8 +328,11 @@ def _write_csv(grid: Grid, path: Path, ugly: bool) -> None:
 
 def export_files(ds: Dataset, out_dir: str | Path, *, entities: Iterable[str] = ("dossiers", "payments"),
                  formats: Iterable[str] = ("xlsx", "csv"), layouts: Iterable[str] = ("plain", "ugly"),
-                 seed: int = 0, limit: int | None = None) -> list[Path]:
-    """Write the exports; returns the paths written (`<entity>_<layout>.<ext>`)."""
+                 seed: int = 0, limit: int | None = None, flags: bool | None = None) -> list[Path]:
+    """Write the exports; returns the paths written (`<entity>_<layout>.<ext>`).
+
+    `flags`: None writes the flag columns as `default_flags` says (every file but
+    `dossiers_plain.csv`), True / False in every dossier list."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -322,7 +343,8 @@ def export_files(ds: Dataset, out_dir: str | Path, *, entities: Iterable[str] = 
             if layout not in ("plain", "ugly"):
                 raise ValueError(f"unknown layout {layout!r}")
             for fmt in formats:
-                grid = build_grid(ds, entity, layout, fmt, seed, limit)
+                with_flags = default_flags(entity, layout, fmt) if flags is None else flags
+                grid = build_grid(ds, entity, layout, fmt, seed, limit, flags=with_flags)
                 path = out / f"{entity}_{layout}.{fmt}"
                 if fmt == "xlsx":
                     _write_xlsx(grid, path, "So theo doi" if entity == "dossiers" else "Thanh toan")

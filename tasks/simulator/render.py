@@ -62,23 +62,24 @@ def _documents(proc_i: int, n: int, sohoa: int, reuse: int, kho: int) -> list[di
     return docs
 
 
-def _fees(p: C.Procedure, code: str, phi: int, lephi: int, thu: int) -> list[dict[str, Any]]:
+def _fees(p: C.Procedure, code: str, phi: int, lephi: int, thu: int, zero: int = 0) -> list[dict[str, Any]]:
+    """Fee lines; with `zero` (an exempt applicant) every line is declared at price 0."""
     if thu == C.THU_NONE:
         return []
     mode = C.COLLECTION_MODES[thu]
     out = []
     if phi:
         out.append({"MaPhiLePhi": f"PHI-{code}", "TenPhiLePhi": p.fee_names[0], "LoaiPhiLePhi": "Phí",
-                    "Gia": phi, "HinhThucThu": mode})
+                    "Gia": 0 if zero else phi, "HinhThucThu": mode})
     if lephi:
         out.append({"MaPhiLePhi": f"LEPHI-{code}", "TenPhiLePhi": p.fee_names[1], "LoaiPhiLePhi": "Lệ phí",
-                    "Gia": lephi, "HinhThucThu": mode})
+                    "Gia": 0 if zero else lephi, "HinhThucThu": mode})
     return out
 
 
 _D_INTS = ("proc", "unit", "kenh", "loai", "nf", "nm", "ng", "nb", "cmnd", "idno", "phone", "status",
            "hinhthuc", "tttt", "m_sohoa", "m_reuse", "m_kho", "ndocs", "eresult", "official", "phi",
-           "lephi", "thu", "nsupp")
+           "lephi", "thu", "nsupp", "fee0")
 _D_TS = ("nop", "tiepnhan", "hentra", "ketthuc", "tra", "tuchoi", "capnhat", "s1_req", "s1_recv",
          "s2_req", "s2_recv", "due0", "due1", "due2")
 
@@ -114,7 +115,8 @@ def render_dossiers(ds: Dataset, idx: np.ndarray) -> list[dict[str, Any]]:
             "DanhSachGiayToKetQua": [] if not er else [{
                 "MaGiayToKetQua": f"KQ-{key}", "TenGiayTo": C.PROCEDURES[pi].result_name,
                 "DuongDanTepTinKetQua": RESULT_URL.format(key) if er == 2 else ""}],
-            "DanhSachLePhi": _fees(C.PROCEDURES[pi], pr["MaTTHC"], c["phi"][j], c["lephi"][j], c["thu"][j]),
+            "DanhSachLePhi": _fees(C.PROCEDURES[pi], pr["MaTTHC"], c["phi"][j], c["lephi"][j], c["thu"][j],
+                                   c["fee0"][j]),
             "DanhSachHoSoBoSung": _supplement_list(ts, j, c["nsupp"][j]) if c["nsupp"][j] else [],
             "MaCanBoXuLy": off.code, "CanBoXuLy": off.name, "NgayCapNhat": ts["capnhat"][j],
         })
@@ -186,11 +188,11 @@ class _Fragments:
             s = self.docs[key] = _j(_documents(*key))
         return s
 
-    def fee(self, ds: Dataset, key: tuple[int, int, int, int]) -> str:
+    def fee(self, ds: Dataset, key: tuple[int, int, int, int, int]) -> str:
         s = self.fees.get(key)
         if s is None:
-            pi, phi, lephi, thu = key
-            s = self.fees[key] = _j(_fees(C.PROCEDURES[pi], ds.procedures[pi]["MaTTHC"], phi, lephi, thu))
+            pi, phi, lephi, thu, zero = key
+            s = self.fees[key] = _j(_fees(C.PROCEDURES[pi], ds.procedures[pi]["MaTTHC"], phi, lephi, thu, zero))
         return s
 
 
@@ -226,9 +228,10 @@ def dossiers_json(ds: Dataset, idx: np.ndarray, quirky: list[bool]) -> list[str]
     out = []
     rows = zip(keys, quirky, c["proc"], c["unit"], c["kenh"], c["loai"], names, ids, c["phone"], *t,
                c["status"], c["hinhthuc"], c["tttt"], c["m_sohoa"], c["m_reuse"], c["m_kho"], c["ndocs"],
-               c["eresult"], c["phi"], c["lephi"], c["thu"], c["nsupp"], c["official"], idx.tolist(), strict=True)
+               c["eresult"], c["phi"], c["lephi"], c["thu"], c["fee0"], c["nsupp"], c["official"], idx.tolist(),
+               strict=True)
     for (key, qk, pi, ui, kenh, loai, name, idno, phone, nop, tn, ht, kt, tra, tc, cn, st, hth, tttt,
-         sohoa, reuse, kho, ndocs, er, phi, lephi, thu, ns, off, i) in rows:
+         sohoa, reuse, kho, ndocs, er, phi, lephi, thu, fee0, ns, off, i) in rows:
         q = '"' if qk else ""
         if er:
             link = RESULT_URL.format(key) if er == 2 else ""
@@ -245,7 +248,7 @@ def dossiers_json(ds: Dataset, idx: np.ndarray, quirky: list[bool]) -> list[str]
             f'"TrangThaiHoSo":{q}{st}{q},"HinhThuc":{q}{hth}{q},"DuocThanhToanTrucTuyen":{q}{tttt}{q},'
             f'"HoSoCoThanhPhanSoHoa":{q}{1 if sohoa else 0}{q},'
             f'"TaiLieuNop":{fr.doc((pi, ndocs, sohoa, reuse, kho))},"DanhSachGiayToKetQua":{res},'
-            f'"DanhSachLePhi":{fr.fee(ds, (pi, phi, lephi, thu))},'
+            f'"DanhSachLePhi":{fr.fee(ds, (pi, phi, lephi, thu, fee0))},'
             f'"DanhSachHoSoBoSung":{supp},{offs[off]},"NgayCapNhat":{cn}}}'
         )
     return out
