@@ -2,13 +2,14 @@
 
 Plain functions, no Prefect: flows call them, tests call them directly.
 
-- :func:`publish` builds the seven report tables of ``shared/spec/reports.md`` for one period and
+- :func:`publish` builds the report tables of ``shared/spec/reports.md`` for one period and
   publishes them in ONE transaction: each ``mart.rpt_X_history`` gets the new publication's rows,
   each ``mart.rpt_X`` has the period's rows replaced by them, and ``mart.publications`` records the
   publication as current (the previous one of the same period stops being current). Readers see the
   previous publication or the new one, never a mix.
 - The definitions of reports.md section 1 live once, in ``sql/reports/_dossier_facts.sql`` (a temp
   table, one row per dossier); every ``sql/reports/rpt_*.sql`` reads it.
+- The 766 indicators, form 06 and the work lists follow ``docs/official-figures.md``.
 - :func:`headline` gives the figures of the 2024 report's section II.2 for a publication.
 - :func:`monthly_periods` splits a date range into calendar months.
 """
@@ -16,6 +17,7 @@ Plain functions, no Prefect: flows call them, tests call them directly.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -35,15 +37,35 @@ log = logging.getLogger(__name__)
 #: The report tables, in the order a publication writes them.
 REPORT_TABLES: tuple[str, ...] = (
     "rpt_progress",
+    "rpt_form06",
     "rpt_online_payment",
     "rpt_service_indicators",
     "rpt_simplified_procedures",
     "rpt_delegated_procedures",
     "rpt_late_by_official",
+    "rpt_late_acceptance",
     "rpt_unpaid_results",
+    "rpt_uncollected_results",
 )
 #: Tables without period columns: a publication replaces all their current rows.
-UNPERIODED_TABLES: frozenset[str] = frozenset({"rpt_unpaid_results"})
+UNPERIODED_TABLES: frozenset[str] = frozenset({"rpt_unpaid_results", "rpt_uncollected_results"})
+
+#: The indicator codes of ``mart.rpt_service_indicators`` (docs/official-figures.md section 2), in
+#: display order.
+INDICATORS: tuple[str, ...] = (
+    "on_time",
+    "online_submission",
+    "online_payment",
+    "e_result",
+    "digitised",
+    "reuse",
+    "from_national_store",
+    "online_service_uptake",
+    "online_payment_uptake",
+)
+
+#: The period cuts a publication may name (``DVC_PERIOD_CUT``; tasks/clock.py resolves them).
+PERIOD_CUTS: tuple[str, ...] = ("calendar", "decree-09")
 
 _TEMP_TABLES = (
     "tmp_dossier_facts",
@@ -52,6 +74,10 @@ _TEMP_TABLES = (
     "tmp_delegations",
     "tmp_unpaid_thresholds",
     "tmp_report_months",
+    "tmp_targets",
+    "tmp_unit_procedures",
+    "tmp_reuse_exclusions",
+    "tmp_collection_windows",
 )
 
 
@@ -72,6 +98,8 @@ class Publication:
     is_current: bool = True
     workbook_path: str | None = None
     row_counts: Mapping[str, int] = field(default_factory=dict)
+    period_cut: str = "calendar"
+    period_label: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,101 +107,211 @@ class Publication:
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ReferenceData:
-    """The district office's registries, validated (one dict per CSV row, typed values)."""
+    """The district office's registries, validated (one dict per CSV row, typed values).
+
+    Every file is optional: a file missing from the reference folder (or holding only its header)
+    is an empty list. Nothing is ever read from another folder."""
 
     simplifications: list[dict[str, Any]]
     delegations: list[dict[str, Any]]
     unpaid_thresholds: list[dict[str, Any]]
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    unit_procedures: list[dict[str, Any]] = field(default_factory=list)
+    reuse_exclusions: list[dict[str, Any]] = field(default_factory=list)
+    collection_windows: list[dict[str, Any]] = field(default_factory=list)
 
 
 _SIMPLIFICATION_COLUMNS = ("ma_tthc", "quyet_dinh", "ngay_quyet_dinh", "so_ngay_cat_giam",
                            "noi_dung_cat_giam", "danh_gia")
 _DELEGATION_COLUMNS = ("ma_tthc", "van_ban", "ngay_hieu_luc", "danh_gia")
 _THRESHOLD_COLUMNS = ("ma_tthc", "threshold_days", "note")
+_TARGET_COLUMNS = ("ma_don_vi", "indicator", "year", "target")
+_UNIT_PROCEDURE_COLUMNS = ("ma_don_vi", "ma_tthc")
+_REUSE_EXCLUSION_COLUMNS = ("ma_tthc", "ten_tthc")
+_COLLECTION_WINDOW_COLUMNS = ("ma_tthc", "days", "can_cu")
 
 
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a reference file as ``(line number, row)`` (the header is line 1; blank rows
+    skipped). A missing file is no rows."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ReportError(f"reference file {path} is missing") from None
+        return []
     except UnicodeDecodeError as exc:
-        raise ReportError(f"reference file {path} is not UTF-8: {exc}") from None
-    reader = csv.DictReader(text.splitlines())
+        raise ReportError(f"{path.name}: not UTF-8 text ({exc})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header:
+        return []  # an empty file: no rows
     missing = [c for c in required if c not in header]
     if missing:
-        raise ReportError(f"reference file {path.name} lacks column(s) {', '.join(missing)} (has {header})")
-    rows: list[dict[str, str]] = []
+        raise ReportError(f"{path.name} line 1: lacks column(s) {', '.join(missing)} (has {header})")
+    rows: list[tuple[int, dict[str, str]]] = []
     for raw in reader:
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        row = {k.strip(): v.strip() if isinstance(v, str) else "" for k, v in raw.items() if k is not None}
         if any(row.values()):
-            rows.append(row)
+            rows.append((reader.line_num, row))  # the row's (last) line
     return rows
 
 
-def _parse_date(value: str, where: str) -> date:
+def _parse_date(value: str, where: str, column: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ReportError(f"{where}: {value!r} is not a date yyyy-mm-dd") from None
+        raise ReportError(f"{where}: {column} {value!r} is not a date yyyy-mm-dd") from None
 
 
-def _parse_number(value: str, where: str) -> float | None:
+def _parse_number(value: str, where: str, column: str) -> float | None:
     if value == "":
         return None
     try:
         return float(value.replace(",", "."))
     except ValueError:
-        raise ReportError(f"{where}: {value!r} is not a number") from None
+        raise ReportError(f"{where}: {column} {value!r} is not a number") from None
 
 
-def _require(value: str, where: str) -> str:
+def _parse_days(value: str, where: str, column: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise ReportError(f"{where}: {column} {value!r} is not a whole number of days >= 0")
+    return days
+
+
+def _require(value: str, where: str, column: str) -> str:
     if not value:
-        raise ReportError(f"{where}: empty value")
+        raise ReportError(f"{where}: {column} is empty")
     return value
 
 
-def load_reference(reference_dir: Path) -> ReferenceData:
-    """Read and validate ``simplifications.csv``, ``delegations.csv`` (required) and
-    ``unpaid_thresholds.csv`` (optional: no per-procedure thresholds when absent)."""
-    reference_dir = Path(reference_dir)
-    simplifications = []
-    for i, row in enumerate(_read_csv(reference_dir / "simplifications.csv", _SIMPLIFICATION_COLUMNS), 1):
-        where = f"simplifications.csv row {i}"
-        simplifications.append({
-            "stt": i,
-            "ma_tthc": _require(row["ma_tthc"], f"{where} ma_tthc"),
+def _read_simplifications(reference_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for stt, (line, row) in enumerate(_read_csv(reference_dir / "simplifications.csv", _SIMPLIFICATION_COLUMNS), 1):
+        where = f"simplifications.csv line {line}"
+        out.append({
+            "stt": stt,
+            "ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"),
             "quyet_dinh": row["quyet_dinh"] or None,
-            "ngay_quyet_dinh": _parse_date(row["ngay_quyet_dinh"], f"{where} ngay_quyet_dinh"),
-            "so_ngay_cat_giam": _parse_number(row["so_ngay_cat_giam"], f"{where} so_ngay_cat_giam"),
+            "ngay_quyet_dinh": _parse_date(row["ngay_quyet_dinh"], where, "ngay_quyet_dinh"),
+            "so_ngay_cat_giam": _parse_number(row["so_ngay_cat_giam"], where, "so_ngay_cat_giam"),
             "noi_dung_cat_giam": row["noi_dung_cat_giam"] or None,
             "danh_gia": row["danh_gia"] or None,
         })
-    delegations = []
-    for i, row in enumerate(_read_csv(reference_dir / "delegations.csv", _DELEGATION_COLUMNS), 1):
-        where = f"delegations.csv row {i}"
-        delegations.append({
-            "stt": i,
-            "ma_tthc": _require(row["ma_tthc"], f"{where} ma_tthc"),
+    return out
+
+
+def _read_delegations(reference_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for stt, (line, row) in enumerate(_read_csv(reference_dir / "delegations.csv", _DELEGATION_COLUMNS), 1):
+        where = f"delegations.csv line {line}"
+        out.append({
+            "stt": stt,
+            "ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"),
             "van_ban": row["van_ban"] or None,
-            "ngay_hieu_luc": _parse_date(row["ngay_hieu_luc"], f"{where} ngay_hieu_luc"),
+            "ngay_hieu_luc": _parse_date(row["ngay_hieu_luc"], where, "ngay_hieu_luc"),
             "danh_gia": row["danh_gia"] or None,
         })
-    thresholds = []
-    path = reference_dir / "unpaid_thresholds.csv"
-    if path.exists():
-        for i, row in enumerate(_read_csv(path, _THRESHOLD_COLUMNS), 1):
-            where = f"unpaid_thresholds.csv row {i}"
-            days = _parse_number(row["threshold_days"], f"{where} threshold_days")
-            if days is None or days < 0 or days != int(days):
-                raise ReportError(f"{where}: threshold_days must be a whole number of days >= 0")
-            thresholds.append({
-                "ma_tthc": _require(row["ma_tthc"], f"{where} ma_tthc"),
-                "threshold_days": int(days),
-                "note": row["note"] or None,
-            })
-    return ReferenceData(simplifications, delegations, thresholds)
+    return out
+
+
+def _read_unpaid_thresholds(reference_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for line, row in _read_csv(reference_dir / "unpaid_thresholds.csv", _THRESHOLD_COLUMNS):
+        where = f"unpaid_thresholds.csv line {line}"
+        out.append({
+            "ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"),
+            "threshold_days": _parse_days(row["threshold_days"], where, "threshold_days"),
+            "note": row["note"] or None,
+        })
+    return out
+
+
+def _read_targets(reference_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    seen: dict[tuple[str, str, int], int] = {}
+    for line, row in _read_csv(reference_dir / "targets.csv", _TARGET_COLUMNS):
+        where = f"targets.csv line {line}"
+        unit = _require(row["ma_don_vi"], where, "ma_don_vi")
+        indicator = row["indicator"]
+        if indicator not in INDICATORS:
+            raise ReportError(f"{where}: indicator {indicator!r} is not one of {', '.join(INDICATORS)}")
+        try:
+            year = int(row["year"])
+        except ValueError:
+            year = 0
+        if not 2000 <= year <= 2100:
+            raise ReportError(f"{where}: year {row['year']!r} is not a year such as 2024")
+        try:
+            target = float(row["target"].replace(",", "."))
+        except ValueError:
+            target = float("nan")
+        if not 0 <= target <= 1:  # also refuses nan
+            raise ReportError(f"{where}: target {row['target']!r} is not a fraction between 0 and 1")
+        key = (unit, indicator, year)
+        if key in seen:
+            raise ReportError(f"{where}: {unit} {indicator} {year} already has a target on line {seen[key]}")
+        seen[key] = line
+        out.append({"ma_don_vi": unit, "indicator": indicator, "year": year, "target": target})
+    return out
+
+
+def _read_unit_procedures(reference_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    seen: set[tuple[str, str]] = set()
+    for line, row in _read_csv(reference_dir / "unit_procedures.csv", _UNIT_PROCEDURE_COLUMNS):
+        where = f"unit_procedures.csv line {line}"
+        unit = _require(row["ma_don_vi"], where, "ma_don_vi")
+        if unit == "*":
+            raise ReportError(f"{where}: ma_don_vi '*' is not a unit (list each unit's procedures)")
+        pair = (unit, _require(row["ma_tthc"], where, "ma_tthc"))
+        if pair not in seen:  # a repeated pair is harmless
+            seen.add(pair)
+            out.append({"ma_don_vi": pair[0], "ma_tthc": pair[1]})
+    return out
+
+
+def _read_reuse_exclusions(reference_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for line, row in _read_csv(reference_dir / "reuse_exclusions.csv", ("ma_tthc",)):
+        where = f"reuse_exclusions.csv line {line}"
+        out.append({"ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"), "ten_tthc": row.get("ten_tthc") or None})
+    return out
+
+
+def _read_collection_windows(reference_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for line, row in _read_csv(reference_dir / "collection_windows.csv", _COLLECTION_WINDOW_COLUMNS):
+        where = f"collection_windows.csv line {line}"
+        out.append({
+            "ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"),
+            "days": _parse_days(row["days"], where, "days"),
+            "can_cu": row["can_cu"] or None,
+        })
+    return out
+
+
+def load_reference(reference_dir: Path) -> ReferenceData:
+    """Read and validate the reference files of ``reference_dir`` (``DVC_REFERENCE_DIR``):
+    ``simplifications.csv``, ``delegations.csv``, ``unpaid_thresholds.csv``, ``targets.csv``,
+    ``unit_procedures.csv``, ``reuse_exclusions.csv`` and ``collection_windows.csv``.
+
+    Each is optional (missing or header-only: an empty list). A bad value raises
+    :class:`ReportError` naming the file and the line (the header is line 1), e.g.
+    ``targets.csv line 3: target '95%' is not a fraction between 0 and 1``.
+    """
+    reference_dir = Path(reference_dir)
+    return ReferenceData(
+        simplifications=_read_simplifications(reference_dir),
+        delegations=_read_delegations(reference_dir),
+        unpaid_thresholds=_read_unpaid_thresholds(reference_dir),
+        targets=_read_targets(reference_dir),
+        unit_procedures=_read_unit_procedures(reference_dir),
+        reuse_exclusions=_read_reuse_exclusions(reference_dir),
+        collection_windows=_read_collection_windows(reference_dir),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,6 +410,14 @@ def _fill_reference_tables(conn: Connection, ref: ReferenceData, months: list[di
          " VALUES (:ma_tthc, :threshold_days, :note)", ref.unpaid_thresholds),
         ("INSERT INTO tmp_report_months (month, month_start, month_end)"
          " VALUES (:month, :month_start, :month_end)", months),
+        ("INSERT INTO tmp_targets (ma_don_vi, indicator, year, target)"
+         " VALUES (:ma_don_vi, :indicator, :year, :target)", ref.targets),
+        ("INSERT INTO tmp_unit_procedures (ma_don_vi, ma_tthc) VALUES (:ma_don_vi, :ma_tthc)",
+         ref.unit_procedures),
+        ("INSERT INTO tmp_reuse_exclusions (ma_tthc, ten_tthc) VALUES (:ma_tthc, :ten_tthc)",
+         ref.reuse_exclusions),
+        ("INSERT INTO tmp_collection_windows (ma_tthc, days, can_cu) VALUES (:ma_tthc, :days, :can_cu)",
+         ref.collection_windows),
     ]
     for statement, rows in inserts:
         if rows:
@@ -288,17 +434,24 @@ def publish(
     reference_dir: Path,
     unpaid_threshold_days: int = 30,
     on_step: Callable[[str], None] | None = None,
+    period_cut: str = "calendar",
+    period_label: str | None = None,
 ) -> Publication:
-    """Build the seven report tables for ``[period_start, period_end]`` and publish them atomically.
+    """Build the report tables (:data:`REPORT_TABLES`) for ``[period_start, period_end]`` and
+    publish them atomically.
 
     ``as_of`` (the data cut, stamped on every row) defaults to max(NgayCapNhat) of core.dossiers and
-    core.payments. ``reference_dir`` holds simplifications.csv, delegations.csv and (optional)
-    unpaid_thresholds.csv; ``unpaid_threshold_days`` is the default threshold of
-    ``mart.rpt_unpaid_results``. ``on_step(table)`` is called inside the transaction after each
-    table is written (progress logging; raising from it aborts the whole publication).
+    core.payments. ``reference_dir`` holds the reference files (see :func:`load_reference`; each
+    optional); ``unpaid_threshold_days`` is the default threshold of ``mart.rpt_unpaid_results``.
+    ``period_cut`` (``calendar`` or ``decree-09``) and ``period_label`` (``2024-H1``; None for a
+    ``--from/--to`` range) are recorded in ``mart.publications``. ``on_step(table)`` is called
+    inside the transaction after each table is written (progress logging; raising from it aborts
+    the whole publication).
     """
     if period_end < period_start:
         raise ReportError(f"period end {period_end} is before its start {period_start}")
+    if period_cut not in PERIOD_CUTS:
+        raise ReportError(f"period cut {period_cut!r} is not one of {', '.join(PERIOD_CUTS)}")
     ref = load_reference(reference_dir)  # fail before touching the warehouse
     months = _months_rows(period_start, period_end)
     publication_id = _new_publication_id(period_start, period_end)
@@ -332,9 +485,11 @@ def publish(
         ), params)
         conn.execute(sa.text(
             "INSERT INTO mart.publications (publication_id, period_start, period_end, as_of, published_at,"
-            " run_id, workbook_path, is_current)"
-            " VALUES (:publication_id, :period_start, :period_end, :as_of, :published_at, :run_id, NULL, true)"
-        ), {**params, "published_at": published_at, "run_id": run_id})
+            " run_id, workbook_path, is_current, period_cut, period_label)"
+            " VALUES (:publication_id, :period_start, :period_end, :as_of, :published_at, :run_id, NULL, true,"
+            " :period_cut, :period_label)"
+        ), {**params, "published_at": published_at, "run_id": run_id, "period_cut": period_cut,
+            "period_label": period_label})
         crash_point("publish.before_commit")
         for temp in _TEMP_TABLES:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {temp}"))  # fixed names, no values
@@ -347,6 +502,8 @@ def publish(
         published_at=published_at,
         run_id=run_id,
         row_counts=counts,
+        period_cut=period_cut,
+        period_label=period_label,
     )
 
 
@@ -366,6 +523,8 @@ def _publication_from_row(row: Mapping[str, Any]) -> Publication:
         run_id=row["run_id"],
         is_current=bool(row["is_current"]),
         workbook_path=row["workbook_path"],
+        period_cut=row.get("period_cut") or "calendar",
+        period_label=row.get("period_label"),
     )
 
 
@@ -415,9 +574,10 @@ def headline(engine: Engine, publication: Publication | str | tuple[date, date])
     """The headline figures of a publication (2024 report, section II.2).
 
     Keys: ``received``, ``resolved``, ``late``, ``late_district`` (cap_don_vi 2), ``late_commune``
-    (cap_don_vi 3), ``on_time_rate_system``, ``on_time_rate_paid_only``,
-    ``online_payment_rate_system``, ``online_payment_rate_paid_only`` (fractions or None),
-    ``as_of``, ``period_start``, ``period_end``, ``publication_id`` and ``sentence``:
+    (cap_don_vi 3), ``<code>_rate_system`` and ``<code>_rate_paid_only`` for each of the nine
+    :data:`INDICATORS` at ``ma_don_vi = '*'`` (e.g. ``on_time_rate_system``,
+    ``online_payment_rate_paid_only``; fractions or None), ``as_of``, ``period_start``,
+    ``period_end``, ``period_cut``, ``period_label``, ``publication_id`` and ``sentence``:
     "x/y hồ sơ trễ hạn, trong đó cấp huyện a, cấp xã b" (y = dossiers resolved in the period).
     """
     pub = resolve_publication(engine, publication)
@@ -439,12 +599,14 @@ def headline(engine: Engine, publication: Publication | str | tuple[date, date])
             ), {"p": pub.publication_id}).mappings()
         }
     out: dict[str, Any] = {k: int(v) for k, v in progress.items()}
-    for code, key in (("on_time", "on_time_rate"), ("online_payment", "online_payment_rate")):
+    for code in INDICATORS:
         r = rates.get(code)
-        out[f"{key}_system"] = None if r is None else r["rate_system"]
-        out[f"{key}_paid_only"] = None if r is None else r["rate_paid_only"]
+        out[f"{code}_rate_system"] = None if r is None else r["rate_system"]
+        out[f"{code}_rate_paid_only"] = None if r is None else r["rate_paid_only"]
     out.update(
         publication_id=pub.publication_id,
+        period_cut=pub.period_cut,
+        period_label=pub.period_label,
         period_start=pub.period_start,
         period_end=pub.period_end,
         as_of=pub.as_of,

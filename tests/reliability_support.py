@@ -19,13 +19,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tasks.reports import REPORT_TABLES, UNPERIODED_TABLES
 from tasks.warehouse import FINGERPRINT_TABLES, connect, fingerprint
 
 DVC_ETL = str(Path(sys.executable).with_name("dvc-etl"))
-REPORT_TABLES = (
-    "rpt_progress", "rpt_online_payment", "rpt_service_indicators", "rpt_simplified_procedures",
-    "rpt_delegated_procedures", "rpt_late_by_official", "rpt_unpaid_results",
-)
 #: The warehouse tables compared after a crash and a rerun: raw, core, dq (tables.warehouse) and
 #: the current report tables (publication ids and timestamps left out).
 COMPARED_TABLES = [*FINGERPRINT_TABLES, *(f"mart.{t}" for t in REPORT_TABLES)]
@@ -106,7 +103,7 @@ def mart_problems(conn: sa.Connection) -> list[str]:
 
     - at most one current publication per period;
     - every row of a current report table belongs to the current publication of its period
-      (``rpt_unpaid_results``: to the latest current publication), and the current table holds
+      (the work lists without a period: to the latest current publication), and the current table holds
       exactly that publication's history rows;
     - no history row belongs to a publication that ``mart.publications`` does not record.
     """
@@ -128,7 +125,7 @@ def mart_problems(conn: sa.Connection) -> list[str]:
         orphans = set(hist) - known
         if orphans:
             problems.append(f"{table}_history has rows of unrecorded publications {sorted(orphans)}")
-        if table == "rpt_unpaid_results":
+        if table in UNPERIODED_TABLES:
             rows = dict(conn.execute(sa.text(
                 f"SELECT publication_id, count(*) FROM mart.{table} GROUP BY publication_id")).fetchall())
             if len(rows) > 1:

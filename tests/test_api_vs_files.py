@@ -39,7 +39,10 @@ DOSSIER_SAME = ["ma_tthc", "ten_tthc", "ten_linh_vuc", "ma_don_vi", "ten_don_vi"
 DOSSIER_TS = ["ngay_nop_ho_so", "ngay_tiep_nhan", "ngay_hen_tra", "ngay_ket_thuc_xu_ly", "ngay_tra",
               "ngay_cap_nhat"]
 DOSSIER_NULL = ["ma_linh_vuc", "loai_doi_tuong", "ngay_tu_choi", "hinh_thuc", "co_thanh_phan_so_hoa",
-                "n_tai_lieu", "n_tai_lieu_tai_su_dung", "n_ket_qua", "n_bo_sung", "tong_le_phi_khai"]
+                "n_tai_lieu", "n_tai_lieu_tai_su_dung", "n_ket_qua", "n_bo_sung", "tong_le_phi_khai",
+                # the 766 flags a file export cannot carry (no nested lists): unknown, never false
+                "n_tai_lieu_so_hoa", "has_digitised", "n_tai_lieu_kho_dmqg", "has_from_national_store",
+                "n_le_phi", "n_le_phi_co_gia"]
 DOSSIER_OTHER = ["duoc_thanh_toan_truc_tuyen"]  # Có/Không: 1 and 2 (portal, provincial gateway) both read Có
 PAYMENT_SAME = ["ma_ho_so", "so_tien", "phi", "le_phi", "trang_thai", "hinh_thuc_thanh_toan", "hinh_thuc_thu",
                 "ma_giao_dich"]

@@ -62,30 +62,34 @@ def expected_figures(ds) -> dict:
             u["resolved_late"] += late
             if late:
                 late_by_level[_unit_level(units, d["MaDonVi"], recv.date())] += 1
-    # online payment, whole jurisdiction, population keyed by receipt date
+    # online payment (766 indicator 3.6), whole jurisdiction, population keyed by receipt date:
+    # dossiers of fee-bearing procedures (CoPhiLePhi = 1) minus those whose declared fees are all 0;
+    # hit = the dossier's own DuocThanhToanTrucTuyen in (1, 2); paid-only keeps the dossiers with
+    # no financial obligation or a completed one (payment records, reports.md section 1)
+    fee_bearing = {p["MaTTHC"] for p in ds.records("procedures") if int(p.get("CoPhiLePhi") or 0) == 1}
     obligations: dict[str, list[dict]] = defaultdict(list)
     for p in payments:
         if int(p.get("SoTien") or 0) > 0 and p.get("HinhThucThu") != EXEMPT and p["TrangThai"] not in (REFUNDED, CANCELLED):
             obligations[p["MaHoSo"]].append(p)
-    with_obl = paid_online = completed = paid_online_completed = 0
+    den = num = den_paid = num_paid = 0
     for d in dossiers:
         st = int(d["TrangThaiHoSo"])
         recv = _ts(d.get("NgayTiepNhan"))
         if st in (1, 3) or recv is None or not (P_START <= recv.date() <= P_END):
             continue
-        reqs = obligations.get(d["MaHoSo"])
-        if not reqs:
+        fees = d.get("DanhSachLePhi") or []
+        if d["MaTTHC"] not in fee_bearing or (fees and all(int(f.get("Gia") or 0) == 0 for f in fees)):
             continue
-        with_obl += 1
-        done = all(p["TrangThai"] == PAID for p in reqs)
-        online = any(p["TrangThai"] == PAID and p.get("HinhThucThanhToan") == "truc-tuyen" for p in reqs)
-        paid_online += online
-        completed += done
-        paid_online_completed += online and done
+        hit = int(d.get("DuocThanhToanTrucTuyen") or 0) in (1, 2)
+        settled = all(p["TrangThai"] == PAID for p in obligations.get(d["MaHoSo"], []))
+        den += 1
+        num += hit
+        den_paid += settled
+        num_paid += hit and settled
     return {
         "by_unit": by_unit,
         "late_by_level": late_by_level,
-        "online_payment": (paid_online, with_obl, paid_online_completed, completed),
+        "online_payment": (num, den, num_paid, den_paid),
     }
 
 

@@ -46,8 +46,9 @@ def test_restatement_after_a_late_payment(warehouse_url: str) -> None:
     # default as_of = max(NgayCapNhat) of dossiers and payments
     assert first.as_of == FIRST_CUT
     before = star_online_payment(engine)
-    assert (before["numerator_system"], before["denominator_system"]) == (3, 8)
-    assert (before["numerator_paid_only"], before["denominator_paid_only"]) == (3, 4)
+    # 3.6 (tests/test_reports.py): DuocThanhToanTrucTuyen 1/2 among the fee-paying dossiers received in March
+    assert (before["numerator_system"], before["denominator_system"]) == (3, 13)
+    assert (before["numerator_paid_only"], before["denominator_paid_only"]) == (3, 9)
 
     # D18's fee (result issued 2024-03-20) is paid online on 2024-04-15: a new version of its request
     with engine.begin() as conn:
@@ -55,12 +56,14 @@ def test_restatement_after_a_late_payment(warehouse_url: str) -> None:
     second = reports.publish(engine, *PERIOD, run_id="run-2", reference_dir=REFERENCE_DIR)
     assert second.as_of == PAYMENT_ARRIVES
 
-    # the paid-only rate of March changes: D18 joins the settled population, paid online
+    # the paid-only rate of March changes: D18 joins the settled population. 3.6 reads the dossier's own
+    # flag (still 0 for D18), so the system figure stays and D18 enters the paid-only denominator
     after = star_online_payment(engine)
-    assert (after["numerator_system"], after["denominator_system"]) == (4, 8)
-    assert (after["numerator_paid_only"], after["denominator_paid_only"]) == (4, 5)
-    assert after["rate_paid_only"] == pytest.approx(0.8) and before["rate_paid_only"] == pytest.approx(0.75)
+    assert (after["numerator_system"], after["denominator_system"]) == (3, 13)
+    assert (after["numerator_paid_only"], after["denominator_paid_only"]) == (3, 10)
+    assert after["rate_paid_only"] == pytest.approx(0.3) and before["rate_paid_only"] == pytest.approx(1 / 3)
     assert (after["excluded_unpaid"], after["excluded_result_issued"]) == (3, 2)
+    assert (before["excluded_unpaid"], before["excluded_result_issued"]) == (4, 3)
 
     # mart.rpt_online_payment shows the new publication only ...
     current = rows(engine, "SELECT * FROM mart.rpt_online_payment WHERE ma_don_vi = 'H01'")
@@ -85,8 +88,8 @@ def test_restatement_after_a_late_payment(warehouse_url: str) -> None:
     assert reports.current_publication(engine, *PERIOD).publication_id == second.publication_id
     assert reports.get_publication(engine, first.publication_id).is_current is False
     # the earlier publication stays readable: its headline is unchanged
-    assert reports.headline(engine, first.publication_id)["online_payment_rate_paid_only"] == pytest.approx(0.75)
-    assert reports.headline(engine, second)["online_payment_rate_paid_only"] == pytest.approx(0.8)
+    assert reports.headline(engine, first.publication_id)["online_payment_rate_paid_only"] == pytest.approx(1 / 3)
+    assert reports.headline(engine, second)["online_payment_rate_paid_only"] == pytest.approx(0.3)
     # no duplicate rows in the current tables
     for table in reports.REPORT_TABLES:
         cols = rows(engine, "SELECT column_name FROM information_schema.columns WHERE table_schema = 'mart'"
@@ -104,9 +107,14 @@ def test_other_periods_are_untouched(warehouse_url: str) -> None:
     assert [(p["period_start"], p["publication_id"]) for p in periods] == [
         (date(2024, 2, 1), feb.publication_id), (date(2024, 3, 1), march.publication_id)]
     assert {p["is_current"] for p in rows(engine, "SELECT is_current FROM mart.publications")} == {True}
-    # the unpaid work list has no period: it is the latest publication's
+    # the unpaid and uncollected work lists have no period: they are the latest publication's
     assert {r["publication_id"] for r in rows(engine, "SELECT publication_id FROM mart.rpt_unpaid_results")} == {
         feb.publication_id}
+    assert {r["publication_id"] for r in rows(engine, "SELECT publication_id FROM mart.rpt_uncollected_results")} == {
+        feb.publication_id}
+    # form 06 keeps one set of rows per period
+    assert {r["publication_id"] for r in rows(engine, "SELECT publication_id FROM mart.rpt_form06")} == {
+        feb.publication_id, march.publication_id}
 
 
 def snapshot(engine: sa.Engine) -> dict[str, list[tuple]]:
@@ -114,7 +122,8 @@ def snapshot(engine: sa.Engine) -> dict[str, list[tuple]]:
     return {table: mart_rows(engine, table) for table in tables}
 
 
-@pytest.mark.parametrize("fail_after", ["rpt_progress", "rpt_service_indicators", "rpt_unpaid_results"])
+@pytest.mark.parametrize("fail_after", ["rpt_progress", "rpt_service_indicators", "rpt_unpaid_results",
+                                        "rpt_uncollected_results"])
 def test_failed_publication_leaves_the_previous_one_intact(warehouse_url: str, fail_after: str) -> None:
     engine = fresh_warehouse(warehouse_url)
     load_golden(engine)
@@ -148,8 +157,13 @@ def test_broken_reference_file_publishes_nothing(warehouse_url: str, tmp_path: P
     for name in ("simplifications.csv", "delegations.csv"):
         (tmp_path / name).write_text((REFERENCE_DIR / name).read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "unpaid_thresholds.csv").write_text("ma_tthc,threshold_days,note\nX,sixty,\n", encoding="utf-8")
-    with pytest.raises(reports.ReportError, match="threshold_days"):
+    with pytest.raises(reports.ReportError, match="unpaid_thresholds.csv line 2: threshold_days"):
         reports.publish(engine, *PERIOD, run_id="run-2", reference_dir=tmp_path)
+    assert snapshot(engine) == before
+    (tmp_path / "unpaid_thresholds.csv").unlink()
+    (tmp_path / "targets.csv").write_text("ma_don_vi,indicator,year,target\n*,on_time,2024,95%\n", encoding="utf-8")
+    with pytest.raises(reports.ReportError, match="targets.csv line 2: target '95%'"):
+        reports.publish(engine, *PERIOD, run_id="run-3", reference_dir=tmp_path)
     assert snapshot(engine) == before
 
 

@@ -8,6 +8,11 @@
 -- Flags about payments (has_obligation, obligation_completed, paid_online, *_fees_unpaid) describe
 -- the state of the data at the cut, not at period_end: that is what makes a late payment restate
 -- the paid-only figures of a past period.
+--
+-- The 766 flags (docs/official-figures.md section 2) stay three-valued: has_reuse, has_e_result,
+-- has_digitised, has_from_national_store, duoc_thanh_toan_truc_tuyen, n_le_phi* and n_bo_sung keep
+-- their null (unknown). on_time_at_end is the 2.1 judgement at period_end (supplement rounds from
+-- core.dossier_supplements, the rounds of the dossier's current version).
 
 DROP TABLE IF EXISTS tmp_dossier_facts;
 
@@ -32,6 +37,10 @@ procedures as (
 
 units as (
     select * from core.units
+),
+
+supplements as (
+    select * from core.dossier_supplements
 ),
 
 -- named steps ---------------------------------------------------------------------------------
@@ -79,7 +88,10 @@ open_fee_dossiers as (
 -- `final` depend on the dossier's own row, so this keeps every dossier that sets one of them:
 -- received by the period's end and not resolved before its start (received in the period,
 -- carried over, in progress at the end, overdue at a month's end), resolved in the period, or
--- owing a fee. The rows left out would have every flag false.
+-- owing a fee. The rows left out would have every flag false. Also kept: dossiers rejected at
+-- intake in the period (rpt_progress.rejected_at_intake), results waiting to be collected
+-- (rpt_uncollected_results, any period) and online dossiers submitted in the period
+-- (rpt_late_acceptance, accepted or not).
 -- every dossier with its receipt and end (section 1's definitions, stated once here)
 dossier_dates as (
     select
@@ -108,6 +120,12 @@ dossiers as (
             )
         )
         or (d.is_resolved and d.end_date between p.period_start and p.period_end)
+        or (
+            d.trang_thai = 3
+            and cast(coalesce(d.ngay_tu_choi, d.ngay_nop_ho_so) as date) between p.period_start and p.period_end
+        )
+        or (d.trang_thai = 9 and d.ngay_tra is null)
+        or (d.kenh_thuc_hien = 2 and cast(d.ngay_nop_ho_so as date) between p.period_start and p.period_end)
         or exists (
             select 1 from open_fee_dossiers as o
             where o.source = d.source and o.ma_ho_so = d.ma_ho_so
@@ -141,7 +159,11 @@ procedure_of_dossier as (
         d.source,
         d.ma_ho_so,
         p.ten_tthc,
+        p.ma_linh_vuc,
+        p.ten_linh_vuc,
+        p.cap_thuc_hien,
         p.muc_do_dvc,
+        p.co_phi_le_phi,
         p.co_thanh_toan_truc_tuyen,
         p.ket_qua_giay,
         row_number() over (
@@ -152,6 +174,34 @@ procedure_of_dossier as (
     inner join procedures as p on p.ma_tthc = d.ma_tthc
 ),
 
+-- the supplement rounds of each kept dossier's current version, by date
+supplement_rounds as (
+    select
+        s.source,
+        s.ma_ho_so,
+        cast(s.ngay_bo_sung as date) as requested_date,
+        cast(s.ngay_tiep_nhan_bo_sung as date) as answered_date
+    from supplements as s
+    inner join dossiers as d
+        on d.source = s.source
+        and d.ma_ho_so = s.ma_ho_so
+        and d.ngay_cap_nhat = s.ngay_cap_nhat
+    where s.ngay_bo_sung is not null
+),
+
+-- a supplement requested by period_end and not received back by then: the earliest request
+open_supplement as (
+    select
+        r.source,
+        r.ma_ho_so,
+        min(r.requested_date) as open_request_date
+    from supplement_rounds as r
+    cross join params as p
+    where r.requested_date <= p.period_end
+        and (r.answered_date is null or r.answered_date > p.period_end)
+    group by r.source, r.ma_ho_so
+),
+
 dossier_base as (
     select
         d.source,
@@ -160,22 +210,37 @@ dossier_base as (
         -- national base code '1.001653' of '1.001653.000.00.00.H08' or of '1.001653.H08'
         split_part(d.ma_tthc, '.', 1) || '.' || split_part(d.ma_tthc, '.', 2) as ma_tthc_base,
         coalesce(pr.ten_tthc, d.ten_tthc) as ten_tthc,
+        -- the field: from the catalogue, else from the dossier
+        case when pr.ma_linh_vuc is not null then pr.ma_linh_vuc else d.ma_linh_vuc end as ma_linh_vuc,
+        case when pr.ma_linh_vuc is not null then pr.ten_linh_vuc else d.ten_linh_vuc end as ten_linh_vuc,
         d.ma_don_vi,
         coalesce(u.ten_don_vi, d.ten_don_vi) as ten_don_vi,
         u.cap_don_vi,
         d.trang_thai,
         coalesce(d.kenh_thuc_hien, 1) as channel,
+        d.ngay_nop_ho_so,
+        d.ngay_tra,
+        d.ngay_tu_choi,
         d.ma_can_bo_xu_ly,
         d.can_bo_xu_ly,
         d.ngay_tiep_nhan,
         d.ngay_hen_tra,
         d.ngay_ket_thuc_xu_ly,
         d.duoc_thanh_toan_truc_tuyen,
-        coalesce(d.has_reuse, false) as has_reuse,
-        coalesce(d.has_e_result, false) as has_e_result,
-        pr.muc_do_dvc,
-        pr.co_thanh_toan_truc_tuyen,
-        pr.ket_qua_giay,
+        d.has_reuse,
+        d.has_e_result,
+        d.has_digitised,
+        d.has_from_national_store,
+        d.n_le_phi,
+        d.n_le_phi_co_gia,
+        d.n_bo_sung,
+        -- a procedure missing from the catalogue has every attribute 0
+        pr.cap_thuc_hien,
+        coalesce(pr.muc_do_dvc, 0) as muc_do_dvc,
+        coalesce(pr.co_phi_le_phi, 0) as co_phi_le_phi,
+        coalesce(pr.co_thanh_toan_truc_tuyen, 0) as co_thanh_toan_truc_tuyen,
+        coalesce(pr.ket_qua_giay, 0) as ket_qua_giay,
+        os.open_request_date,
         d.is_received,
         d.is_resolved,
         d.received_date,
@@ -193,6 +258,38 @@ dossier_base as (
         on pr.source = d.source and pr.ma_ho_so = d.ma_ho_so and pr.rn = 1
     left join payment_summary as ps
         on ps.source = d.source and ps.ma_ho_so = d.ma_ho_so
+    left join open_supplement as os
+        on os.source = d.source and os.ma_ho_so = d.ma_ho_so
+),
+
+-- E, the end of a dossier for the 766 on-time judgement at period_end (docs/official-figures.md
+-- section 2): resolved by period_end -> its end; else an open supplement -> the earliest open
+-- request; else period_end. A resolved dossier without an end date is judged at period_end.
+dossier_end as (
+    select
+        b.*,
+        case
+            when b.is_resolved and coalesce(b.end_date <= p.period_end, true)
+                then coalesce(b.end_date, p.period_end)
+            when b.open_request_date is not null then b.open_request_date
+            else p.period_end
+        end as judged_end_date
+    from dossier_base as b
+    cross join params as p
+),
+
+-- supplement rounds requested by E (two or more: late)
+rounds_by_end as (
+    select
+        e.source,
+        e.ma_ho_so,
+        count(*) as n_rounds
+    from dossier_end as e
+    inner join supplement_rounds as r
+        on r.source = e.source
+        and r.ma_ho_so = e.ma_ho_so
+        and r.requested_date <= e.judged_end_date
+    group by e.source, e.ma_ho_so
 ),
 
 -- timeliness (resolved dossiers, by DATE) and the financial obligation (at the data cut)
@@ -223,8 +320,19 @@ dossier_judged as (
         case
             when b.n_requests is null then coalesce(b.duoc_thanh_toan_truc_tuyen, 0) in (1, 2)
             else b.n_paid_online > 0
-        end as paid_online
-    from dossier_base as b
+        end as paid_online,
+        -- 2.1 at period_end: late with two supplement rounds by E, or E after the due date;
+        -- unknown when the supplement list is unknown
+        case
+            when b.n_bo_sung is null then null
+            when coalesce(rb.n_rounds, 0) >= 2 then false
+            when b.due_date is not null and b.judged_end_date > b.due_date then false
+            else true
+        end as on_time_at_end,
+        coalesce(rb.n_rounds, 0) as n_rounds_by_end
+    from dossier_end as b
+    left join rounds_by_end as rb
+        on rb.source = b.source and rb.ma_ho_so = b.ma_ho_so
 ),
 
 final as (
@@ -234,11 +342,16 @@ final as (
         j.ma_tthc,
         j.ma_tthc_base,
         j.ten_tthc,
+        j.ma_linh_vuc,
+        j.ten_linh_vuc,
         j.ma_don_vi,
         j.ten_don_vi,
         j.cap_don_vi,
         j.trang_thai,
         j.channel,
+        j.ngay_nop_ho_so,
+        j.ngay_tra,
+        j.ngay_tu_choi,
         j.ma_can_bo_xu_ly,
         j.can_bo_xu_ly,
         j.ngay_tiep_nhan,
@@ -251,11 +364,24 @@ final as (
         j.is_resolved,
         j.timeliness,
         coalesce(j.timeliness in ('before_due', 'on_time'), false) as is_on_time_or_before,
+        -- the 766 flags (three-valued) and the procedure's attributes
         j.has_reuse,
         j.has_e_result,
+        j.has_digitised,
+        j.has_from_national_store,
+        j.duoc_thanh_toan_truc_tuyen,
+        j.n_le_phi,
+        j.n_le_phi_co_gia,
+        j.n_bo_sung,
+        j.cap_thuc_hien,
         j.muc_do_dvc,
+        j.co_phi_le_phi,
         j.co_thanh_toan_truc_tuyen,
         j.ket_qua_giay,
+        j.open_request_date,
+        j.judged_end_date,
+        j.n_rounds_by_end,
+        j.on_time_at_end,
         -- period flags
         j.is_received and j.received_date between p.period_start and p.period_end
             as received_in_period,
@@ -272,15 +398,18 @@ final as (
             and j.trang_thai <> 5
             and coalesce(j.due_date < p.period_end, false)
             as overdue,
+        j.trang_thai = 3
+            and cast(coalesce(j.ngay_tu_choi, j.ngay_nop_ho_so) as date) between p.period_start and p.period_end
+            as rejected_in_period,
         -- the financial obligation
         j.is_payment_fallback,
         j.has_obligation,
         j.obligation_completed,
         j.paid_online,
-        (j.trang_thai in (9, 10) or j.has_e_result)
+        (j.trang_thai in (9, 10) or coalesce(j.has_e_result, false))
             and j.has_obligation and not j.obligation_completed
             as result_issued_fees_unpaid,
-        not (j.trang_thai in (9, 10) or j.has_e_result)
+        not (j.trang_thai in (9, 10) or coalesce(j.has_e_result, false))
             and j.has_obligation and not j.obligation_completed
             as in_progress_fees_unpaid,
         -- the paid-only population: no obligation, or obligation completed

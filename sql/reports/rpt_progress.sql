@@ -1,6 +1,8 @@
 -- mart.rpt_progress: dossier-handling results, form 06/VPCP/KSTT.
 -- Grain: one row per period x unit (x the unit's level as of receipt; normally one level), for
--- every unit with a dossier received in the period or carried over into it.
+-- every unit with a dossier received in the period or carried over into it, or rejected at intake
+-- in the period (rejected_at_intake: status 3 with date(coalesce(NgayTuChoi, NgayNopHoSo)) in the
+-- period, at the unit's level as of coalesce(NgayTiepNhan, NgayNopHoSo); counted nowhere else).
 -- Reads tmp_dossier_facts (sql/reports/_dossier_facts.sql). Parameters: :publication_id.
 
 INSERT INTO mart.rpt_progress_history (
@@ -8,7 +10,7 @@ INSERT INTO mart.rpt_progress_history (
     received_total, received_online, received_direct, received_postal, carried_over, to_handle_total,
     resolved_total, resolved_before_due, resolved_on_time, resolved_late,
     in_progress_total, in_progress_in_time, in_progress_overdue, on_time_rate,
-    as_of, publication_id
+    as_of, publication_id, rejected_at_intake
 )
 with
 
@@ -18,7 +20,7 @@ facts as (
 
 in_scope as (
     select * from facts
-    where received_in_period or carried_over
+    where received_in_period or carried_over or rejected_in_period
 ),
 
 by_unit as (
@@ -40,6 +42,7 @@ by_unit as (
         sum(case when in_progress_at_end then 1 else 0 end) as in_progress_total,
         sum(case when in_progress_at_end and not overdue then 1 else 0 end) as in_progress_in_time,
         sum(case when overdue then 1 else 0 end) as in_progress_overdue,
+        sum(case when rejected_in_period then 1 else 0 end) as rejected_at_intake,
         max(as_of) as as_of
     from in_scope
     group by period_start, period_end, ma_don_vi, cap_don_vi
@@ -70,7 +73,8 @@ final as (
             else cast(resolved_before_due + resolved_on_time as double precision) / resolved_total
         end as on_time_rate,
         as_of,
-        cast(:publication_id as varchar) as publication_id
+        cast(:publication_id as varchar) as publication_id,
+        rejected_at_intake
     from by_unit
 )
 
