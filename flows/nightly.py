@@ -2,7 +2,8 @@
 
 - ``dvc-nightly``: catalogues -> incremental dossiers and payments -> checks -> load ->
   publish the current and previous month (or the given periods) -> workbooks -> summary.
-- ``dvc-report``: publish the report tables and workbook for one period.
+- ``dvc-report``: publish the report tables and workbook for one period (named by
+  ``tasks.clock.resolve_period`` or a --from/--to range).
 
 Retries live in the HTTP client (bounded, jittered, with a run-wide budget), not in Prefect task
 retries: a retried chunk would be idempotent anyway, but the client already knows which errors
@@ -25,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import CURRENT_RUN_ID, current_progress
 from tasks import pipeline
+from tasks.clock import CALENDAR, check_cut
 from tasks.faults import crash_point
 from tasks.settings import Settings, get_settings
 from tasks.warehouse import WarehouseBusy, open_warehouse, upgrade, writer_lock
@@ -141,22 +143,73 @@ def extract_load_task(
 
 
 @task(name="publish-period", cache_policy=NO_CACHE)
-def publish_task(settings: Settings, run_id: str, period: tuple[date, date]) -> dict[str, Any]:
+def publish_task(
+    settings: Settings, run_id: str, period: tuple[date, date], period_cut: str | None = None,
+    period_label: str | None = None,
+) -> dict[str, Any]:
+    """Publish one period and write its workbook. ``period_cut`` / ``period_label`` (a period of
+    ``tasks.clock.resolve_period``: ``calendar`` / ``2024-H1``) are recorded on the publication and
+    named in the workbook; both None (the nightly's months, a --from/--to range): the publication's
+    defaults."""
     engine = open_warehouse(settings)
-    out = pipeline.publish_period(engine, settings, period, run_id)
+    named = {} if period_cut is None and period_label is None else {
+        "period_cut": period_cut or CALENDAR, "period_label": period_label}
+    out = pipeline.publish_period(engine, settings, period, run_id, **named)
     pub = out["publication"]
     _publish_headline_artifact(engine, pub)
     return {"period": [str(period[0]), str(period[1])], "publication_id": pub.publication_id,
-            "as_of": str(pub.as_of), "workbook": str(out.get("workbook"))}
+            "as_of": str(pub.as_of), "workbook": str(out.get("workbook")),
+            "period_cut": getattr(pub, "period_cut", named.get("period_cut")),
+            "period_label": getattr(pub, "period_label", named.get("period_label"))}
+
+
+#: The nine indicators of Decision 766/QĐ-TTg a publication reports, in the workbook's order:
+#: (code, number in Decision 766 or "", label). The labels name the rows of the headline artifact
+#: and of the CLI summary whatever label ``reports.headline`` gives (a stable interface).
+INDICATORS_766: tuple[tuple[str, str, str], ...] = (  # as sql/reports/rpt_service_indicators.sql names them
+    ("on_time", "2.1", "Tỷ lệ hồ sơ xử lý trước hạn, đúng hạn"),
+    ("online_submission", "3.3", "Tỷ lệ hồ sơ nộp trực tuyến"),
+    ("online_payment", "3.6", "Tỷ lệ hồ sơ thanh toán trực tuyến"),
+    ("e_result", "4.1", "Tỷ lệ hồ sơ có cấp kết quả giải quyết điện tử"),
+    ("digitised", "4.2", "Tỷ lệ hồ sơ thực hiện số hóa hồ sơ"),
+    ("reuse", "4.3", "Tỷ lệ hồ sơ khai thác, sử dụng lại thông tin, dữ liệu số hóa"),
+    ("from_national_store", "4.4", "Tỷ lệ hồ sơ số hóa có kết nối, chia sẻ dữ liệu phục vụ tái sử dụng"),
+    ("online_service_uptake", "3.2", "Tỷ lệ dịch vụ công trực tuyến có phát sinh hồ sơ"),
+    ("online_payment_uptake", "", "Tỷ lệ TTHC cung cấp thanh toán trực tuyến có phát sinh giao dịch"),
+)
+
+
+def headline_indicators(head: dict[str, Any]) -> list[dict[str, Any]]:
+    """The 766 rates of a headline (``reports.headline``), one dict per indicator: ``code``,
+    ``code_766``, ``label``, ``system``, ``paid_only`` (fractions or None).
+
+    Reads ``head["indicators"]`` (code -> {"rate_system", "rate_paid_only", "label"}) when it is
+    there: the indicators of :data:`INDICATORS_766` it has, in that order and with those labels,
+    then any other code with its own label. Otherwise the flat keys ``<code>_rate_system`` and
+    ``<code>_rate_paid_only`` (``on_time_rate_system``...): the indicators of
+    :data:`INDICATORS_766` they cover."""
+    known = {code: (number, label) for code, number, label in INDICATORS_766}
+    given = head.get("indicators")
+    if isinstance(given, dict) and given:
+        codes = [c for c, _, _ in INDICATORS_766 if c in given] + [c for c in given if c not in known]
+        out = []
+        for c in codes:
+            v = given[c] or {}
+            number, label = known.get(c, (v.get("code_766") or "", v.get("label") or c))
+            out.append({"code": c, "code_766": number, "label": label, "system": v.get("rate_system"),
+                        "paid_only": v.get("rate_paid_only")})
+        return out
+    return [{"code": code, "code_766": number, "label": label, "system": head.get(f"{code}_rate_system"),
+             "paid_only": head.get(f"{code}_rate_paid_only")}
+            for code, number, label in INDICATORS_766
+            if f"{code}_rate_system" in head or f"{code}_rate_paid_only" in head]
 
 
 def headline_rows(head: dict[str, Any]) -> list[dict[str, Any]]:
     """The headline figures of a publication as table rows: system and paid-only side by side."""
     return [
-        {"indicator": "Tỷ lệ hồ sơ giải quyết đúng hạn", "system": head.get("on_time_rate_system"),
-         "paid_only": head.get("on_time_rate_paid_only")},
-        {"indicator": "Tỷ lệ hồ sơ thanh toán trực tuyến", "system": head.get("online_payment_rate_system"),
-         "paid_only": head.get("online_payment_rate_paid_only")},
+        *({"indicator": i["label"], "system": i["system"], "paid_only": i["paid_only"]}
+          for i in headline_indicators(head)),
         {"indicator": "Hồ sơ tiếp nhận", "system": head.get("received"), "paid_only": None},
         {"indicator": "Hồ sơ đã giải quyết", "system": head.get("resolved"), "paid_only": None},
         {"indicator": "Hồ sơ trễ hạn", "system": head.get("late"), "paid_only": None},
@@ -173,10 +226,17 @@ def _publish_headline_artifact(engine: Any, pub: Any) -> None:
         head = headline(engine, pub)
         create_table_artifact(
             key="dvc-headline", table=headline_rows(head),
-            description=f"{head.get('sentence', '')} ({pub.period_start} .. {pub.period_end}, as of {pub.as_of})",
+            description=f"{head.get('sentence', '')} ({_period_text(pub)}, as of {pub.as_of})",
         )
     except Exception:  # noqa: BLE001 - an artifact must not fail the publication
         log.exception("could not publish the headline artifact")
+
+
+def _period_text(pub: Any) -> str:
+    """``2024-01-01 .. 2024-06-30`` and, for a named period, `` (2024-H1, calendar)``."""
+    text = f"{pub.period_start} .. {pub.period_end}"
+    label = getattr(pub, "period_label", None)
+    return f"{text} ({label}, {getattr(pub, 'period_cut', None) or CALENDAR})" if label else text
 
 
 def _alert_on_failure(flow_obj: Any, flow_run: Any, state: Any) -> None:
@@ -209,9 +269,18 @@ def nightly(
     periods: list[tuple[date, date]] | None = None,
     publish: bool = True,
     settings_overrides: dict[str, Any] | None = None,
+    period_cut: str | None = None,
+    period_labels: list[str | None] | None = None,
 ) -> dict[str, Any]:
     """The nightly ETL. ``since``/``until`` bound the extraction window (else: watermark minus the
-    overlap .. now); ``periods`` to publish (default: the data cut's month and the month before)."""
+    overlap .. now); ``periods`` to publish (default: the data cut's month and the month before).
+    ``period_labels`` (one per period) and ``period_cut`` name given periods on their publications
+    (``dvc-etl demo``: ``2024-H1``, ``calendar``); the default periods are published unnamed, as
+    before."""
+    if period_labels is not None and (periods is None or len(period_labels) != len(periods)):
+        raise ValueError("period_labels needs one label per period of periods")
+    if period_cut is not None:
+        check_cut(period_cut)
     settings = _settings(settings_overrides)
     logger = get_run_logger()
     progress = current_progress()
@@ -240,8 +309,10 @@ def nightly(
             )
         elif publish:
             as_of = pipeline.data_cut(engine)
-            for period in periods if periods is not None else pipeline.default_periods(as_of):
-                summary["published"].append(publish_task(settings, run_id, tuple(period)))
+            todo = periods if periods is not None else pipeline.default_periods(as_of)
+            labels = period_labels if period_labels is not None else [None] * len(todo)
+            for period, label in zip(todo, labels, strict=True):
+                summary["published"].append(publish_task(settings, run_id, tuple(period), period_cut, label))
         summary["blocked"] = blocked
         for entity, record in pipeline.settle_gx(run_id).items():
             summary["entities"][entity].update(record)
@@ -336,12 +407,19 @@ def _notify_files_failed(settings: Settings, run_id: str, failed: list[Any]) -> 
 
 
 @flow(name="dvc-report")
-def report(period_start: date, period_end: date, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Publish the report tables and workbook of one period (``dvc-etl report --from --to``)."""
+def report(
+    period_start: date, period_end: date, settings_overrides: dict[str, Any] | None = None,
+    period_cut: str | None = None, period_label: str | None = None,
+) -> dict[str, Any]:
+    """Publish the report tables and workbook of one period (``dvc-etl report --period`` or
+    ``--from --to``). ``period_cut`` / ``period_label``: the named period resolved by
+    ``tasks.clock.resolve_period`` (None for a --from/--to range)."""
     if period_end < period_start:
         raise ValueError(f"period end {period_end} is before its start {period_start}")
+    if period_cut is not None:
+        check_cut(period_cut)
     settings = _settings(settings_overrides)
     with tracked_run(settings, "report", "report") as run:
-        out = publish_task(settings, run.run_id, (period_start, period_end))
+        out = publish_task(settings, run.run_id, (period_start, period_end), period_cut, period_label)
         run.published = True
     return out

@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import CURRENT_RUN_ID, current_progress
 from flows.nightly import _alert_on_failure, _settings, publish_task, tracked_run
 from tasks import pipeline
-from tasks.normalize import now_local
+from tasks.clock import check_cut, closed_month, now_local, resolve_period
 from tasks.warehouse import open_warehouse
 
 
@@ -26,16 +26,27 @@ def previous_month(today: date) -> tuple[date, date]:
 
 
 @flow(name="dvc-monthly-report", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
-def monthly_report(month: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Publish the previous month (or ``month`` = 'YYYY-MM') with its workbook."""
-    if month:
-        first = date.fromisoformat(f"{month}-01")
-        period = (first, (first + timedelta(days=32)).replace(day=1) - timedelta(days=1))
-    else:
-        period = previous_month(now_local().date())
+def monthly_report(
+    month: str | None = None, settings_overrides: dict[str, Any] | None = None, only_for_cut: str | None = None,
+) -> dict[str, Any]:
+    """Publish the month just closed under ``DVC_PERIOD_CUT`` (``tasks.clock.closed_month``: the
+    previous calendar month, or under ``decree-09`` the month whose 14th has passed), or ``month``
+    (``2024-06``, or any period form of ``dvc-etl report --period``) resolved under it, with its
+    workbook; the publication is named by the period's label and cut.
+
+    ``only_for_cut`` is the cut a deployment's schedule serves (prefect.yaml: ``monthly-report`` on
+    the 1st for ``calendar``, ``monthly-report-decree-09`` on the 15th for ``decree-09``): when
+    ``DVC_PERIOD_CUT`` is another cut the run publishes nothing and says so."""
     settings = _settings(settings_overrides)
+    cut = settings.period_cut
+    if only_for_cut is not None and check_cut(only_for_cut) != cut:
+        message = (f"DVC_PERIOD_CUT is {cut}; this schedule serves {only_for_cut}: nothing published "
+                   f"(the {cut} schedule publishes)")
+        get_run_logger().info(message)
+        return {"skipped": True, "period_cut": cut, "message": message}
+    period = resolve_period(month, cut) if month else closed_month(now_local(), cut)
     with tracked_run(settings, "monthly-report", "monthly") as run:
-        out = publish_task(settings, run.run_id, period)
+        out = publish_task(settings, run.run_id, period.dates, period.cut, period.label)
         run.published = True
     return out
 

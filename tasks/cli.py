@@ -22,6 +22,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tasks.clock import resolve_period
+
 EXIT_FAILED, EXIT_USAGE, EXIT_BLOCKED, EXIT_BUSY = 1, 2, 3, 4
 
 app = typer.Typer(
@@ -37,7 +39,11 @@ console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
 # once split "being written" across two lines)
 err = Console(stderr=True, soft_wrap=True)
 
-DEMO_START, DEMO_END = date(2024, 1, 1), date(2024, 6, 30)
+#: The demo period: the first half of 2024, as in the 2024 report, under the calendar cut.
+DEMO_PERIOD, DEMO_CUT = "2024-H1", "calendar"
+DEMO_START, DEMO_END = resolve_period(DEMO_PERIOD, DEMO_CUT)  # 2024-01-01 .. 2024-06-30
+#: Settings whose values never appear in an error message.
+_SECRET_SETTINGS = frozenset({"source_token", "smtp_password", "hash_key"})
 
 
 def _quiet_env(quiet: bool) -> None:
@@ -81,8 +87,42 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}")  # a bad value may hold [brackets]
     raise typer.Exit(code)
+
+
+def settings_error_lines(exc: Exception) -> list[str]:
+    """A settings validation error as one line per bad setting, named as the environment names
+    it: ``DVC_PERIOD_CUT: Input should be 'calendar' or 'decree-09' (got 'monthly')``. Values of
+    secret settings are never shown."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return [str(exc)]
+    lines = []
+    for e in exc.errors():
+        loc = [str(x) for x in e.get("loc", ())]
+        msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
+        if not loc:
+            lines.append(msg)
+            continue
+        name = loc[0]
+        shown = "" if name in _SECRET_SETTINGS or "input" not in e else f" (got {e['input']!r})"
+        lines.append(f"DVC_{name.upper()}: {msg}{shown}")
+    return lines or [str(exc)]
+
+
+def _load_settings() -> Any:
+    """The settings, or exit 2 with one line per bad setting (the settings error path)."""
+    from tasks.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValueError as exc:  # pydantic's ValidationError, or a Prefect Secret block that cannot be read
+        _fail("bad settings: " + "; ".join(settings_error_lines(exc)), EXIT_USAGE)
+    return None
 
 
 def _parse_day(value: str | None, option: str) -> date | None:
@@ -131,9 +171,7 @@ def run(
 ) -> None:
     """Run the nightly flow against the source in DVC_SOURCE_URL."""
     _quiet_env(quiet)
-    from tasks.settings import get_settings
-
-    settings = get_settings()
+    settings = _load_settings()
     if not settings.source_url:
         _fail("DVC_SOURCE_URL is not set: point it at the provincial API (or run `dvc-etl demo`)", EXIT_USAGE)
     s, u = _parse_day(since, "--since"), _parse_day(until, "--until")
@@ -154,16 +192,36 @@ def run(
 
 @app.command()
 def report(
-    from_: Annotated[str, typer.Option("--from", help="First day of the period (YYYY-MM-DD).")],
-    to: Annotated[str, typer.Option("--to", help="Last day of the period (YYYY-MM-DD).")],
+    period: Annotated[str | None, typer.Option(
+        "--period", help="The period: 2024-06 (month), 2024-Q2 (quarter), 2024-H1 or 2024-H2 (half), 2024 (year), "
+        "cut as DVC_PERIOD_CUT says (calendar, or decree-09: 15th..14th).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="First day of a period (YYYY-MM-DD), with --to.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last day of a period (YYYY-MM-DD), with --from.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Publish the report tables (mart.rpt_*) and the workbook for a period."""
+    """Publish the report tables (mart.rpt_*) and the workbook for a period: --period P, or any
+    range --from D --to D."""
     _quiet_env(quiet)
-    a, b = _parse_range(from_, to)
+    period_cut = period_label = None
+    if period is not None:
+        if from_ is not None or to is not None:
+            _fail("--period and --from/--to exclude each other: give one or the other", EXIT_USAGE)
+        settings = _load_settings()
+        from tasks.clock import PeriodError
+
+        try:
+            p = resolve_period(period, settings.period_cut)
+        except PeriodError as exc:
+            _fail(f"--period: {exc}", EXIT_USAGE)
+        a, b, period_cut, period_label = p.start, p.end, p.cut, p.label
+    elif from_ is None or to is None:
+        _fail("give --period P (2024-06, 2024-Q2, 2024-H1, 2024) or both --from and --to (YYYY-MM-DD)", EXIT_USAGE)
+    else:
+        a, b = _parse_range(from_, to)
+        _load_settings()
     from flows.nightly import report as report_flow
 
-    out = _run_guarded(report_flow, a, b)
+    out = _run_guarded(report_flow, a, b, period_cut=period_cut, period_label=period_label)
     _print_publication(out)
 
 
@@ -174,9 +232,11 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Start the built-in simulator on a free loopback port, run the nightly flow into the
-    configured warehouse (embedded DuckDB by default), publish the demo period (first half of
-    2024, as in the 2024 report) and write the workbook; stop the simulator."""
+    configured warehouse (embedded DuckDB by default), publish the demo period (2024-H1, calendar
+    cut, as in the 2024 report) and write the workbook; stop the simulator."""
     _quiet_env(quiet)
+    _load_settings()  # a bad setting stops here, before the simulator starts
+    demo_period = resolve_period(DEMO_PERIOD, DEMO_CUT)
     token = "sim-token"
     proc, url = start_simulator_process(seed=seed, dossiers=dossiers, token=token,
                                         start=DEMO_START, end=date(2024, 12, 31))
@@ -187,11 +247,13 @@ def demo(
         from tasks.settings import get_settings
 
         get_settings.cache_clear()
+        _load_settings()
         console.print(f"[bold]Simulator[/] of the provincial system at {url} ({dossiers} dossiers, seed {seed})")
         from flows.nightly import nightly
 
         with _progress_bars(_show_progress(quiet)):
-            summary = _run_guarded(nightly, full_refresh=True, periods=[(DEMO_START, DEMO_END)])
+            summary = _run_guarded(nightly, full_refresh=True, periods=[demo_period.dates],
+                                   period_cut=demo_period.cut, period_labels=[demo_period.label])
         _print_summary(summary, quiet=quiet)
         if summary.get("blocked"):
             raise typer.Exit(EXIT_BLOCKED)
@@ -249,8 +311,23 @@ def _print_summary(summary: dict[str, Any] | None, *, quiet: bool = False) -> No
 
 
 def _pct(v: float | None) -> str:
-    """12.5 % as the workbook shows it: 12,5%; None (zero denominator) as n/a."""
-    return "n/a" if v is None else f"{v * 100:.1f}%".replace(".", ",")
+    """A rate as the workbook shows it, two decimals: 99,93%; None (zero denominator) as N/A."""
+    return "N/A" if v is None else f"{v * 100:.2f}%".replace(".", ",")
+
+
+def headline_lines(h: dict[str, Any]) -> list[str]:
+    """The summary lines of a publication's headline: the sentence, one line per 766 indicator with
+    its system and paid-only rate, received and resolved."""
+    from flows.nightly import headline_indicators
+
+    lines = [h.get("sentence", "")]
+    indicators = headline_indicators(h)
+    names = [f"{i['code_766']} {i['label']}".strip() for i in indicators]
+    width = max(map(len, names), default=0)
+    lines += [f"{name:<{width}}  system {_pct(i['system']):>7}, paid-only {_pct(i['paid_only']):>7}"
+              for name, i in zip(names, indicators, strict=True)]
+    lines.append(f"received {h.get('received', 0):,}, resolved {h.get('resolved', 0):,}")
+    return lines
 
 
 def _print_publication(pub: dict[str, Any] | None) -> None:
@@ -260,14 +337,13 @@ def _print_publication(pub: dict[str, Any] | None) -> None:
     from tasks.settings import get_settings
     from tasks.warehouse import open_warehouse
 
-    console.print(f"[bold]Published[/] {pub['period'][0]} .. {pub['period'][1]} (as of {pub['as_of']}): "
+    named = f" {pub['period_label']} ({pub.get('period_cut') or 'calendar'} cut)" if pub.get("period_label") else ""
+    console.print(f"[bold]Published[/]{named} {pub['period'][0]} .. {pub['period'][1]} (as of {pub['as_of']}): "
                   f"workbook {pub['workbook']}")
     try:
         h = headline(open_warehouse(get_settings()), pub["publication_id"])
-        console.print("  " + h.get("sentence", ""))
-        for label, key in (("on-time rate", "on_time_rate"), ("online-payment rate", "online_payment_rate")):
-            console.print(f"  {label}: system {_pct(h.get(key + '_system'))}, paid-only {_pct(h.get(key + '_paid_only'))}")
-        console.print(f"  received {h.get('received', 0):,}, resolved {h.get('resolved', 0):,}")
+        for line in headline_lines(h):
+            console.print("  " + line, markup=False, highlight=False)
     except Exception as exc:  # noqa: BLE001 - the summary must not fail the run
         console.print(f"  (headline unavailable: {exc})")
 
@@ -281,10 +357,9 @@ def ingest_files(
     _quiet_env(quiet)
     from tasks import pipeline
     from tasks.inbox import ingest_file
-    from tasks.settings import get_settings
     from tasks.warehouse import WarehouseBusy, open_warehouse, upgrade, writer_lock
 
-    settings = get_settings()
+    settings = _load_settings()
     engine = open_warehouse(settings)
     upgrade(engine)
     run_id = pipeline.new_run_id("files")
@@ -333,11 +408,11 @@ def status() -> None:
     import pandas as pd
     import sqlalchemy as sa
 
-    from tasks.settings import get_settings
     from tasks.warehouse import WarehouseError, open_warehouse, upgrade
 
+    settings = _load_settings()
     try:
-        engine = open_warehouse(get_settings())
+        engine = open_warehouse(settings)
         upgrade(engine)
     except WarehouseError as exc:
         _fail(str(exc))
@@ -347,8 +422,9 @@ def status() -> None:
         "Watermarks": "SELECT source, entity, watermark, updated_at FROM dq.watermarks ORDER BY source, entity",
         "Open quarantine": "SELECT source, entity, rule, count(*) AS rows FROM dq.quarantine WHERE resolved_at IS NULL "
                            "GROUP BY source, entity, rule ORDER BY rows DESC",
-        "Current publications": "SELECT period_start, period_end, as_of, published_at, workbook_path FROM "
-                                "mart.publications WHERE is_current ORDER BY period_start DESC LIMIT 24",
+        "Current publications": "SELECT period_label, period_cut, period_start, period_end, as_of, published_at, "
+                                "workbook_path FROM mart.publications WHERE is_current "
+                                "ORDER BY period_start DESC, period_end DESC LIMIT 24",
     }
     with engine.connect() as c:
         for title, sql in queries.items():
@@ -369,11 +445,11 @@ def status() -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending schema migrations (never drops data)."""
-    from tasks.settings import get_settings
     from tasks.warehouse import WarehouseError, open_warehouse, upgrade
 
+    settings = _load_settings()
     try:
-        done = upgrade(open_warehouse(get_settings()))
+        done = upgrade(open_warehouse(settings))
     except WarehouseError as exc:
         _fail(str(exc))
     console.print(f"applied: {', '.join(done)}" if done else "warehouse is up to date")
@@ -385,11 +461,11 @@ def db_grant_analyst(
     password: Annotated[str | None, typer.Option(help="Password when the role is created (LOGIN).")] = None,
 ) -> None:
     """PostgreSQL: give ROLE read access to mart and the non-personal columns of core, nothing else."""
-    from tasks.settings import get_settings
     from tasks.warehouse import WarehouseError, grant_analyst, open_warehouse, upgrade
 
+    settings = _load_settings()
     try:
-        engine = open_warehouse(get_settings())
+        engine = open_warehouse(settings)
         upgrade(engine)
         grant_analyst(engine, role, password=password)
     except WarehouseError as exc:

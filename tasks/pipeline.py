@@ -583,8 +583,12 @@ def default_periods(as_of: datetime | None) -> list[tuple[date, date]]:
 
 def publish_period(
     engine: Engine, settings: Settings, period: tuple[date, date], run_id: str, *, workbook: bool = True,
+    period_cut: str = "calendar", period_label: str | None = None,
 ) -> dict[str, Any]:
-    """Publish the report tables of one period atomically and write its workbook."""
+    """Publish the report tables of one period atomically and write its workbook.
+
+    ``period_cut`` ('calendar' or 'decree-09') and ``period_label`` ('2024-H1'; None for a free
+    range) are recorded in mart.publications and named on the workbook."""
     from tasks.reports import publish
 
     if engine.dialect.name == "duckdb":
@@ -594,7 +598,7 @@ def publish_period(
             conn.exec_driver_sql("CHECKPOINT")
     pub = publish(
         engine, period[0], period[1], run_id=run_id, reference_dir=Path(settings.reference_dir),
-        unpaid_threshold_days=settings.unpaid_threshold_days,
+        unpaid_threshold_days=settings.unpaid_threshold_days, period_cut=period_cut, period_label=period_label,
     )
     crash_point("publish.after_commit")
     out: dict[str, Any] = {"period": period, "publication": pub}
@@ -603,7 +607,8 @@ def publish_period(
 
         path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
         path.parent.mkdir(parents=True, exist_ok=True)
-        out["workbook"] = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name)
+        out["workbook"] = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name,
+                                         report_number=settings.report_number, place=settings.report_place)
         crash_point("workbook.after_write")  # write_workbook has recorded mart.publications.workbook_path
     return out
 

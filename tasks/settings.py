@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +131,22 @@ class Settings(BaseSettings):
         description="The reporting office named at the top of every workbook sheet (e.g. 'UBND huyện Tuy "
         "Phước'); unset: the highest-level unit in the report.",
     )
+    period_cut: Literal["calendar", "decree-09"] = Field(
+        "calendar",
+        description="How `dvc-etl report --period` and the scheduled monthly report cut periods: `calendar` "
+        "(calendar month, quarter, half, year) or `decree-09` (Decree 09/2019/NĐ-CP data cut: a month runs "
+        "from the 15th of the previous month to the 14th; a year from 15 December to 14 December).",
+    )
+    report_number: str | None = Field(
+        None,
+        description="The report a workbook is attached to, written after 'Kèm theo Báo cáo số ' at the top of "
+        "every sheet (e.g. '340/BC-UBND ngày 15/6/2024'); unset: no such line.",
+    )
+    report_place: str | None = Field(
+        None,
+        description="The place in the workbook's signature line '<place>, ngày dd tháng mm năm yyyy' (e.g. "
+        "'Tuy Phước'); unset: the date without a place.",
+    )
 
     # --- personal data ------------------------------------------------------------------------
     hash_key: SecretStr = Field(
@@ -147,6 +164,12 @@ class Settings(BaseSettings):
         "is unset.")
     hash_key_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding the hash key, read when DVC_HASH_KEY is unset.")
+
+    @field_validator("period_cut", mode="before")
+    @classmethod
+    def _cut_case(cls, value: object) -> object:
+        """`Decree-09 ` is `decree-09`; anything else is refused naming the accepted values."""
+        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _secrets_from_blocks(self) -> Settings:

@@ -40,6 +40,7 @@ TZ = "Asia/Ho_Chi_Minh"
 EXPECTED_SCHEDULES = {
     "nightly": "30 1 * * *",
     "monthly-report": "0 7 1 * *",
+    "monthly-report-decree-09": "0 7 15 * *",
     "reference-sync": "0 2 * * 0",
     "inbox": "*/30 7-17 * * 1-5",
     "backfill": None,

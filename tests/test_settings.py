@@ -71,3 +71,48 @@ def test_a_duckdb_out_of_memory_failure_names_the_setting(monkeypatch, tmp_path)
     finally:
         engine.dispose()
     assert status == "failed" and "DVC_DUCKDB_MEMORY_LIMIT=300MB" in message and "Out of Memory" in message
+
+
+def test_period_cut_defaults_to_calendar_and_takes_decree_09(monkeypatch):
+    monkeypatch.delenv("DVC_PERIOD_CUT", raising=False)
+    assert Settings().period_cut == "calendar"
+    for value, want in (("calendar", "calendar"), ("decree-09", "decree-09"), (" Decree-09 ", "decree-09"),
+                        ("CALENDAR", "calendar")):
+        monkeypatch.setenv("DVC_PERIOD_CUT", value)
+        assert Settings().period_cut == want
+
+
+def test_a_bad_period_cut_is_refused_naming_the_setting_and_the_values(monkeypatch):
+    import pydantic
+    import pytest
+
+    from tasks.cli import settings_error_lines
+
+    for value in ("monthly", "decree-9", "decree 09", "", "09"):
+        monkeypatch.setenv("DVC_PERIOD_CUT", value)
+        with pytest.raises(pydantic.ValidationError, match="period_cut") as info:
+            Settings()
+        (line,) = settings_error_lines(info.value)
+        assert line.startswith("DVC_PERIOD_CUT: ") and "'calendar' or 'decree-09'" in line and repr(value) in line
+
+
+def test_period_cut_values_are_the_cuts_clock_resolves(monkeypatch):
+    import typing
+
+    from tasks.clock import CUTS, resolve_period
+
+    assert typing.get_args(Settings.model_fields["period_cut"].annotation) == CUTS
+    for cut in CUTS:
+        monkeypatch.setenv("DVC_PERIOD_CUT", cut)
+        assert resolve_period("2024-06", Settings().period_cut).cut == cut
+
+
+def test_report_number_and_place_are_unset_by_default_and_kept_as_given(monkeypatch):
+    monkeypatch.delenv("DVC_REPORT_NUMBER", raising=False)
+    monkeypatch.delenv("DVC_REPORT_PLACE", raising=False)
+    s = Settings()
+    assert s.report_number is None and s.report_place is None
+    monkeypatch.setenv("DVC_REPORT_NUMBER", "340/BC-UBND ngày 15/6/2024")
+    monkeypatch.setenv("DVC_REPORT_PLACE", "Tuy Phước")
+    s = Settings()
+    assert s.report_number == "340/BC-UBND ngày 15/6/2024" and s.report_place == "Tuy Phước"
