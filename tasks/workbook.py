@@ -1,15 +1,26 @@
-"""The official workbook of a publication (shared/spec/reports.md section 5).
+"""The official workbook of a publication (shared/spec/reports.md section 6).
 
 :func:`write_workbook` reads one publication from the ``mart.rpt_*_history`` tables (so any past
-publication can be written again, exactly) and writes an ``.xlsx`` an official can send upward as
-it is: one sheet per report table laid out like the 2024 report's tables (Vietnamese multi-row
-merged headers, ``STT``, units grouped into ``I. Cấp huyện`` / ``II. Cấp xã`` sections, a
-``Tổng cộng`` row), and a summary sheet ``Tổng hợp`` with the headline of section II.2, the data
-cut, and a chart of the system vs paid-only rates of the seven indicators.
+publication can be written again, exactly) and writes an ``.xlsx`` an official can attach to a
+report and send upward as it is. Every sheet (laid out in :mod:`tasks.workbook_sheets`) starts
+with the issuing body at the left and the national heading at the right, the title, the period
+with its label and cut ("Kỳ báo cáo: từ ngày … đến ngày …"), "Kèm theo Báo cáo số …" when a report
+number is given and the data cut; then a table laid out like the 2024 report's (Vietnamese
+multi-row merged headers, ``STT``, units grouped into ``I. Cấp huyện`` / ``II. Cấp xã``
+sections, a ``Tổng cộng`` row whose figures are formulas over the rows above); and ends with the
+signature block ("Người lập biểu" / "Thủ trưởng đơn vị", place and date).
 
-Display: rates as ``12,5%`` and counts as ``1.234`` through Vietnamese-locale number formats
-(``[$-42A]``); text that starts with ``=``, ``+``, ``-`` or ``@`` is stored as text (a string cell
-with Excel's quote prefix), never as a formula.
+Display, the same in LibreOffice and Excel whatever the computer's language:
+
+- counts as ``14.122``: the format's ``.`` are literal characters (``#\\.##0`` in conditional
+  sections by magnitude), not the locale's thousands separator, which Excel takes from the
+  computer's settings whatever the format says (:data:`COUNT_FORMAT`);
+- rates as ``99,93%`` (:data:`RATE_FORMAT`): a fraction's decimals need the decimal separator,
+  which no number format can fix in Excel: the ``[$-42A]`` (Vietnamese) tag gives ``99,93%`` in
+  LibreOffice on any computer and in Excel set to Vietnamese; an English-language Excel shows
+  ``99.93%``. Cells stay numbers. A rate without a denominator is ``N/A``;
+- text that starts with ``=``, ``+``, ``-`` or ``@`` is stored as text (a string cell with Excel's
+  quote prefix), never as a formula; the only formulas are the totals written here.
 
 Written with XlsxWriter, which streams each sheet's XML from compact cell records: ~4x faster than
 building openpyxl cell objects (a province's unpaid list is tens of thousands of rows, and the
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -32,6 +44,7 @@ import sqlalchemy as sa
 import xlsxwriter
 from sqlalchemy.engine import Engine
 from xlsxwriter.format import Format
+from xlsxwriter.utility import xl_rowcol_to_cell
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
@@ -39,35 +52,32 @@ from tasks.reports import Publication, headline, resolve_publication
 
 log = logging.getLogger(__name__)
 
-# Vietnamese locale (LCID 0x042A): decimal comma, '.' thousands separator.
-COUNT_FORMAT = "[$-42A]#,##0"
-RATE_FORMAT = "[$-42A]0.0%"
+# Counts: '.' between groups of three digits as literal characters, one section per magnitude
+# (Excel allows two conditions); a cell of a billion or more gets BIG_COUNT_FORMAT instead.
+COUNT_FORMAT = r"[>=1000000]#\.###\.##0;[>=1000]#\.##0;0"
+BIG_COUNT_FORMAT = r"[>=1000000000]#\.###\.###\.##0;[>=1000000]#\.###\.##0;#\.##0"
+BIG_COUNT = 1_000_000_000
+# Rates and hours: Vietnamese locale (LCID 0x042A) decimal comma; honoured by LibreOffice and by
+# an Excel set to Vietnamese, an English-language Excel shows a decimal point (module docstring).
+RATE_FORMAT = "[$-42A]0.00%"
+HOURS_FORMAT = "[$-42A]#,##0.00"
 NUMBER_FORMAT = "[$-42A]General"
 DATE_FORMAT = "dd/mm/yyyy"
 DATETIME_FORMAT = "dd/mm/yyyy hh:mm"
+NOT_AVAILABLE = "N/A"  # a rate without a denominator
 
 FORMULA_PREFIXES = ("=", "+", "-", "@")
 
+NATION = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
+MOTTO = "Độc lập - Tự do - Hạnh phúc"
+PERIOD_CUTS = {"calendar": "chốt số liệu theo kỳ dương lịch",
+               "decree-09": "chốt số liệu theo Nghị định 09/2019/NĐ-CP"}
 LEVEL_LABELS = {1: "Cấp tỉnh", 2: "Cấp huyện", 3: "Cấp xã"}
-ROMAN = ("I", "II", "III", "IV", "V", "VI")
-STATUS_LABELS = {
-    1: "Mới đăng ký", 2: "Được tiếp nhận", 3: "Không được tiếp nhận", 4: "Đang xử lý",
-    5: "Yêu cầu bổ sung giấy tờ", 6: "Yêu cầu thực hiện nghĩa vụ tài chính",
-    7: "Công dân yêu cầu rút hồ sơ", 8: "Dừng xử lý", 9: "Đã xử lý xong", 10: "Đã trả kết quả",
-}
-
-SHEET_SUMMARY = "Tổng hợp"
-SHEET_PROGRESS = "Tiến độ giải quyết"
-SHEET_PAYMENT = "Thanh toán trực tuyến"
-SHEET_INDICATORS = "07 chỉ tiêu"
-SHEET_SIMPLIFIED = "Đơn giản hóa TTHC"
-SHEET_DELEGATED = "Phân cấp, ủy quyền"
-SHEET_LATE = "Trễ hạn theo cán bộ"
-SHEET_UNPAID = "Hồ sơ chưa nộp phí"
 
 # cell styles, as XlsxWriter format properties (combined with ``|``)
 FONT = {"font_name": "Times New Roman"}
 BOLD = {"bold": True}
+ITALIC = {"italic": True}
 ITALIC_SMALL = {"italic": True, "font_size": 10}
 BORDER = {"border": 1, "border_color": "#000000"}
 HEADER_FILL = {"pattern": 1, "bg_color": "#DDEBF7"}
@@ -75,14 +85,55 @@ SECTION_FILL = {"pattern": 1, "bg_color": "#F2F2F2"}
 CENTER = {"align": "center", "valign": "vcenter", "text_wrap": True}
 WRAP = {"valign": "vcenter", "text_wrap": True}
 
+_FORMATS = {"count": COUNT_FORMAT, "rate": RATE_FORMAT, "threshold": RATE_FORMAT, "hours": HOURS_FORMAT,
+            "date": DATE_FORMAT, "datetime": DATETIME_FORMAT, "number": NUMBER_FORMAT}
+
+
+def number_format(kind: str) -> dict[str, Any]:
+    """The style of a kind of value: ``count``, ``rate`` (null: N/A), ``threshold`` (a rate, null:
+    blank), ``hours``, ``date``, ``datetime``, ``number``; ``text``: none."""
+    return {"num_format": _FORMATS[kind]} if kind in _FORMATS else {}
+
+
+def empty_of(kind: str) -> str | None:
+    return NOT_AVAILABLE if kind == "rate" else None
+
 
 def _num(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
+def roman(n: int) -> str:
+    out = ""
+    for value, numeral in ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"),
+                           (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")):
+        count, n = divmod(n, value)
+        out += numeral * count
+    return out
+
+
+def vn_date(d: date | datetime) -> str:
+    return f"{d:%d/%m/%Y}"
+
+
+def ratio(num: float, den: float) -> float | None:
+    return None if not den else num / den
+
+
 # ----------------------------------------------------------------------------------------------
 # cells
 # ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Styles:
+    """The formats of one style: ordinary values, formula-like text (quote prefix), counts of a
+    billion or more; and what a null shows (``N/A`` for a rate, else a blank cell)."""
+
+    plain: Format
+    quoted: Format
+    big: Format
+    empty: str | None
+
+
 class Sheet:
     """One worksheet, addressed 1-based like the report's tables, with the workbook's formats
     cached by their properties (XlsxWriter needs one Format object per distinct style)."""
@@ -98,30 +149,43 @@ class Sheet:
             found = self._formats[key] = self.book.add_format({**FONT, **style})
         return found
 
-    def style(self, style: dict[str, Any] | None = None) -> tuple[Format, Format]:
-        """The formats of a style for ordinary values and for formula-like text (quote prefix)."""
+    def style(self, style: dict[str, Any] | None = None, empty: str | None = None) -> Styles:
         style = style or {}
-        return self.fmt(style), self.fmt(style | {"quote_prefix": True})
+        plain = self.fmt(style)
+        big = self.fmt(style | {"num_format": BIG_COUNT_FORMAT}) if style.get("num_format") == COUNT_FORMAT else plain
+        return Styles(plain, self.fmt(style | {"quote_prefix": True}), big, empty)
 
-    def put(self, row: int, col: int, value: Any, style: dict[str, Any] | None = None) -> None:
+    def put(self, row: int, col: int, value: Any, style: dict[str, Any] | None = None,
+            empty: str | None = None) -> None:
         """Write one cell. Text that looks like a formula stays text (string cell, quote prefix)."""
-        self.write(row, col, value, self.style(style))
+        self.write(row, col, value, self.style(style, empty))
 
-    def write(self, row: int, col: int, value: Any, formats: tuple[Format, Format]) -> None:
+    def write(self, row: int, col: int, value: Any, formats: Styles) -> None:
         """:meth:`put` with the formats resolved (:meth:`style`): the per-cell path of big tables."""
         r, c, ws = row - 1, col - 1, self.ws
+        if value is None:
+            value = formats.empty
         if isinstance(value, str):
-            ws.write_string(r, c, value, formats[1] if value.startswith(FORMULA_PREFIXES) else formats[0])
+            ws.write_string(r, c, value, formats.quoted if value.startswith(FORMULA_PREFIXES) else formats.plain)
         elif value is None:
-            ws.write_blank(r, c, None, formats[0])
+            ws.write_blank(r, c, None, formats.plain)
         elif isinstance(value, bool):
-            ws.write_boolean(r, c, value, formats[0])
+            ws.write_boolean(r, c, value, formats.plain)
         elif isinstance(value, (int, float, Decimal)):
-            ws.write_number(r, c, _num(value), formats[0])
+            value = _num(value)
+            ws.write_number(r, c, value, formats.big if value >= BIG_COUNT else formats.plain)
         elif isinstance(value, (date, datetime)):
-            ws.write_datetime(r, c, value, formats[0])
+            ws.write_datetime(r, c, value, formats.plain)
         else:
-            ws.write_string(r, c, str(value), formats[0])
+            ws.write_string(r, c, str(value), formats.plain)
+
+    def formula(self, row: int, col: int, formula: str, value: Any, style: dict[str, Any],
+                empty: str | None = None) -> None:
+        """A formula of ours (a total), with its value cached for readers that do not compute."""
+        formats = self.style(style, empty)
+        value = formats.empty if value is None else _num(value)
+        fmt = formats.big if isinstance(value, (int, float)) and value >= BIG_COUNT else formats.plain
+        self.ws.write_formula(row - 1, col - 1, formula, fmt, "" if value is None else value)
 
     def merge(self, row: int, col: int, last_row: int, last_col: int, value: Any,
               style: dict[str, Any] | None = None) -> None:
@@ -136,26 +200,138 @@ class Sheet:
         self.ws.freeze_panes(row - 1, col - 1)
 
 
-def vn_date(d: date | datetime) -> str:
-    return f"{d:%d/%m/%Y}"
+def cell(row: int, col: int) -> str:
+    """'C12' of a 1-based (row, col)."""
+    return xl_rowcol_to_cell(row - 1, col - 1)
 
 
-def _ratio(num: float, den: float) -> float | None:
-    return None if not den else num / den
+# ----------------------------------------------------------------------------------------------
+# what every sheet says: issuing body, national heading, period, report number, signature
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Doc:
+    """The publication and the issuer's settings every sheet repeats."""
+
+    pub: Publication
+    office_name: str
+    report_number: str | None = None  # DVC_REPORT_NUMBER: the text after "Kèm theo Báo cáo số "
+    place: str | None = None  # DVC_REPORT_PLACE: the place of the signature's date line
+
+
+def period_label_text(label: str | None) -> str | None:
+    """'2024-H1' -> '6 tháng đầu năm 2024'; '2024-Q2' -> 'quý II năm 2024'; '2024-06' -> 'tháng 6
+    năm 2024'; '2024' -> 'năm 2024'; anything else as it is."""
+    if not label:
+        return None
+    m = re.fullmatch(r"(\d{4})(?:-(?:(\d{2})|Q([1-4])|H([12])))?", label)
+    if m is None:
+        return label
+    year, month, quarter, half = m.groups()
+    if month:
+        return f"tháng {int(month)} năm {year}"
+    if quarter:
+        return f"quý {roman(int(quarter))} năm {year}"
+    if half:
+        return f"6 tháng {'đầu' if half == '1' else 'cuối'} năm {year}"
+    return f"năm {year}"
+
+
+def period_line(pub: Publication) -> str:
+    """'Kỳ báo cáo: từ ngày 15/12/2023 đến ngày 14/06/2024 (6 tháng đầu năm 2024, chốt số liệu theo
+    Nghị định 09/2019/NĐ-CP)'."""
+    text = f"Kỳ báo cáo: từ ngày {vn_date(pub.period_start)} đến ngày {vn_date(pub.period_end)}"
+    cut = pub.period_cut
+    notes = [t for t in (period_label_text(pub.period_label), PERIOD_CUTS.get(cut or "", cut)) if t]
+    return f"{text} ({', '.join(notes)})" if notes else text
+
+
+def signature_date(doc: Doc) -> str:
+    """'<place>, ngày dd tháng mm năm yyyy' of the data cut's date."""
+    d = doc.pub.as_of
+    when = f"ngày {d:%d} tháng {d:%m} năm {d:%Y}"
+    return f"{doc.place}, {when}" if doc.place else when[0].upper() + when[1:]
+
+
+def _halves(ncols: int) -> tuple[int, int]:
+    """The last column of the left block and the first of the right block."""
+    left = max(2, round(ncols * 0.4))
+    return left, min(left + 1, ncols)
+
+
+def write_heading(ws: Sheet, ncols: int, doc: Doc, title: str, *, form_code: str | None = None,
+                  unit_line: str | None = None) -> int:
+    """Issuing body | national heading, title, period, report number, data cut; returns the next
+    free row."""
+    ncols = max(ncols, 3)
+    left, right = _halves(ncols)
+    row = 1
+    if form_code:
+        ws.merge(row, 1, row, ncols, form_code, BOLD | {"align": "left"})
+        row += 1
+    ws.merge(row, 1, row, left, doc.office_name.upper(), BOLD | CENTER)
+    ws.merge(row, right, row, ncols, NATION, BOLD | CENTER)
+    ws.merge(row + 1, right, row + 1, ncols, MOTTO, BOLD | CENTER | {"underline": 1})
+    row += 3
+    lines = [(title, BOLD | {"font_size": 14}), (period_line(doc.pub), ITALIC)]
+    if doc.report_number:
+        lines.append((f"Kèm theo Báo cáo số {doc.report_number}", ITALIC))
+    lines.append((f"Số liệu tính đến {doc.pub.as_of:%d/%m/%Y %H:%M} (mã công bố {doc.pub.publication_id})",
+                  ITALIC_SMALL))
+    for text, font in lines:
+        ws.merge(row, 1, row, ncols, text, font | CENTER)
+        row += 1
+    if unit_line:
+        ws.merge(row, right, row, ncols, unit_line, ITALIC | {"align": "right"})
+        row += 1
+    return row + 1
+
+
+def write_signature(ws: Sheet, row: int, ncols: int, doc: Doc) -> int:
+    """The signature block from ``row``: the date line above the head of the unit; returns the
+    row after it."""
+    ncols = max(ncols, 3)
+    left, right = _halves(ncols)
+    ws.merge(row, right, row, ncols, signature_date(doc), ITALIC | CENTER)
+    for r, (l_text, r_text, font) in enumerate([("Người lập biểu", "Thủ trưởng đơn vị", BOLD | CENTER),
+                                                 ("(Ký, ghi rõ họ tên)", "(Ký tên, đóng dấu)", ITALIC | CENTER)],
+                                                start=row + 1):
+        ws.merge(r, 1, r, left, l_text, font)
+        ws.merge(r, right, r, ncols, r_text, font)
+    return row + 3
 
 
 # ----------------------------------------------------------------------------------------------
 # a table laid out like the report's: heading, merged multi-row header, sections, total row
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Ratio:
+    """A total rate: =IF(SUM(den)=0, "N/A", (SUM(num1) + ...) / SUM(den)), over the columns whose
+    values are these row keys."""
+
+    num: tuple[str, ...]
+    den: str
+
+
+@dataclass(frozen=True)
+class CountIf:
+    """A total that counts the rows showing ``text`` (=COUNTIF)."""
+
+    text: str
+
+
+# 'sum' (=SUM), Ratio, CountIf, a function of the rows (a fixed figure) or None
+Total = str | Ratio | CountIf | Callable[[list[dict[str, Any]]], Any] | None
+
+
+@dataclass(frozen=True)
 class Column:
     """One column: ``path`` = its header labels from the top group to the leaf."""
 
     path: tuple[str, ...]
     value: str | Callable[[dict[str, Any]], Any] | None  # row key, function, or None (STT)
-    kind: str = "text"  # text | count | rate | date | datetime | number
+    kind: str = "text"  # text | count | rate | threshold | hours | date | datetime | number
     width: float = 12
-    total: str | Callable[[list[dict[str, Any]]], Any] | None = None  # 'sum', a function, or None
+    total: Total = None
 
     def get(self, row: dict[str, Any]) -> Any:
         if self.value is None:
@@ -163,31 +339,10 @@ class Column:
         return self.value(row) if callable(self.value) else row.get(self.value)
 
 
-_FORMATS = {"count": COUNT_FORMAT, "rate": RATE_FORMAT, "date": DATE_FORMAT, "datetime": DATETIME_FORMAT,
-            "number": NUMBER_FORMAT}
-
-
-def _number_format(kind: str) -> dict[str, Any]:
-    return {"num_format": _FORMATS[kind]} if kind in _FORMATS else {}
-
-
 @dataclass(frozen=True)
 class Section:
     label: str  # e.g. 'I. Cấp huyện'; '' for no section row
     rows: list[dict[str, Any]]
-
-
-def write_heading(ws: Sheet, ncols: int, unit_name: str, title: str, pub: Publication) -> int:
-    """Unit, title, period and data cut; returns the next free row."""
-    lines = [
-        (unit_name.upper(), {"bold": True, "font_size": 12}),
-        (title, {"bold": True, "font_size": 14}),
-        (f"Từ ngày {vn_date(pub.period_start)} đến ngày {vn_date(pub.period_end)}", {"italic": True}),
-        (f"Số liệu tính đến {pub.as_of:%d/%m/%Y %H:%M} (mã công bố {pub.publication_id})", ITALIC_SMALL),
-    ]
-    for i, (text, font) in enumerate(lines, start=1):
-        ws.merge(i, 1, i, max(ncols, 1), text, font | CENTER)
-    return len(lines) + 2
 
 
 def write_header(ws: Sheet, top: int, columns: Sequence[Column]) -> int:
@@ -218,30 +373,75 @@ def write_header(ws: Sheet, top: int, columns: Sequence[Column]) -> int:
     return depth
 
 
+def _write_total(ws: Sheet, row: int, columns: Sequence[Column], rows: list[dict[str, Any]],
+                 first: int, last: int, label_span: int, label: str) -> None:
+    """The total row: formulas over the data rows ``first..last`` (section rows hold only text)."""
+    style = BOLD | BORDER | CENTER
+    ws.merge(row, 1, row, label_span, label, style)
+    where = {c.value: i for i, c in enumerate(columns, start=1) if isinstance(c.value, str)}
+
+    def rng(col: int) -> str:
+        return f"{cell(first, col)}:{cell(last, col)}"
+
+    for i, column in enumerate(columns, start=1):
+        if i <= label_span:
+            continue
+        total, kind = column.total, column.kind
+        if isinstance(total, CountIf):
+            kind = "count"
+            value = sum(1 for r in rows if column.get(r) == total.text)
+            formula = f'=COUNTIF({rng(i)},"{total.text}")'
+        elif isinstance(total, Ratio):
+            num = sum(sum(r[k] or 0 for k in total.num) for r in rows)
+            value = ratio(num, sum(r[total.den] or 0 for r in rows))
+            den = f"SUM({rng(where[total.den])})"
+            nums = "+".join(f"SUM({rng(where[k])})" for k in total.num)
+            formula = f'=IF({den}=0,"{NOT_AVAILABLE}",({nums})/{den})'
+        elif total == "sum":
+            value = sum((column.get(r) or 0) for r in rows)
+            formula = f"=SUM({rng(i)})"
+        else:  # a fixed figure, or nothing
+            ws.put(row, i, total(rows) if callable(total) else None,
+                   style | number_format(kind), empty_of(kind) if callable(total) else None)
+            continue
+        if not rows:  # no data rows: nothing to add up
+            ws.put(row, i, value, style | number_format(kind), empty_of(kind))
+        else:
+            ws.formula(row, i, formula, value, style | number_format(kind), empty_of(kind))
+
+
 def write_table(
     ws: Sheet,
+    doc: Doc,
     *,
-    unit_name: str,
     title: str,
-    pub: Publication,
     columns: Sequence[Column],
     sections: Sequence[Section],
-    total_label: str = "Tổng cộng",
-    total_row: dict[str, Any] | None = None,
+    total_label: str | None = "Tổng cộng",
     notes: Sequence[str] = (),
+    form_code: str | None = None,
+    unit_line: str | None = None,
+    numbered: bool = False,
 ) -> None:
-    """A whole report sheet. ``total_row`` (precomputed values by column index) overrides the sums."""
+    """A whole report sheet: heading, header (``numbered``: then a row '(1)', '(2)', ...), the
+    sections, the total row (none when ``total_label`` is None), notes, signature."""
     ncols = len(columns)
-    top = write_heading(ws, ncols, unit_name, title, pub)
+    top = write_heading(ws, ncols, doc, title, form_code=form_code, unit_line=unit_line)
     depth = write_header(ws, top, columns)
     row = top + depth
+    if numbered:
+        for i in range(1, ncols + 1):
+            ws.put(row, i, f"({i})", ITALIC | CENTER | BORDER)
+        row += 1
+    header_bottom = row - 1
     ws.freeze(row, 3)
     all_rows: list[dict[str, Any]] = []
     # the formats of a data cell of each column, resolved once
-    styles = [ws.style(BORDER | _number_format(c.kind) | (CENTER if c.kind != "text" or c.value is None else WRAP))
+    styles = [ws.style(BORDER | number_format(c.kind) | (CENTER if c.kind != "text" or c.value is None else WRAP),
+                       empty_of(c.kind))
               for c in columns]
-    label_span = next((i for i, c in enumerate(columns) if c.kind != "text"), ncols) or 1
     write = ws.write
+    first = row
     for section in sections:
         if section.label:
             ws.merge(row, 1, row, ncols, section.label, BOLD | BORDER | SECTION_FILL)
@@ -251,29 +451,19 @@ def write_table(
                 write(row, i + 1, stt if column.value is None else column.get(record), styles[i])
             row += 1
         all_rows.extend(section.rows)
-    # total row
-    total_style = BOLD | BORDER | CENTER
-    ws.merge(row, 1, row, label_span, total_label, total_style)
-    for i, column in enumerate(columns, start=1):
-        if i <= label_span:
-            continue
-        if total_row is not None:
-            value = total_row.get(i - 1)
-        elif column.total == "sum":
-            value = sum((column.get(r) or 0) for r in all_rows)
-        elif callable(column.total):
-            value = column.total(all_rows)
-        else:
-            value = None
-        ws.put(row, i, value, total_style | _number_format(column.kind))
-    row += 1
+    if total_label is not None:
+        label_span = next((i for i, c in enumerate(columns) if c.kind != "text" or c.total), ncols) or 1
+        _write_total(ws, row, columns, all_rows, first, row - 1, label_span, total_label)
+        row += 1
     for note in notes:
         row += 1
-        ws.put(row, 1, note, ITALIC_SMALL)
-    _print_setup(ws, top, top + depth - 1)
+        ws.merge(row, 1, row, ncols, note, ITALIC_SMALL | WRAP)
+        ws.ws.set_row(row - 1, 28)
+    write_signature(ws, row + 2, ncols, doc)
+    print_setup(ws, top, header_bottom)
 
 
-def _print_setup(ws: Sheet, header_top: int, header_bottom: int) -> None:
+def print_setup(ws: Sheet, header_top: int, header_bottom: int) -> None:
     """A4 landscape, one page wide, centred, the header rows repeated on every page."""
     page = ws.ws
     page.set_landscape()
@@ -285,19 +475,33 @@ def _print_setup(ws: Sheet, header_top: int, header_bottom: int) -> None:
 
 
 def by_level(records: Sequence[dict[str, Any]], sort_key: Callable[[dict[str, Any]], Any]) -> list[Section]:
-    """Sections 'I. Cấp huyện', 'II. Cấp xã'... (levels in order, unknown level last)."""
+    """Sections 'I. Cấp huyện', 'II. Cấp xã'... (levels present, in order, unknown level last)."""
     levels = sorted({r.get("cap_don_vi") for r in records}, key=lambda c: (c is None, c or 0))
     sections = []
-    for i, level in enumerate(levels):
+    for i, level in enumerate(levels, start=1):
         label = LEVEL_LABELS.get(level, "Chưa xác định cấp") if level is not None else "Chưa xác định cấp"
         rows = sorted((r for r in records if r.get("cap_don_vi") == level), key=sort_key)
-        sections.append(Section(f"{ROMAN[i] if i < len(ROMAN) else i + 1}. {label}", rows))
+        sections.append(Section(f"{roman(i)}. {label}", rows))
     return sections
 
 
 # ----------------------------------------------------------------------------------------------
 # reading a publication
 # ----------------------------------------------------------------------------------------------
+TABLES = {  # the history tables a workbook reads, and their order
+    "rpt_progress": "cap_don_vi, ma_don_vi",
+    "rpt_form06": "cap_don_vi, stt",
+    "rpt_online_payment": "cap_don_vi, ma_don_vi, ma_tthc",
+    "rpt_service_indicators": "cap_don_vi, ma_don_vi, indicator_order",
+    "rpt_simplified_procedures": "stt",
+    "rpt_delegated_procedures": "stt",
+    "rpt_late_by_official": "month, cap_don_vi, ma_don_vi, ma_can_bo",
+    "rpt_unpaid_results": "cap_don_vi, ma_don_vi, ma_ho_so, source",
+    "rpt_uncollected_results": "cap_don_vi, ma_don_vi, ma_ho_so, source",
+    "rpt_late_acceptance": "cap_don_vi, ma_don_vi, ngay_nop_ho_so, ma_ho_so, source",
+}
+
+
 def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str) -> list[dict[str, Any]]:
     history = sa.table(f"{table}_history", sa.column("publication_id"), schema="mart")
     stmt = (sa.select(sa.text("*")).select_from(history)
@@ -306,267 +510,16 @@ def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str
 
 
 def _load(engine: Engine, pub: Publication) -> dict[str, list[dict[str, Any]]]:
-    order = {
-        "rpt_progress": "cap_don_vi, ma_don_vi",
-        "rpt_online_payment": "cap_don_vi, ma_don_vi, ma_tthc",
-        "rpt_service_indicators": "cap_don_vi, ma_don_vi, indicator_order",
-        "rpt_simplified_procedures": "stt",
-        "rpt_delegated_procedures": "stt",
-        "rpt_late_by_official": "month, cap_don_vi, ma_don_vi, ma_can_bo",
-        "rpt_unpaid_results": "cap_don_vi, ma_don_vi, ma_ho_so, source",
-    }
     with engine.connect() as conn:
-        return {t: _history(conn, t, pub.publication_id, o) for t, o in order.items()}
+        return {t: _history(conn, t, pub.publication_id, o) for t, o in TABLES.items()}
 
 
-def _default_unit_name(progress: list[dict[str, Any]]) -> str:
+def _default_office_name(progress: list[dict[str, Any]]) -> str:
     """The highest-level unit of the publication (the reporting authority), by dossiers handled."""
     if not progress:
         return "Đơn vị báo cáo"
     best = min(progress, key=lambda r: (r["cap_don_vi"] or 9, -(r["to_handle_total"] or 0), r["ma_don_vi"] or ""))
     return best["ten_don_vi"] or best["ma_don_vi"] or "Đơn vị báo cáo"
-
-
-# ----------------------------------------------------------------------------------------------
-# sheets
-# ----------------------------------------------------------------------------------------------
-STT = Column(("STT",), None, "text", 6)
-UNIT = Column(("Đơn vị",), "ten_don_vi", "text", 28)
-
-
-def _progress_sheet(ws: Sheet, unit_name: str, pub: Publication, data: list[dict[str, Any]]) -> None:
-    recv, new = "Số hồ sơ nhận giải quyết", "Mới tiếp nhận trong kỳ"
-    done, open_ = "Số lượng hồ sơ đã giải quyết", "Số lượng hồ sơ đang giải quyết"
-    columns = [
-        STT, UNIT,
-        Column((recv, "Tổng số"), "to_handle_total", "count", 10, "sum"),
-        Column((recv, "Từ kỳ trước chuyển sang"), "carried_over", "count", 11, "sum"),
-        Column((recv, new, "Tổng số"), "received_total", "count", 10, "sum"),
-        Column((recv, new, "Trực tuyến"), "received_online", "count", 10, "sum"),
-        Column((recv, new, "Trực tiếp"), "received_direct", "count", 10, "sum"),
-        Column((recv, new, "Bưu chính công ích"), "received_postal", "count", 10, "sum"),
-        Column((done, "Tổng số"), "resolved_total", "count", 10, "sum"),
-        Column((done, "Trước hạn"), "resolved_before_due", "count", 10, "sum"),
-        Column((done, "Đúng hạn"), "resolved_on_time", "count", 10, "sum"),
-        Column((done, "Trễ hạn"), "resolved_late", "count", 10, "sum"),
-        Column((open_, "Tổng số"), "in_progress_total", "count", 10, "sum"),
-        Column((open_, "Trong hạn"), "in_progress_in_time", "count", 10, "sum"),
-        Column((open_, "Quá hạn"), "in_progress_overdue", "count", 10, "sum"),
-        Column(("Tỷ lệ giải quyết đúng hạn",), "on_time_rate", "rate", 12, lambda rows: _ratio(
-            sum(r["resolved_before_due"] + r["resolved_on_time"] for r in rows),
-            sum(r["resolved_total"] for r in rows))),
-    ]
-    write_table(ws, unit_name=unit_name, title="TÌNH HÌNH, KẾT QUẢ GIẢI QUYẾT THỦ TỤC HÀNH CHÍNH",
-                pub=pub, columns=columns, sections=by_level(data, lambda r: (r["ma_don_vi"] or "")),
-                notes=["Đúng hạn gồm hồ sơ có ngày kết thúc xử lý trùng ngày hẹn trả, không có ngày hẹn trả "
-                       "hoặc công dân rút hồ sơ; so sánh theo ngày (Biểu số 06/VPCP/KSTT).",
-                       "Tỷ lệ để trống: không có hồ sơ đã giải quyết trong kỳ."])
-
-
-def _payment_sheet(ws: Sheet, unit_name: str, pub: Publication, data: list[dict[str, Any]]) -> None:
-    paid, unpaid, rate = ("Đã hoàn thành nghĩa vụ tài chính", "Chưa hoàn thành nghĩa vụ tài chính",
-                          "Tỷ lệ thanh toán trực tuyến")
-    columns = [
-        STT, UNIT,
-        Column(("Mã TTHC",), "ma_tthc", "text", 22),
-        Column(("Tên TTHC",), "ten_tthc", "text", 36),
-        Column(("Số hồ sơ có nghĩa vụ tài chính",), "with_obligation", "count", 12, "sum"),
-        Column((paid, "Tổng số"), "obligation_completed", "count", 10, "sum"),
-        Column((paid, "Thanh toán trực tuyến"), "paid_online_completed", "count", 11, "sum"),
-        Column((paid, "Thanh toán trực tiếp"), "paid_offline", "count", 11, "sum"),
-        Column((unpaid, "Đã có kết quả"), "unpaid_result_issued", "count", 10, "sum"),
-        Column((unpaid, "Đang giải quyết"), "unpaid_in_progress", "count", 10, "sum"),
-        Column((unpaid, "Số tiền chưa nộp (đồng)"), "amount_due", "count", 13, "sum"),
-        Column(("Số hồ sơ thanh toán trực tuyến (theo hệ thống)",), "paid_online", "count", 13, "sum"),
-        Column((rate, "Theo hệ thống"), "rate_system", "rate", 11, lambda rows: _ratio(
-            sum(r["paid_online"] for r in rows), sum(r["with_obligation"] for r in rows))),
-        Column((rate, "Chỉ tính hồ sơ đã hoàn thành NVTC"), "rate_paid_only", "rate", 13, lambda rows: _ratio(
-            sum(r["paid_online_completed"] for r in rows), sum(r["obligation_completed"] for r in rows))),
-    ]
-    write_table(ws, unit_name=unit_name, title="KẾT QUẢ THANH TOÁN TRỰC TUYẾN PHÍ, LỆ PHÍ",
-                pub=pub, columns=columns,
-                sections=by_level(data, lambda r: (r["ma_don_vi"] or "", r["ma_tthc"] or "")),
-                notes=["Theo hệ thống: số hồ sơ thanh toán trực tuyến / tổng số hồ sơ có nghĩa vụ tài chính. "
-                       "Chỉ tính hồ sơ đã hoàn thành NVTC: theo đề nghị tại mục III.2, III.3 Báo cáo số "
-                       "340/BC-UBND năm 2024 (hồ sơ đã có kết quả nhưng chưa nộp phí không tính vào mẫu số)."])
-
-
-def _indicator_sheet(ws: Sheet, unit_name: str, pub: Publication, data: list[dict[str, Any]]) -> None:
-    labels = sorted({(r["indicator_order"], r["indicator"], r["indicator_label"]) for r in data})
-    units: dict[tuple, dict[str, Any]] = {}
-    for r in data:
-        key = (r["ma_don_vi"], r["cap_don_vi"])
-        unit = units.setdefault(key, {"ma_don_vi": r["ma_don_vi"], "ten_don_vi": r["ten_don_vi"],
-                                      "cap_don_vi": r["cap_don_vi"]})
-        unit[f"{r['indicator']}:system"] = r["rate_system"]
-        unit[f"{r['indicator']}:paid_only"] = r["rate_paid_only"]
-    columns = [STT, UNIT]
-    for _, code, label in labels:
-        columns.append(Column((label, "Theo hệ thống"), f"{code}:system", "rate", 11))
-        columns.append(Column((label, "Chỉ tính hồ sơ đã hoàn thành NVTC"), f"{code}:paid_only", "rate", 12))
-    jurisdiction = units.pop(("*", None), {})
-    total = {i: jurisdiction.get(c.value) for i, c in enumerate(columns) if isinstance(c.value, str)}
-    write_table(ws, unit_name=unit_name, title="KẾT QUẢ 07 CHỈ TIÊU DỊCH VỤ CÔNG", pub=pub, columns=columns,
-                sections=by_level(list(units.values()), lambda r: (r["ma_don_vi"] or "")),
-                total_label="Tổng cộng (toàn địa bàn)", total_row=total,
-                notes=["Dòng Tổng cộng tính trên toàn địa bàn: mỗi thủ tục được đếm một lần ở hai chỉ tiêu "
-                       "về thủ tục (DVC trực tuyến, thanh toán trực tuyến có phát sinh).",
-                       "Tỷ lệ để trống: mẫu số bằng 0."])
-
-
-def _simplified_sheet(ws: Sheet, unit_name: str, pub: Publication, data: list[dict[str, Any]]) -> None:
-    form, count = "Hình thức đơn giản hóa", "Số lượng hồ sơ đã giải quyết"
-    columns = [
-        STT,
-        Column(("Mã TTHC",), "ma_tthc", "text", 24),
-        Column(("Tên TTHC",), "ten_tthc", "text", 34),
-        Column(("Quyết định của UBND tỉnh thông qua Phương án đơn giản hóa",), "quyet_dinh", "text", 28),
-        Column((form, "Giảm thời gian giải quyết (ngày)"), "so_ngay_cat_giam", "number", 12),
-        Column((form, "Nội dung cắt giảm (thời gian, thành phần hồ sơ, các bước thực hiện)"),
-               "noi_dung_cat_giam", "text", 34),
-        Column((count, "Đúng hạn"), "resolved_on_time", "count", 10, "sum"),
-        Column((count, "Trễ hạn"), "resolved_late", "count", 10, "sum"),
-        Column(("Đánh giá hiệu quả mang lại",), "danh_gia", "text", 36),
-    ]
-    write_table(ws, unit_name=unit_name, title="KẾT QUẢ RÀ SOÁT, ĐƠN GIẢN HÓA THỦ TỤC HÀNH CHÍNH",
-                pub=pub, columns=columns, sections=[Section("I. Thủ tục hành chính", data)],
-                notes=["Số hồ sơ đã giải quyết trong kỳ, tiếp nhận từ ngày quyết định; đúng hạn gồm cả trước hạn."])
-
-
-def _delegated_sheet(ws: Sheet, unit_name: str, pub: Publication, data: list[dict[str, Any]]) -> None:
-    count = "Số lượng hồ sơ phát sinh từ khi phân cấp/ủy quyền"
-    columns = [
-        STT,
-        Column(("Mã TTHC",), "ma_tthc", "text", 24),
-        Column(("Tên TTHC",), "ten_tthc", "text", 40),
-        Column(("Văn bản phân cấp/ủy quyền",), "van_ban", "text", 40),
-        Column(("Ngày hiệu lực",), "ngay_hieu_luc", "date", 12),
-        Column((count, "Đúng hạn"), "resolved_on_time", "count", 10, "sum"),
-        Column((count, "Trễ hạn"), "resolved_late", "count", 10, "sum"),
-        Column(("Đánh giá hiệu quả mang lại",), "danh_gia", "text", 30),
-    ]
-    write_table(ws, unit_name=unit_name, title="KẾT QUẢ PHÂN CẤP/ỦY QUYỀN GIẢI QUYẾT THỦ TỤC HÀNH CHÍNH",
-                pub=pub, columns=columns, sections=[Section("", data)],
-                notes=["Số hồ sơ đã giải quyết trong kỳ, tiếp nhận từ ngày hiệu lực của văn bản; khi có nhiều "
-                       "văn bản, lấy ngày của văn bản ban hành sau cùng."])
-
-
-def _late_sheet(ws: Sheet, unit_name: str, pub: Publication, data: list[dict[str, Any]]) -> None:
-    late = "Số hồ sơ trễ hạn"
-    columns = [
-        STT,
-        Column(("Tháng",), lambda r: f"{r['month'][5:]}/{r['month'][:4]}", "text", 10),
-        Column(("Đơn vị",), "ten_don_vi", "text", 28),
-        Column(("Mã cán bộ",), "ma_can_bo", "text", 14),
-        Column(("Cán bộ xử lý",), "can_bo", "text", 26),
-        Column((late, "Đã giải quyết"), "late_resolved", "count", 11, "sum"),
-        Column((late, "Đang giải quyết (quá hạn)"), "late_in_progress", "count", 13, "sum"),
-        Column((late, "Tổng số"), lambda r: r["late_resolved"] + r["late_in_progress"], "count", 10, "sum"),
-    ]
-    write_table(ws, unit_name=unit_name, title="DANH SÁCH CÁ NHÂN GIẢI QUYẾT HỒ SƠ TRỄ HẠN", pub=pub,
-                columns=columns,
-                sections=by_level(data, lambda r: (r["month"], r["ma_don_vi"] or "", r["ma_can_bo"] or "")),
-                notes=["Cán bộ đang hoặc đã xử lý hồ sơ sau cùng (MaCanBoXuLy); hồ sơ đang giải quyết tính "
-                       "quá hạn tại ngày cuối tháng."])
-
-
-def _unpaid_sheet(ws: Sheet, unit_name: str, pub: Publication, data: list[dict[str, Any]]) -> None:
-    columns = [
-        STT,
-        Column(("Mã hồ sơ",), "ma_ho_so", "text", 28),
-        Column(("Mã TTHC",), "ma_tthc", "text", 22),
-        Column(("Tên TTHC",), "ten_tthc", "text", 34),
-        Column(("Đơn vị",), "ten_don_vi", "text", 24),
-        Column(("Trạng thái",), lambda r: STATUS_LABELS.get(r["trang_thai"], r["trang_thai"]), "text", 16),
-        Column(("Ngày có kết quả",), "ngay_ket_thuc_xu_ly", "date", 12),
-        Column(("Số tiền chưa nộp (đồng)",), "amount_due", "count", 13, "sum"),
-        Column(("Số ngày chưa nộp",), "days_outstanding", "count", 10),
-        Column(("Ngưỡng (ngày)",), "threshold_days", "count", 9),
-        Column(("Quá ngưỡng",), lambda r: "Có" if r["over_threshold"] else "", "text", 9,
-               lambda rows: sum(1 for r in rows if r["over_threshold"])),
-        Column(("Hệ thống nguồn",), "source", "text", 12),
-    ]
-    write_table(ws, unit_name=unit_name, title="DANH SÁCH HỒ SƠ ĐÃ CÓ KẾT QUẢ NHƯNG CHƯA NỘP PHÍ, LỆ PHÍ",
-                pub=pub, columns=columns,
-                sections=by_level(data, lambda r: (-(r["days_outstanding"] or 0), r["ma_ho_so"])),
-                notes=["Số ngày tính từ ngày có kết quả đến ngày số liệu. Ngưỡng mặc định theo cấu hình; "
-                       "đăng ký kết hôn có yếu tố nước ngoài 60 ngày (mục III.5 Báo cáo 340/BC-UBND năm 2024)."])
-
-
-def _summary_sheet(ws: Sheet, unit_name: str, pub: Publication, head: dict[str, Any],
-                   indicators: list[dict[str, Any]]) -> None:
-    ncols = 11
-    row = write_heading(ws, ncols, unit_name, "BÁO CÁO TỔNG HỢP KẾT QUẢ GIẢI QUYẾT THỦ TỤC HÀNH CHÍNH", pub)
-    ws.put(row, 1, "1. Kết quả giải quyết hồ sơ", BOLD)
-    row += 1
-    figures = [
-        ("Số hồ sơ tiếp nhận trong kỳ", head["received"], COUNT_FORMAT),
-        ("Số hồ sơ đã giải quyết trong kỳ", head["resolved"], COUNT_FORMAT),
-        ("Số hồ sơ giải quyết trễ hạn", head["late"], COUNT_FORMAT),
-        ("   trong đó cấp huyện", head["late_district"], COUNT_FORMAT),
-        ("   trong đó cấp xã", head["late_commune"], COUNT_FORMAT),
-        ("Tỷ lệ giải quyết đúng hạn (theo hệ thống)", head["on_time_rate_system"], RATE_FORMAT),
-        ("Tỷ lệ giải quyết đúng hạn (chỉ tính hồ sơ đã hoàn thành NVTC)", head["on_time_rate_paid_only"],
-         RATE_FORMAT),
-        ("Tỷ lệ thanh toán trực tuyến (theo hệ thống)", head["online_payment_rate_system"], RATE_FORMAT),
-        ("Tỷ lệ thanh toán trực tuyến (chỉ tính hồ sơ đã hoàn thành NVTC)",
-         head["online_payment_rate_paid_only"], RATE_FORMAT),
-    ]
-    for label, value, fmt in figures:
-        ws.merge(row, 1, row, 4, label)
-        ws.put(row, 5, value, BOLD | {"num_format": fmt})
-        row += 1
-    row += 1
-    ws.merge(row, 1, row, ncols, f"Hồ sơ thủ tục hành chính giải quyết trễ hạn: {head['sentence']} "
-                                 f"(số liệu tính đến {pub.as_of:%d/%m/%Y %H:%M}).", BOLD | WRAP)
-    ws.ws.set_row(row - 1, 32)
-    row += 2
-    ws.put(row, 1, "2. Bảy chỉ tiêu dịch vụ công, toàn địa bàn: theo hệ thống và chỉ tính hồ sơ đã hoàn thành "
-                   "nghĩa vụ tài chính", BOLD)
-    row += 1
-    system, paid, excluded = "Theo hệ thống", "Chỉ tính hồ sơ đã hoàn thành NVTC", "Số hồ sơ loại trừ"
-    columns = [
-        STT, Column(("Chỉ tiêu",), "indicator_label", "text", 46),
-        Column((system, "Tử số"), "numerator_system", "count", 10),
-        Column((system, "Mẫu số"), "denominator_system", "count", 10),
-        Column((system, "Tỷ lệ"), "rate_system", "rate", 10),
-        Column((paid, "Tử số"), "numerator_paid_only", "count", 10),
-        Column((paid, "Mẫu số"), "denominator_paid_only", "count", 10),
-        Column((paid, "Tỷ lệ"), "rate_paid_only", "rate", 10),
-        Column((excluded, "Tổng số"), "excluded_unpaid", "count", 10),
-        Column((excluded, "Đã có kết quả, chưa nộp phí"), "excluded_result_issued", "count", 13),
-        Column((excluded, "Đang giải quyết, chưa nộp phí"), "excluded_in_progress", "count", 13),
-    ]
-    header_top = row
-    depth = write_header(ws, row, columns)
-    row += depth
-    first_data = row
-    for stt, record in enumerate(indicators, start=1):
-        for i, column in enumerate(columns, start=1):
-            value = stt if column.value is None else column.get(record)
-            ws.put(row, i, value, BORDER | _number_format(column.kind) | (WRAP if i == 2 else CENTER))
-        row += 1
-    last_data = row - 1
-    ws.freeze(header_top, 1)
-    ws.put(row + 1, 1, "Chỉ tính hồ sơ đã hoàn thành NVTC: cùng công thức, chỉ trên hồ sơ không có nghĩa vụ tài "
-                       "chính hoặc đã nộp đủ phí, lệ phí (đề nghị tại mục III.2, III.3 Báo cáo số 340/BC-UBND "
-                       "năm 2024). Tỷ lệ để trống: mẫu số bằng 0.", ITALIC_SMALL)
-
-    if indicators:
-        # horizontal clustered bars; in a bar chart XlsxWriter's x axis is the (horizontal) value axis
-        chart = ws.book.add_chart({"type": "bar"})
-        for col, title in ((5, system), (8, paid)):  # the two 'Tỷ lệ' columns
-            chart.add_series({
-                "name": title,
-                "categories": [ws.name, first_data - 1, 1, last_data - 1, 1],
-                "values": [ws.name, first_data - 1, col - 1, last_data - 1, col - 1],
-            })
-        chart.set_title({"name": "Bảy chỉ tiêu: theo hệ thống và chỉ tính hồ sơ đã hoàn thành NVTC"})
-        chart.set_x_axis({"name": "Tỷ lệ", "num_format": "0%", "min": 0, "max": 1})
-        chart.set_y_axis({"reverse": True})  # indicator 1 on top, as in the table
-        chart.set_size({"width": 907, "height": 416})  # 24 x 11 cm
-        ws.ws.insert_chart(row + 2, 0, chart)
-    _print_setup(ws, header_top, header_top + depth - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -582,28 +535,20 @@ WORKBOOK_OPTIONS = {
 
 
 def build_workbook(engine: Engine, publication: Publication | str | tuple[date, date], path: Path, *,
-                   unit_name: str | None = None) -> Publication:
+                   unit_name: str | None = None, report_number: str | None = None,
+                   place: str | None = None) -> Publication:
     """Write the workbook of a publication to ``path`` (no rename, no record: see
     :func:`write_workbook`) and return the publication."""
+    from tasks import workbook_sheets as sheets  # the layouts, which build on this module
+
     pub = resolve_publication(engine, publication)
     data = _load(engine, pub)
-    head = headline(engine, pub)
-    name = unit_name or _default_unit_name(data["rpt_progress"])
+    doc = Doc(pub, unit_name or _default_office_name(data["rpt_progress"]), report_number or None, place or None)
     book = xlsxwriter.Workbook(str(path), WORKBOOK_OPTIONS)
     formats: dict[tuple, Format] = {}
     try:
-        def sheet(title: str) -> Sheet:
-            return Sheet(book, formats, title)
-
-        star = [r for r in data["rpt_service_indicators"] if r["ma_don_vi"] == "*"]
-        _summary_sheet(sheet(SHEET_SUMMARY), name, pub, head, sorted(star, key=lambda r: r["indicator_order"]))
-        _progress_sheet(sheet(SHEET_PROGRESS), name, pub, data["rpt_progress"])
-        _payment_sheet(sheet(SHEET_PAYMENT), name, pub, data["rpt_online_payment"])
-        _indicator_sheet(sheet(SHEET_INDICATORS), name, pub, data["rpt_service_indicators"])
-        _simplified_sheet(sheet(SHEET_SIMPLIFIED), name, pub, data["rpt_simplified_procedures"])
-        _delegated_sheet(sheet(SHEET_DELEGATED), name, pub, data["rpt_delegated_procedures"])
-        _late_sheet(sheet(SHEET_LATE), name, pub, data["rpt_late_by_official"])
-        _unpaid_sheet(sheet(SHEET_UNPAID), name, pub, data["rpt_unpaid_results"])
+        for name, write in sheets.SHEETS:
+            write(Sheet(book, formats, name), doc, data, lambda: headline(engine, pub))
         book.set_properties({"title": f"Báo cáo TTHC {vn_date(pub.period_start)} - {vn_date(pub.period_end)}",
                              "author": "dvc-etl", "comments": f"publication {pub.publication_id}"})
     finally:
@@ -617,19 +562,23 @@ def write_workbook(
     path: Path,
     *,
     unit_name: str | None = None,
+    report_number: str | None = None,
+    place: str | None = None,
 ) -> Path:
     """Write the workbook of a publication (an id, a Publication, or a period -> its current
     publication) to ``path`` and record the path in ``mart.publications.workbook_path``.
 
     The file is written beside ``path`` and renamed over it: a reader (or a crash) never sees half
-    a workbook. ``unit_name`` heads every sheet; by default the highest-level unit of the
-    publication.
+    a workbook. ``unit_name`` (DVC_OFFICE_NAME) is the issuing body heading every sheet, by default
+    the highest-level unit of the publication; ``report_number`` (DVC_REPORT_NUMBER) adds "Kèm theo
+    Báo cáo số <report_number>"; ``place`` (DVC_REPORT_PLACE) starts the signature's date line.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        pub = build_workbook(engine, publication_id_or_period, partial, unit_name=unit_name)
+        pub = build_workbook(engine, publication_id_or_period, partial, unit_name=unit_name,
+                             report_number=report_number, place=place)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
