@@ -5,12 +5,26 @@ Each file is parsed, normalised, checked and loaded exactly like API data. A fil
 to ``failed/`` with a sidecar ``<name>.error.txt`` that says why. The rows commit first, then the
 file's hash, then the move: a crash in between leaves the file in the inbox and the next pass
 loads it again, which changes nothing (loads are idempotent upserts) and then records and moves it.
+
+A bad file never blocks the inbox (issue 14): every error while reading a file (damaged zip,
+malformed XML in any part, a DTD, an unknown encoding, a limit passed, the parser's memory or time
+limit) sends that file to ``failed/`` with its reason and the next file goes on. Files are parsed
+in a child process (``tasks.file_guard``). A symbolic link in the inbox is refused: moved (the
+link itself, never its target) to ``failed/`` without being read. ``processed/`` and ``failed/``
+are created 0700, moved files made 0600 (personal data at rest), and the ``.error.txt`` notes are
+written 0600 with ``O_NOFOLLOW | O_EXCL``. File names are quoted in logs and messages when they
+hold newlines or control characters (``tasks.source_files.quote_name``).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import itertools
 import logging
+import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +34,7 @@ from sqlalchemy.engine import Engine
 from tasks.normalize import now_local
 from tasks.pipeline import ingest_records
 from tasks.settings import Settings
+from tasks.source_files import FileFormatError, quote_name
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +53,68 @@ class FileOutcome:
     unknown_columns: list[str] = field(default_factory=list)
 
 
+class InboxError(Exception):
+    """The inbox's processed/ or failed/ is not a private folder we can use (a link, a file)."""
+
+
 def inbox_files(inbox: Path) -> list[Path]:
+    """The exports waiting in ``inbox``, oldest name first: regular files, and symbolic links
+    (listed to be refused, never followed) with an export's suffix."""
     if not inbox.exists():
         return []
-    return sorted(p for p in inbox.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+    with os.scandir(inbox) as entries:
+        return sorted(
+            Path(e.path) for e in entries
+            if Path(e.name).suffix.lower() in SUFFIXES and (e.is_symlink() or e.is_file(follow_symlinks=False))
+        )
 
 
-def _move(path: Path, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    n = 1
-    while target.exists():
-        target = folder / f"{path.stem}.{n}{path.suffix}"
-        n += 1
-    shutil.move(str(path), target)
+def private_dir(folder: Path) -> Path:
+    """``folder``, created 0700 if missing, tightened to 0700 if not; a link or a non-folder there
+    is refused (:class:`InboxError`): files are never moved through a link."""
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise InboxError(f"{quote_name(folder)} is a link or not a folder: refused (files are never moved through "
+                         "a link); make it a plain folder")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        try:
+            os.chmod(folder, 0o700)
+        except OSError as exc:  # a folder made by another account: say so, keep going
+            log.warning("%s: cannot make it owner-only (%s)", quote_name(folder), exc.strerror)
+    return folder
+
+
+def _move(path: Path, folder: Path, note: str | None = None) -> Path:
+    """Move ``path`` (a link itself, never its target) into ``folder`` under a free name, make it
+    0600, and write ``note`` beside it as ``<name>.error.txt`` (0600, never through a link)."""
+    from tasks.file_guard import write_private_new
+
+    private_dir(folder)
+    for n in itertools.count():
+        target = folder / (path.name if n == 0 else f"{path.stem}.{n}{path.suffix}")
+        sidecar = target.with_name(target.name + ".error.txt")
+        if not os.path.lexists(target) and not (note is not None and os.path.lexists(sidecar)):
+            break
+    try:
+        os.rename(path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV or os.path.islink(path):
+            raise
+        shutil.move(str(path), target)  # another file system: copy, then remove
+    if not os.path.islink(target):
+        try:
+            os.chmod(target, 0o600)
+        except OSError as exc:  # a clerk's file owned by another account
+            log.warning("%s: cannot make it private (%s)", quote_name(target), exc.strerror)
+    if note is not None:
+        try:
+            write_private_new(sidecar, note)
+        except OSError as exc:
+            log.error("%s: cannot write the note %s (%s)", quote_name(target), quote_name(sidecar.name), exc)
     return target
 
 
@@ -66,26 +129,23 @@ def ingest_file(
     engine: Engine, path: Path, *, settings: Settings, run_id: str, move_to: Path | None = None,
 ) -> FileOutcome:
     """Parse and load one file. ``move_to``: the inbox folder whose processed/ and failed/
-    subfolders receive the file afterwards (None: leave the file where it is)."""
-    from tasks.source_files import FileFormatError, content_hash, parse_file
+    subfolders receive the file afterwards (None: leave the file where it is). From an inbox
+    (``move_to`` set) a symbolic link is refused, never followed; a file named on the command line
+    may be a link. Reading errors of any kind end as a ``failed`` outcome with the reason."""
+    from tasks.file_guard import parse_in_child, read_file
 
-    digest = content_hash(path)
-    if already_loaded(engine, digest):
-        out = FileOutcome(str(path), "duplicate", message="already loaded (same content)")
-        if move_to is not None:
-            _move(path, move_to / "processed")
-        return out
     try:
-        parsed = parse_file(path)
+        data = read_file(path, settings, follow_symlinks=move_to is None)
+        digest = hashlib.sha256(data).hexdigest()
+        if already_loaded(engine, digest):
+            out = FileOutcome(str(path), "duplicate", message="already loaded (same content)")
+            if move_to is not None:
+                _move(path, move_to / "processed")
+            return out
+        parsed = parse_in_child(path, data, settings)
     except FileFormatError as exc:
-        out = FileOutcome(str(path), "failed", message=str(exc))
-        if move_to is not None:
-            moved = _move(path, move_to / "failed")
-            moved.with_name(moved.name + ".error.txt").write_text(
-                f"{now_local():%Y-%m-%d %H:%M:%S} run {run_id}\n{exc}\n", encoding="utf-8"
-            )
-        log.error("%s: %s", path.name, exc)
-        return out
+        return _failed(path, exc, move_to, run_id)
+    del data
     res = ingest_records(
         engine, parsed.entity, parsed.records, settings=settings, run_id=run_id, origin=f"file:{path.name}"
     )
@@ -102,14 +162,27 @@ def ingest_file(
     if move_to is not None:
         _move(path, move_to / "processed")
     if parsed.unknown_columns:
-        log.warning("%s: unknown columns ignored: %s", path.name, ", ".join(parsed.unknown_columns))
+        log.warning("%s: unknown columns ignored: %s", quote_name(path.name), ", ".join(parsed.unknown_columns))
     return FileOutcome(
         str(path), "loaded", parsed.entity, res.rows_read, res.rows_loaded, res.rows_quarantined,
         unknown_columns=list(parsed.unknown_columns),
     )
 
 
+def _failed(path: Path, exc: FileFormatError, move_to: Path | None, run_id: str) -> FileOutcome:
+    out = FileOutcome(str(path), "failed", message=str(exc))
+    if move_to is not None:
+        _move(path, move_to / "failed", note=f"{now_local():%Y-%m-%d %H:%M:%S} run {run_id}\n{exc}\n")
+    log.error("%s", exc)
+    return out
+
+
 def process_inbox(engine: Engine, settings: Settings, run_id: str) -> list[FileOutcome]:
-    """Every file waiting in ``DVC_INBOX_DIR``, oldest name first."""
+    """Every file waiting in ``DVC_INBOX_DIR``, oldest name first; a file that cannot be read goes
+    to failed/ and the next one goes on."""
     inbox = Path(settings.inbox_dir)
-    return [ingest_file(engine, p, settings=settings, run_id=run_id, move_to=inbox) for p in inbox_files(inbox)]
+    files = inbox_files(inbox)
+    if files:  # before anything loads: both folders private and usable
+        private_dir(inbox / "processed")
+        private_dir(inbox / "failed")
+    return [ingest_file(engine, p, settings=settings, run_id=run_id, move_to=inbox) for p in files]

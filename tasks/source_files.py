@@ -18,6 +18,13 @@ Rules:
   (signature lines under the table) are skipped; they are counted by reason, and note rows
   are also named in a warning.
 - File-level problems raise :class:`FileFormatError` naming the file.
+- Hostile files (issue 14) are refused, never expanded: :class:`FileLimits` bounds the file's
+  size, its unpacked size, rows, columns and cell length; every XML part of an .xlsx is checked
+  with ``defusedxml`` (no DTD, no entities) and its zip CRC before openpyxl reads it; sheets are
+  read cell by cell from their XML, so a cell at column XFD or a ``<dimension ref="A1:XFD1048576">``
+  costs nothing (openpyxl's own row reader would pad every row to 16,384 cells). Any error while
+  reading is a :class:`FileFormatError`. ``tasks.file_guard`` runs this parser in a child process
+  with a memory and a time limit.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import csv
 import hashlib
 import io
 import itertools
+import os
 import re
+import stat
 import unicodedata
 import warnings
 import zipfile
@@ -39,24 +48,54 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
-from openpyxl.utils.exceptions import InvalidFileException
 
 HEADER_SCAN_ROWS = 30
 """The header is looked for in the first rows of a sheet (after 1..5 title rows and blanks)."""
 
 CSV_DELIMITERS = (",", ";", "\t")
 TIMESTAMP_FORMAT = "%Y%m%d%H%M%S"
+MAX_ZIP_ENTRIES = 10_000
+"""An .xlsx with more parts than this is refused (a real export has a few dozen)."""
 
 Row = Sequence[Any]
 
 
+@dataclass(frozen=True)
+class FileLimits:
+    """What one clerk's file may hold; past a limit the file is refused with a reason naming the
+    setting. Defaults: the ``DVC_FILE_*`` settings' defaults (``tasks/settings.py``)."""
+
+    max_bytes: int = 100 * 2**20
+    max_unpacked_bytes: int = 512 * 2**20
+    max_rows: int = 100_000
+    max_columns: int = 256
+    max_cell_chars: int = 32_767
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> FileLimits:
+        return cls(
+            max_bytes=settings.file_max_bytes, max_unpacked_bytes=settings.file_max_unpacked_bytes,
+            max_rows=settings.file_max_rows, max_columns=settings.file_max_columns,
+            max_cell_chars=settings.file_max_cell_chars,
+        )
+
+
+def quote_name(name: str | Path) -> str:
+    """A file name as logs and alerts show it: unchanged when every character is printable, else
+    quoted with its newlines, control and invisible characters escaped (``'a\\nb.csv'``), so a
+    name cannot forge a log line or an alert line."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)
+
+
 class FileFormatError(Exception):
-    """The file cannot be read as an export: unreadable, empty, no header, a required column missing."""
+    """The file cannot be read as an export: unreadable, empty, no header, a required column
+    missing, hostile (over a limit, a DTD, a damaged zip)."""
 
     def __init__(self, path: str | Path, message: str) -> None:
         self.path = Path(path)
         self.message = message
-        super().__init__(f"{self.path}: {message}")
+        super().__init__(f"{quote_name(self.path)}: {message}")
 
 
 @dataclass
@@ -550,28 +589,87 @@ def _sniff_kind(path: Path, head: bytes) -> str:
     return "csv"
 
 
-def _read_xlsx(path: Path) -> _Table:
+def _read_xlsx(path: Path, data: bytes, limits: FileLimits) -> _Table:
+    if not getattr(openpyxl, "DEFUSEDXML", False):
+        raise FileFormatError(path, "refused: openpyxl would read the workbook's XML without defusedxml "
+                                    "(install defusedxml; OPENPYXL_DEFUSEDXML must not be False)")
+    archive = _check_zip(path, data, limits)
+    archive.close()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError, TypeError) as exc:
-        raise FileFormatError(path, f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
+            workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile workbook raises, the file is unreadable
+        raise FileFormatError(path, f"not a readable .xlsx workbook ({_why(exc)})") from None
     try:
-        return _first_table(path, workbook)
+        return _first_table(path, workbook, limits)
     finally:
         workbook.close()
 
 
-def _first_table(path: Path, workbook: Any) -> _Table:
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _NoCallbacks:
+    """An XML parser target without element callbacks: expat checks well-formedness at C speed."""
+
+    def close(self) -> None:
+        return None
+
+
+def _check_zip(path: Path, data: bytes, limits: FileLimits) -> zipfile.ZipFile:
+    """The .xlsx as a zip, refused before openpyxl sees it when it is damaged (bad CRC, bad
+    deflate stream), unpacks past ``max_unpacked_bytes``, or any XML part is malformed, has an
+    unknown encoding or a DTD (entity expansion, external entities: checked with defusedxml)."""
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import DefusedXMLParser
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except Exception as exc:  # noqa: BLE001
+        raise FileFormatError(path, f"not a readable .xlsx workbook ({_why(exc)})") from None
+    if len(infos) > MAX_ZIP_ENTRIES:
+        raise FileFormatError(path, f"not a readable .xlsx workbook: {len(infos):,} parts (more than "
+                                    f"{MAX_ZIP_ENTRIES:,})")
+    unpacked = sum(i.file_size for i in infos)
+    if unpacked > limits.max_unpacked_bytes:
+        raise FileFormatError(path, f"unpacks to {unpacked:,} bytes, more than the limit of "
+                                    f"{limits.max_unpacked_bytes:,} (DVC_FILE_MAX_UNPACKED_BYTES)")
+    for info in infos:
+        xml = info.filename.lower().endswith((".xml", ".rels"))
+        parser = None
+        if xml:
+            parser = DefusedXMLParser(target=_NoCallbacks(), forbid_dtd=True)
+            parser.parser.DefaultHandlerExpand = None  # no Python call per text run; the DTD/entity guards stay
+        try:
+            with archive.open(info) as part:  # reading to the end checks the CRC
+                for block in iter(lambda p=part: p.read(1 << 20), b""):
+                    if parser is not None:
+                        parser.feed(block)
+            if parser is not None:
+                parser.close()
+        except DefusedXmlException as exc:
+            raise FileFormatError(path, f"refused: part {info.filename!r} declares a DTD or entities "
+                                        f"({type(exc).__name__}); an export never does") from None
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - bad CRC, bad deflate data, malformed XML, unknown encoding
+            raise FileFormatError(path, f"not a readable .xlsx workbook: part {info.filename!r} ({_why(exc)})") from None
+    return archive
+
+
+def _first_table(path: Path, workbook: Any, limits: FileLimits) -> _Table:
     scanned: list[str] = []
     any_cells = False
     for sheet in workbook.worksheets:
-        if not hasattr(sheet, "iter_rows"):
+        if not hasattr(sheet, "_get_source"):  # a chart sheet
             continue
-        if hasattr(sheet, "reset_dimensions"):
-            sheet.reset_dimensions()  # some writers store wrong dimensions; read every row
-        rows = [tuple(r) for r in sheet.iter_rows(values_only=True)]
+        rows = _sheet_rows(path, workbook, sheet, limits)
         scanned.append(sheet.title)
         any_cells = any_cells or any(not _is_blank(v) for r in rows for v in r)
         header = find_header(rows)
@@ -582,7 +680,60 @@ def _first_table(path: Path, workbook: Any) -> _Table:
     raise _no_header(path, f"sheet(s) {', '.join(repr(s) for s in scanned)}")
 
 
-def _read_csv(path: Path, data: bytes) -> _Table:
+def _sheet_rows(path: Path, workbook: Any, sheet: Any, limits: FileLimits) -> list[Row]:
+    """The sheet's rows as value tuples, read from its XML cell by cell (openpyxl's streaming cell
+    parser, defused): each row only as wide as its last filled cell, whatever the sheet's
+    ``<dimension>`` or its empty formatted cells say; refused past the row, column and cell limits."""
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet._reader import WorkSheetParser
+
+    rows: list[Row] = []
+    where = f"sheet {sheet.title!r}"
+    try:
+        with sheet._get_source() as src:
+            parser = WorkSheetParser(src, sheet._shared_strings, data_only=True, epoch=workbook.epoch,
+                                     date_formats=workbook._date_formats,
+                                     timedelta_formats=workbook._timedelta_formats)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for idx, cells in parser.parse():
+                    if idx > limits.max_rows:
+                        raise FileFormatError(path, f"{where} has a row {idx:,}, more than the limit of "
+                                                    f"{limits.max_rows:,} rows (DVC_FILE_MAX_ROWS)")
+                    if idx <= len(rows):
+                        raise FileFormatError(path, f"{where}: row {idx} comes after row {len(rows)}")
+                    filled: dict[int, Any] = {}
+                    for cell in cells:
+                        value = cell["value"]
+                        if value is None or (isinstance(value, str) and not value):
+                            continue
+                        column = cell["column"]
+                        if column > limits.max_columns:
+                            raise FileFormatError(
+                                path, f"{where} has a value in column {get_column_letter(column)} (row {idx}), "
+                                f"beyond the limit of {limits.max_columns:,} columns (DVC_FILE_MAX_COLUMNS)")
+                        if isinstance(value, str) and len(value) > limits.max_cell_chars:
+                            raise _long_cell(path, f"{where}, cell {get_column_letter(column)}{idx}",
+                                             len(value), limits)
+                        filled[column] = value
+                    rows.extend(() for _ in range(len(rows) + 1, idx))  # rows the XML leaves out
+                    row: list[Any] = [None] * (max(filled) if filled else 0)
+                    for column, value in filled.items():
+                        row[column - 1] = value
+                    rows.append(tuple(row))
+    except (FileFormatError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise FileFormatError(path, f"not a readable .xlsx workbook: {where} ({_why(exc)})") from None
+    return rows
+
+
+def _long_cell(path: Path, where: str, length: int, limits: FileLimits) -> FileFormatError:
+    return FileFormatError(path, f"{where} holds {length:,} characters, more than the limit of "
+                                 f"{limits.max_cell_chars:,} (DVC_FILE_MAX_CELL_CHARS)")
+
+
+def _read_csv(path: Path, data: bytes, limits: FileLimits) -> _Table:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -593,22 +744,38 @@ def _read_csv(path: Path, data: bytes) -> _Table:
         raise FileFormatError(path, "empty file (no text)")
     best: _Table | None = None
     for delimiter in CSV_DELIMITERS:
-        head = _csv_rows(path, text, delimiter, HEADER_SCAN_ROWS + 1)
+        head = _csv_rows(path, text, delimiter, HEADER_SCAN_ROWS + 1, limits)
         header = find_header(head)
         if header is not None and (best is None or header.score > best.header.score):
             best = _Table(None, head, header, delimiter)
     if best is None:
         raise _no_header(path, "the CSV text (separators , ; tab tried)")
-    best.rows = _csv_rows(path, text, best.delimiter or ",", None)
+    best.rows = _csv_rows(path, text, best.delimiter or ",", None, limits)
     return best
 
 
-def _csv_rows(path: Path, text: str, delimiter: str, limit: int | None) -> list[Row]:
+def _csv_rows(path: Path, text: str, delimiter: str, limit: int | None, limits: FileLimits) -> list[Row]:
+    """The CSV records (at most ``limit``), each without its trailing empty fields; refused past
+    the row, column and cell limits."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[Row] = []
     try:
-        return [tuple(r) for r in itertools.islice(reader, limit)]
+        for number, record in enumerate(itertools.islice(reader, limit), 1):
+            if number > limits.max_rows:
+                raise FileFormatError(path, f"more than the limit of {limits.max_rows:,} rows (DVC_FILE_MAX_ROWS)")
+            end = len(record)
+            while end and not record[end - 1]:
+                end -= 1
+            if end > limits.max_columns:
+                raise FileFormatError(path, f"record {number} has a value in column {end:,}, beyond the limit of "
+                                            f"{limits.max_columns:,} columns (DVC_FILE_MAX_COLUMNS)")
+            for column, value in enumerate(record[:end], 1):
+                if len(value) > limits.max_cell_chars:
+                    raise _long_cell(path, f"record {number}, column {column}", len(value), limits)
+            rows.append(tuple(record[:end]))
     except csv.Error as exc:
         raise FileFormatError(path, f"unreadable CSV ({exc})") from None
+    return rows
 
 
 def _no_header(path: Path, where: str) -> FileFormatError:
@@ -631,18 +798,64 @@ def content_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def parse_file(path: str | Path) -> ParsedFile:
-    """Parse one clerk export (.xlsx or CSV, told apart by content) into API-shaped records.
-
-    Raises :class:`FileFormatError` when the file is unreadable, empty, has no header row or
-    lacks a required column (``Mã hồ sơ``; for payments also ``Mã thanh toán``).
-    """
+def read_limited(path: str | Path, limits: FileLimits | None = None, *, follow_symlinks: bool = True) -> bytes:
+    """The file's bytes, refused (:class:`FileFormatError`) when it is not a regular file, is a
+    symbolic link and ``follow_symlinks`` is false, or is larger than ``max_bytes``. Opened once,
+    non-blocking (a FIFO never hangs the run)."""
     path = Path(path)
+    limits = limits or FileLimits()
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
     try:
-        data = path.read_bytes()
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if not follow_symlinks and path.is_symlink():
+            raise FileFormatError(path, "refused: a symbolic link, not a file (links are never followed)") from None
+        raise FileFormatError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as handle:
+        return read_fd(path, handle, limits)
+
+
+def read_fd(path: Path, handle: Any, limits: FileLimits) -> bytes:
+    """The bytes of an open file, with the checks of :func:`read_limited`."""
+    try:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise FileFormatError(path, "refused: not a regular file")
+        if info.st_size > limits.max_bytes:
+            raise _too_big(path, info.st_size, limits)
+        data = handle.read(limits.max_bytes + 1)
     except OSError as exc:
         raise FileFormatError(path, f"cannot read the file ({exc.strerror or exc})") from None
-    table = _read_xlsx(path) if _sniff_kind(path, data[:512]) == "xlsx" else _read_csv(path, data)
+    if len(data) > limits.max_bytes:  # grew while read
+        raise _too_big(path, len(data), limits)
+    return data
+
+
+def _too_big(path: Path, size: int, limits: FileLimits) -> FileFormatError:
+    return FileFormatError(path, f"{size:,} bytes, more than the limit of {limits.max_bytes:,} (DVC_FILE_MAX_BYTES)")
+
+
+def parse_file(path: str | Path, limits: FileLimits | None = None) -> ParsedFile:
+    """Parse one clerk export (.xlsx or CSV, told apart by content) into API-shaped records.
+
+    Raises :class:`FileFormatError` when the file is unreadable, empty, has no header row, lacks
+    a required column (``Mã hồ sơ``; for payments also ``Mã thanh toán``) or is hostile (over a
+    limit of ``limits``, a DTD in an XML part, a damaged zip). In this process: the inbox and
+    ``dvc-etl ingest-files`` call it through ``tasks.file_guard`` (a child with a memory limit).
+    """
+    limits = limits or FileLimits()
+    return parse_bytes(Path(path), read_limited(path, limits), limits)
+
+
+def parse_bytes(path: Path, data: bytes, limits: FileLimits | None = None) -> ParsedFile:
+    """:func:`parse_file` over bytes already read; ``path`` names the file in messages."""
+    limits = limits or FileLimits()
+    if _sniff_kind(path, data[:512]) == "xlsx":
+        table = _read_xlsx(path, data, limits)
+    else:
+        table = _read_csv(path, data, limits)
     return _parse_table(path, table)
 
 
@@ -759,11 +972,15 @@ __all__ = [
     "STATUS_LABELS",
     "Column",
     "FileFormatError",
+    "FileLimits",
     "ParsedFile",
     "clean_text",
     "content_hash",
     "detect_entity",
     "find_header",
     "normalize_label",
+    "parse_bytes",
     "parse_file",
+    "quote_name",
+    "read_limited",
 ]

@@ -182,3 +182,115 @@ def test_cli_ingest_files_exit_codes_and_messages(exports: dict[str, Path], duck
 
     assert len(rows(duckdb_url, "SELECT * FROM dq.file_loads")) == 2
     assert [r[0] for r in rows(duckdb_url, "SELECT status FROM dq.runs ORDER BY started_at")] == ["success", "failed"]
+
+
+# --- hostile files (issue 14): a bad file never blocks the inbox or kills the run -------------
+
+
+def _mode(path: Path) -> int:
+    import stat
+
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_inbox_flow_parks_each_hostile_file_with_its_reason_and_loads_the_good_ones(
+    prefect_harness, dvc_env, tmp_path: Path
+) -> None:
+    import os
+
+    from flows.ops import inbox as inbox_flow
+    from tests.test_source_files import big_csv, good_rows, hostile_files, make_xlsx, rezip, xfd_padded_xlsx
+
+    inbox = tmp_path / "inbox"
+    wh = f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    dvc_env(DVC_WAREHOUSE_URL=wh, DVC_INBOX_DIR=str(inbox), DVC_FILE_PARSE_MEMORY_MB="256",
+            DVC_FILE_MAX_UNPACKED_BYTES=str(4 * 2**20))
+    reasons = {n: r for n, (_, r) in hostile_files(inbox).items()}
+    # the good ones, among them a sheet padded to column XFD (read cheaply, loads)
+    shutil.copy(FIXTURES / "01_dossiers_titles_sections.xlsx", inbox / "a_good.xlsx")
+    xfd_padded_xlsx(inbox / "b_good_xfd_padded.xlsx", good_rows("PAD", 50))
+    # over the child's memory limit; over the unpacked limit (8 MiB of zeros in 10 kB)
+    big_csv(inbox / "n_memory.csv")
+    reasons["n_memory.csv"] = "DVC_FILE_PARSE_MEMORY_MB"
+    make_xlsx(tmp_path / "base.xlsx", good_rows("BOMB"))
+    rezip(tmp_path / "base.xlsx", inbox / "n_bomb.xlsx", {"xl/media/zeros.bin": b"\0" * (8 * 2**20)})
+    reasons["n_bomb.xlsx"] = "DVC_FILE_MAX_UNPACKED_BYTES"
+    # a link to a readable export outside the inbox: refused, never followed, never loaded
+    outside = tmp_path / "outside.csv"
+    outside.write_text("Mã hồ sơ,Trạng thái\nSECRET-1,Đang xử lý\n", encoding="utf-8")
+    (inbox / "s_link.csv").symlink_to(outside)
+    reasons["s_link.csv"] = "symbolic link"
+    # a name that would forge a log line
+    forged = "0_bad\nERROR all files loaded.csv"  # sorts first: the head of the run's message
+    (inbox / forged).write_bytes(b"M\xe3 h\xf4 s\xf4\n")
+    reasons[forged] = "not UTF-8 text"
+    # failed/ made by someone else, world-readable, with a note name planted as a link to a victim
+    failed = inbox / "failed"
+    failed.mkdir(mode=0o755)
+    os.chmod(failed, 0o755)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    (failed / "m11_cp1258.csv.error.txt").symlink_to(victim)
+
+    outcomes = {Path(o["path"]).name: o for o in inbox_flow()}
+
+    assert {n: o["status"] for n, o in outcomes.items()} == {
+        "a_good.xlsx": "loaded", "b_good_xfd_padded.xlsx": "loaded", **{n: "failed" for n in reasons}}
+    assert outcomes["a_good.xlsx"]["rows_read"] == 3 and outcomes["b_good_xfd_padded.xlsx"]["rows_read"] == 50
+    assert [p.name for p in inbox.iterdir() if not p.is_dir()] == []
+    processed = inbox / "processed"
+    assert sorted(p.name for p in processed.iterdir()) == ["a_good.xlsx", "b_good_xfd_padded.xlsx"]
+    assert _mode(processed) == _mode(failed) == 0o700  # created or tightened: owner only
+    assert all(_mode(p) == 0o600 for p in processed.iterdir())
+    for name, reason in reasons.items():
+        moved = failed / ("m11_cp1258.1.csv" if name == "m11_cp1258.csv" else name)
+        assert os.path.lexists(moved), name
+        note = moved.with_name(moved.name + ".error.txt")
+        text = note.read_text(encoding="utf-8")
+        assert reason in text and reason in outcomes[name]["message"], (name, text)
+        assert _mode(note) == 0o600 and not note.is_symlink()
+        if name != "s_link.csv":
+            assert _mode(moved) == 0o600
+    # the link moved as a link; its target neither moved, changed nor loaded
+    assert (failed / "s_link.csv").is_symlink() and os.readlink(failed / "s_link.csv") == str(outside)
+    assert outside.read_text(encoding="utf-8").startswith("Mã hồ sơ")
+    # the planted link was not written through
+    assert victim.read_text(encoding="utf-8") == "keep me" and (failed / "m11_cp1258.csv.error.txt").is_symlink()
+    # the forged name is quoted in the messages: no line starts with the forged text
+    (run_status, message), = rows(wh, "SELECT status, message FROM dq.runs")
+    assert run_status == "failed" and "\nERROR" not in message and repr(str(inbox / forged)) in message
+    assert "\nERROR" not in outcomes[forged]["message"] and "0_bad\\nERROR" in outcomes[forged]["message"]
+    # what loaded: exactly the two good files
+    keys = [r[0] for r in rows(wh, "SELECT ma_ho_so FROM core.dossiers")]
+    assert len(keys) == 3 + 50 - outcomes["b_good_xfd_padded.xlsx"]["rows_quarantined"]
+    assert not [k for k in keys if "SECRET" in k or "HOSTILE" in k or "BOMB" in k]
+
+
+def test_cli_ingest_files_reports_hostile_files_and_loads_the_good_one(dvc_env, tmp_path: Path) -> None:
+    """``dvc-etl ingest-files good hostile...``: the good file loads, each hostile one is named with
+    its reason, exit code 1 (some files failed); files stay where they are."""
+    from typer.testing import CliRunner
+
+    from tasks.cli import app
+    from tests.test_source_files import hostile_files
+
+    wh = f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    dvc_env(DVC_WAREHOUSE_URL=wh)
+    folder = tmp_path / "files"
+    reasons = {n: r for n, (_, r) in hostile_files(folder).items()
+               if n.startswith(("m3_", "m5_", "m6_", "m7_", "m8_", "m10_", "m11_"))}
+    forged = folder / "bad\n[bold]name[red].csv"
+    forged.write_bytes(b"\xff\xfe\x00")
+    good = folder / "good.xlsx"
+    shutil.copy(FIXTURES / "01_dossiers_titles_sections.xlsx", good)
+
+    result = CliRunner().invoke(app, ["ingest-files", *(str(folder / n) for n in reasons), str(good), str(forged)])
+
+    assert result.exit_code == 1, result.output
+    assert f"{good}: loaded dossiers read 3 = loaded" in result.output
+    for name, reason in reasons.items():
+        assert name in result.output and reason in result.output, name
+    assert repr(str(forged)) in result.output and "UTF-16" in result.output
+    assert all((folder / n).exists() for n in reasons) and forged.exists()
+    assert rows(wh, "SELECT count(*) FROM core.dossiers") == [(3,)]
+    assert rows(wh, "SELECT status FROM dq.runs") == [("failed",)]

@@ -301,6 +301,61 @@ def test_hostile_export_files_many(tmp_path_factory, table, kind):
     _check_export(tmp_path_factory, table, kind)
 
 
+# damaged workbooks (issue 14): bytes flipped anywhere in a real .xlsx, stored or deflated, so the
+# damage lands in the zip structure, a CRC, a deflate stream or the XML of any part
+_GOOD_XLSX = Path(__file__).parent / "fixtures" / "files" / "01_dossiers_titles_sections.xlsx"
+
+
+def _stored_copy() -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(_GOOD_XLSX) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    return out.getvalue()
+
+
+def _large_stored() -> bytes:
+    """A 2,000-row export stored uncompressed: its sheet is larger than openpyxl's first read, so
+    damage near its end shows while the rows are read."""
+    import tempfile
+
+    from tests.test_source_files import good_rows, make_xlsx, rezip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = make_xlsx(Path(tmp) / "base.xlsx", good_rows("LARGE", 2000))
+        return rezip(base, Path(tmp) / "stored.xlsx", stored=True).read_bytes()
+
+
+_WORKBOOKS = {"deflated": _GOOD_XLSX.read_bytes(), "stored": _stored_copy(), "large": _large_stored()}
+
+
+@st.composite
+def damaged_workbook(draw) -> bytes:
+    kind = draw(st.sampled_from(sorted(_WORKBOOKS)))
+    blob = bytearray(_WORKBOOKS[kind])
+    for _ in range(draw(st.integers(1, 4))):
+        # the large one: mostly in the second half of its sheet
+        low = len(blob) // 2 if kind == "large" and draw(st.booleans()) else 0
+        at = draw(st.integers(low, len(blob) - 1))
+        blob[at] = draw(st.sampled_from([0, 0x3C, 0x26, 0xFF, (blob[at] + 1) % 256, ord("7")]))
+    if draw(st.integers(0, 4)) == 0:
+        del blob[draw(st.integers(len(blob) // 2, len(blob) - 1)):]  # truncated upload
+    return bytes(blob)
+
+
+@settings(max_examples=N, deadline=None, suppress_health_check=list(HealthCheck))
+@given(blob=damaged_workbook())
+def test_damaged_workbook_is_read_or_refused_with_a_reason(tmp_path_factory, blob):
+    """Never an unhandled exception (BadZipFile, a bad CRC, ParseError, zlib.error...): records,
+    or a FileFormatError naming the file."""
+    path = tmp_path_factory.mktemp("damaged") / "so_theo_doi.xlsx"
+    path.write_bytes(blob)
+    _check_file(path, None)
+
+
 # ---------------------------------------------------------------------------------------------
 # formula-like text stays text in the workbook
 # ---------------------------------------------------------------------------------------------

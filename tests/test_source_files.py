@@ -450,3 +450,294 @@ def _same(parsed: Any, original: Any) -> bool:
     if isinstance(original, str):
         return parsed == " ".join(original.split())
     return parsed == original
+
+
+# --- hostile files (issue 14): refused with a reason, never an unhandled error ----------------
+#
+# The builders below are shared with tests/test_inbox.py (the same files through the inbox flow
+# and `dvc-etl ingest-files`, next to a good file).
+
+HOSTILE_HEADER = ["STT", "Mã hồ sơ", "Trạng thái", "Ngày cập nhật"]
+LAUGHS = (b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+          + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+                     for i in range(1, 10))
+          + b']>\n<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="1" '
+            b'uniqueCount="1"><si><t>&lol9;</t></si></sst>')
+EXTERNAL = b'<?xml version="1.0"?>\n<!DOCTYPE w [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n'
+
+
+def make_xlsx(path: Path, rows: list[list[Any]]) -> Path:
+    """A small dossier export written by xlsxwriter (shared strings, styles, one sheet)."""
+    import xlsxwriter
+
+    wb = xlsxwriter.Workbook(str(path))
+    ws = wb.add_worksheet("HoSo")
+    for r, row in enumerate(rows):
+        ws.write_row(r, 0, row)
+    wb.close()
+    return path
+
+
+def good_rows(prefix: str, n: int = 3) -> list[list[Any]]:
+    return [HOSTILE_HEADER] + [[i, f"{prefix}-{i:05d}", "Đang xử lý", "15/01/2024 08:00"] for i in range(1, n + 1)]
+
+
+def rezip(src: Path, dst: Path, replace: dict[str, bytes] | None = None, stored: bool = False) -> Path:
+    """``src`` with some parts replaced or added (the other parts as they are)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(
+        dst, "w", zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+    ) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, (replace or {}).get(info.filename, zin.read(info.filename)))
+        for name in set(replace or {}) - set(zin.namelist()):  # new parts
+            zout.writestr(name, (replace or {})[name])
+    return dst
+
+
+def part(path: Path, name: str) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        return z.read(name)
+
+
+def bad_crc_xlsx(dst: Path, base: Path) -> Path:
+    """``base`` stored uncompressed, then one byte of its last sheet value changed in place: the
+    XML still parses, the zip's CRC-32 no longer matches (found at the end of the sheet, while
+    its rows are read, when the sheet is larger than openpyxl's first read)."""
+    sheet = part(base, "xl/worksheets/sheet1.xml")
+    rezip(base, dst, stored=True)
+    blob = bytearray(dst.read_bytes())
+    at = blob.index(sheet) + sheet.rindex(b"<v>") + 3
+    blob[at] = ord("7") if blob[at] != ord("7") else ord("8")
+    dst.write_bytes(bytes(blob))
+    return dst
+
+
+def malformed(xml: bytes) -> bytes:
+    return xml[: len(xml) // 2]
+
+
+def hostile_files(folder: Path) -> dict[str, tuple[bytes | None, str]]:
+    """Hostile exports written into ``folder``: name -> (None, what the failure reason says).
+    Each is refused under the default limits (and under the small ones of :data:`SMALL_LIMITS`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = make_xlsx(folder / ".base.xlsx", good_rows("HOSTILE"))
+    files: dict[str, str] = {}
+
+    def add(name: str, reason: str, replace: dict[str, bytes]) -> None:
+        rezip(base, folder / name, replace)
+        files[name] = reason
+
+    unreadable = "not a readable .xlsx workbook"
+    for i, name in enumerate(["[Content_Types].xml", "xl/workbook.xml", "xl/styles.xml", "xl/sharedStrings.xml",
+                              "xl/worksheets/sheet1.xml"]):
+        add(f"m{i}_malformed.xlsx", f"{unreadable}: part {name!r}", {name: malformed(part(base, name))})
+    strings = part(base, "xl/sharedStrings.xml").split(b"?>", 1)[-1].lstrip()
+    add("m5_encoding.xlsx", "unknown encoding",
+        {"xl/sharedStrings.xml": b'<?xml version="1.0" encoding="x-klingon"?>\n' + strings})
+    add("m6_laughs.xlsx", "declares a DTD or entities", {"xl/sharedStrings.xml": LAUGHS})
+    sheet = part(base, "xl/worksheets/sheet1.xml")
+    body = sheet.split(b"?>", 1)[-1].lstrip() if sheet.startswith(b"<?xml") else sheet
+    add("m7_xxe.xlsx", "declares a DTD or entities",
+        {"xl/worksheets/sheet1.xml": EXTERNAL + body.replace(b"<sheetData>", b"<sheetData>&xxe;", 1)})
+    add("m8_xfd_value.xlsx", "column XFD", {"xl/worksheets/sheet1.xml": sheet.replace(
+        b"</row>", b'<c r="XFD1" t="inlineStr"><is><t>padding</t></is></c></row>', 1)})
+    add("m9_row_1048576.xlsx", "DVC_FILE_MAX_ROWS", {"xl/worksheets/sheet1.xml": sheet.replace(
+        b"</sheetData>", b'<row r="1048576"><c r="A1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData>')})
+    bad_crc_xlsx(folder / "m10_bad_crc.xlsx", make_xlsx(folder / ".large.xlsx", good_rows("CRC", 2000)))
+    (folder / ".large.xlsx").unlink()
+    files["m10_bad_crc.xlsx"] = "Bad CRC-32"
+    (folder / "m11_cp1258.csv").write_bytes(
+        "Mã hồ sơ,Trạng thái\nH-1,Đang xử lý\n".encode().replace(b"\xc3\xa3", b"\xe3"))
+    files["m11_cp1258.csv"] = "not UTF-8 text"
+    (folder / "m12_long_cell.csv").write_text(f"Mã hồ sơ,Trạng thái\nH-1,{'x' * 40_000}\n", encoding="utf-8")
+    files["m12_long_cell.csv"] = "DVC_FILE_MAX_CELL_CHARS"
+    (folder / "m13_wide.csv").write_text("Mã hồ sơ,Trạng thái\nH-1,Đang xử lý" + "," * 300 + "x\n", encoding="utf-8")
+    files["m13_wide.csv"] = "DVC_FILE_MAX_COLUMNS"
+    (folder / ".base.xlsx").unlink()
+    return {n: (None, r) for n, r in files.items()}
+
+
+def xfd_padded_xlsx(dst: Path, base_rows: list[list[Any]]) -> Path:
+    """A good export whose every row is padded with an empty formatted cell at column XFD, and
+    whose ``<dimension>`` claims A1:XFD1048576: openpyxl's row reader would make 16,384 cells of
+    every row; the parser reads the filled cells only."""
+    import re as _re
+
+    base = make_xlsx(dst.with_suffix(".base.xlsx"), base_rows)
+    sheet = part(base, "xl/worksheets/sheet1.xml")
+    sheet = _re.sub(rb'<dimension ref="[^"]*"\s*/>', b'<dimension ref="A1:XFD1048576"/>', sheet)
+    sheet = _re.sub(rb'<row r="(\d+)"([^>]*)>(.*?)</row>',
+                    lambda m: b'<row r="%s"%s>%s<c r="XFD%s" s="0"/></row>' % (m[1], m[2], m[3], m[1]), sheet)
+    rezip(base, dst, {"xl/worksheets/sheet1.xml": sheet})
+    base.unlink()
+    return dst
+
+
+def test_hostile_xlsx_and_csv_are_refused_with_their_reason(tmp_path: Path) -> None:
+    """Every hostile file: a FileFormatError naming the file and the reason, never another error."""
+    files = hostile_files(tmp_path)
+    assert len(files) == 14
+    for name, (_, reason) in files.items():
+        with pytest.raises(FileFormatError) as err:
+            parse_file(tmp_path / name)
+        assert reason in err.value.message and str(err.value).startswith(str(tmp_path / name)), (name, err.value)
+
+
+def test_openpyxl_reads_through_defusedxml() -> None:
+    import openpyxl.xml
+
+    assert openpyxl.xml.DEFUSEDXML is True  # installed: openpyxl's iterparse is defusedxml's
+
+
+def test_a_row_padded_to_column_xfd_is_read_cheaply(tmp_path: Path) -> None:
+    from tasks.source_files import FileLimits, _read_xlsx
+
+    rows = good_rows("XFD", n=200)
+    path = xfd_padded_xlsx(tmp_path / "xfd.xlsx", rows)
+    assert b'<c r="XFD5" s="0"/>' in part(path, "xl/worksheets/sheet1.xml")
+    table = _read_xlsx(path, path.read_bytes(), FileLimits())
+    assert max(len(r) for r in table.rows) == len(HOSTILE_HEADER)  # not 16,384
+    parsed = parse_file(path)
+    assert [r["MaHoSo"] for r in parsed.records] == [r[1] for r in rows[1:]]
+
+
+@pytest.mark.parametrize("setting,value,content,reason", [
+    ("max_bytes", 100, "Mã hồ sơ,Trạng thái\n" + "H-1,Đang xử lý\n" * 20, "DVC_FILE_MAX_BYTES"),
+    ("max_rows", 5, "Mã hồ sơ,Trạng thái\n" + "H-1,Đang xử lý\n" * 20, "DVC_FILE_MAX_ROWS"),
+    ("max_columns", 3, "Mã hồ sơ,Trạng thái,a,b,c\nH-1,x,1,2,3\n", "DVC_FILE_MAX_COLUMNS"),
+    ("max_cell_chars", 5, "Mã hồ sơ,Trạng thái\nH-1,Đang xử lý\n", "DVC_FILE_MAX_CELL_CHARS"),
+])
+def test_each_limit_is_a_setting(tmp_path: Path, setting: str, value: int, content: str, reason: str) -> None:
+    from dataclasses import replace
+
+    from tasks.settings import Settings
+    from tasks.source_files import FileLimits
+
+    path = _csv(tmp_path, content)
+    assert parse_file(path).records  # fine under the defaults
+    with pytest.raises(FileFormatError, match=reason):
+        parse_file(path, replace(FileLimits(), **{setting: value}))
+    env_name = reason.removeprefix("DVC_").lower()
+    assert getattr(FileLimits.from_settings(Settings(**{env_name: value})), setting) == value
+
+
+def test_unpacked_size_limit_refuses_a_zip_bomb(tmp_path: Path) -> None:
+    from tasks.source_files import FileLimits
+
+    base = make_xlsx(tmp_path / "base.xlsx", good_rows("BOMB"))
+    bomb = rezip(base, tmp_path / "bomb.xlsx", {"xl/media/zeros.bin": b"\0" * (8 * 2**20)})
+    assert bomb.stat().st_size < 100_000
+    assert parse_file(bomb).records  # 8 MiB unpacked: under the default limit
+    with pytest.raises(FileFormatError, match="DVC_FILE_MAX_UNPACKED_BYTES"):
+        parse_file(bomb, FileLimits(max_unpacked_bytes=4 * 2**20))
+
+
+def test_quote_name_escapes_newlines_and_control_characters() -> None:
+    from tasks.source_files import quote_name
+
+    assert quote_name("Sổ theo dõi hồ sơ (1).xlsx") == "Sổ theo dõi hồ sơ (1).xlsx"
+    for name in ("a\nERROR forged line.csv", "b\r.csv", "c\x1b[31m.csv", "d\u2028.csv", "e\x00.csv"):
+        shown = quote_name(name)
+        assert shown.isprintable() and shown != name and "\n" not in shown
+    err = FileFormatError(Path("/in/x\ny.csv"), "boom")
+    assert "\n" not in str(err) and "x\\ny.csv" in str(err)
+
+
+def test_symlink_refused_when_links_are_not_followed(tmp_path: Path) -> None:
+    from tasks.source_files import read_limited
+
+    target = _csv(tmp_path, "Mã hồ sơ,Trạng thái\nH-1,Đang xử lý\n", name="real.csv")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert read_limited(link) == target.read_bytes()  # a path named on the command line may be a link
+    with pytest.raises(FileFormatError, match="symbolic link"):
+        read_limited(link, follow_symlinks=False)
+
+
+def test_a_fifo_never_hangs_the_reader(tmp_path: Path) -> None:
+    import os
+
+    from tasks.source_files import read_limited
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(FileFormatError, match="not a regular file"):
+        read_limited(fifo)
+
+
+def test_write_private_new_never_follows_a_link(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from tasks.file_guard import write_private_new
+
+    note = tmp_path / "x.csv.error.txt"
+    write_private_new(note, "lý do\n")
+    assert note.read_text(encoding="utf-8") == "lý do\n" and stat.S_IMODE(note.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        write_private_new(note, "again")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    planted = tmp_path / "y.csv.error.txt"
+    planted.symlink_to(victim)
+    with pytest.raises(OSError):
+        write_private_new(planted, "overwrite?")
+    dangling = tmp_path / "z.csv.error.txt"
+    dangling.symlink_to(tmp_path / "created-through-link.txt")
+    with pytest.raises(OSError):
+        write_private_new(dangling, "create?")
+    assert victim.read_text() == "keep" and not (tmp_path / "created-through-link.txt").exists()
+    assert os.path.islink(planted)
+
+
+# --- the child process: memory and time limits --------------------------------------------------
+
+
+def big_csv(path: Path, rows: int = 60_000, columns: int = 64) -> Path:
+    """A legal but memory-hungry dossier list: ~4 million small distinct cells."""
+    head = "Mã hồ sơ,Trạng thái," + ",".join(f"c{i}" for i in range(columns - 2))
+    body = "\n".join(f"H-{r}," + ",".join(str(10 + (r + c) % 90) for c in range(columns - 1)) for r in range(rows))
+    path.write_text(head + "\n" + body + "\n", encoding="utf-8")
+    return path
+
+
+def test_child_parse_matches_in_process_parse(tmp_path: Path) -> None:
+    from tasks.file_guard import parse_in_child, read_file
+    from tasks.settings import Settings
+
+    s = Settings()
+    for name in ("01_dossiers_titles_sections.xlsx", "08_payments_alt_labels_semicolon.csv"):
+        child = parse_in_child(FILES / name, read_file(FILES / name, s), s)
+        here = parse(name)
+        assert (child.entity, child.records, child.skipped, child.warnings) == (
+            here.entity, here.records, here.skipped, here.warnings)
+
+
+def test_child_over_its_memory_limit_fails_the_file_with_the_reason(tmp_path: Path) -> None:
+    from tasks.file_guard import parse_in_child, read_file
+    from tasks.settings import Settings
+
+    s = Settings(file_parse_memory_mb=256)
+    path = big_csv(tmp_path / "big.csv")
+    with pytest.raises(FileFormatError, match="DVC_FILE_PARSE_MEMORY_MB"):
+        parse_in_child(path, read_file(path, s), s)
+    small = FILES / "01_dossiers_titles_sections.xlsx"
+    assert parse_in_child(small, read_file(small, s), s).records  # the same limit parses a normal export
+
+
+def test_child_over_its_time_limit_is_stopped(tmp_path: Path) -> None:
+    import time
+
+    from tasks.file_guard import parse_in_child, read_file
+    from tasks.settings import Settings
+
+    s = Settings(file_parse_timeout=0.2)
+    path = big_csv(tmp_path / "slow.csv", rows=20_000)
+    started = time.monotonic()
+    with pytest.raises(FileFormatError, match="DVC_FILE_PARSE_TIMEOUT"):
+        parse_in_child(path, read_file(path, s), s)
+    assert time.monotonic() - started < 30
