@@ -32,7 +32,7 @@ from tasks.faults import crash_point
 from tasks.load import LoadResult, get_watermark, load_batch
 from tasks.normalize import normalize, now_local
 from tasks.settings import Settings
-from tasks.warehouse import local_write_lock
+from tasks.warehouse import local_write_lock, make_private, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,20 @@ def finish_run(engine: Engine, run_id: str, status: str, published: bool | None,
             ),
             {"t": now_local(), "st": status, "p": published, "m": message[:4000], "r": run_id},
         )
+
+
+def purge_personal_data(engine: Engine, settings: Settings) -> dict[str, Any]:
+    """The retention of personal data kept as read (``tasks.retention``: quarantined rows' raw
+    records, superseded raw versions), at the end of a nightly run, under its writer lock. A
+    failure is logged and returned, never raised: the loads and publication stand, and the next
+    run purges again."""
+    from tasks.retention import purge_for_settings
+
+    try:
+        return purge_for_settings(engine, settings).as_dict()
+    except Exception as exc:  # noqa: BLE001 - retention must not undo a run's loads
+        log.exception("the retention purge failed; the next run retries it")
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -606,7 +620,7 @@ def publish_period(
         from tasks.workbook import write_workbook
 
         path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(private_dir(path.parent), recursive=True)  # reports/: 0700 folders, 0600 files
         out["workbook"] = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name,
                                          report_number=settings.report_number, place=settings.report_place)
         crash_point("workbook.after_write")  # write_workbook has recorded mart.publications.workbook_path

@@ -766,6 +766,32 @@ class GxRecord:
     seconds: float
 
 
+_HTML_SPECIAL = re.compile(r"[<>&\"']")
+
+
+def html_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text value that holds ``< > & " '`` HTML-escaped, for Great
+    Expectations: its data docs put unexpected values into the page unescaped, so a record whose
+    text holds ``<script>`` would run in the reader's browser. Escaped, it shows as the text it is.
+    Only GX's copy is escaped (the quarantine masks of :func:`check` read the original values);
+    ``html.escape`` is one-to-one, so uniqueness rules count the same, and no value set or pattern
+    of the suites holds those characters, so set and regex rules fail the same rows."""
+    import html
+
+    out = None
+    for col in frame.columns:
+        s = frame[col]
+        if not (s.dtype == object or isinstance(s.dtype, pd.StringDtype)):
+            continue
+        text = s.map(lambda v: isinstance(v, str) and _HTML_SPECIAL.search(v) is not None)
+        if not text.any():
+            continue
+        if out is None:
+            out = frame.copy()
+        out[col] = s.where(~text, s[text].map(lambda v: html.escape(v, quote=True)))
+    return frame if out is None else out
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
 
@@ -823,16 +849,18 @@ def validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, docs_dir: Pa
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
+    from tasks.warehouse import make_private, private_dir
+
     started = time.perf_counter()
     suite_def = load_suite(entity, expectations_dir)
     native = [r for r in suite_def.rules if r.is_gx_native]
     sampled = len(frame) > max_rows
     data = frame.sample(n=max_rows, random_state=GX_SAMPLE_SEED).sort_index() if sampled else frame
     cols = sorted({c for r in native for c in Suite(entity, suite_def.key, (r,), {}).columns()})
-    data = data[cols].reset_index(drop=True)
+    data = html_safe(data[cols].reset_index(drop=True))
 
     run_dir = Path(docs_dir).resolve() / _safe_name(run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(run_dir)  # data docs show failing values (personal data): 0700 folders, 0600 files
     ctx = _gx_context(run_dir)
     asset = ctx.data_sources.add_pandas(f"{entity}_source").add_dataframe_asset(entity)
     batch_def = asset.add_batch_definition_whole_dataframe("batch")
@@ -848,6 +876,7 @@ def validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, docs_dir: Pa
         result_format={"result_format": "SUMMARY"}))
     result = checkpoint.run(batch_parameters={"dataframe": data},
                             run_id=RunIdentifier(run_name=run_id))
+    make_private(run_dir, recursive=True)  # whatever the umask GX wrote them under
     unexpected: dict[str, int] = {}
     elements: dict[str, int] = {}
     successes: dict[str, bool] = {}

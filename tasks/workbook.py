@@ -573,12 +573,15 @@ def write_workbook(
     the highest-level unit of the publication; ``report_number`` (DVC_REPORT_NUMBER) adds "Kèm theo
     Báo cáo số <report_number>"; ``place`` (DVC_REPORT_PLACE) starts the signature's date line.
     """
+    from tasks.warehouse import private_dir
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # reports/: owner-only (0700), created so or tightened
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         pub = build_workbook(engine, publication_id_or_period, partial, unit_name=unit_name,
                              report_number=report_number, place=place)
+        os.chmod(partial, 0o600)  # whatever the umask: the workbook names officials (personal data)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -282,7 +282,9 @@ def by_record(rows: list[Any]) -> dict[tuple[str, str], dict[str, Any]]:
     """(entity, record_key) -> {rules: {rule: severity}, raw: parsed raw_record, ...}."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
-        e = out.setdefault((r.entity, r.record_key), {"rules": {}, "raw": json.loads(r.raw_record), "rows": []})
+        # raw_record is NULL once the row is resolved (retention, tasks/retention.py)
+        raw = json.loads(r.raw_record) if r.raw_record is not None else None
+        e = out.setdefault((r.entity, r.record_key), {"rules": {}, "raw": raw, "rows": []})
         e["rules"][r.rule] = r.severity
         e["rows"].append(r)
     return out
@@ -520,6 +522,7 @@ def test_planted_bad_records_are_quarantined_end_to_end(prefect_harness, warehou
     for p in fixed:
         rec = q[(p.entity, p.key)]
         assert all(r.resolved_at is not None and r.resolved_run_id == run2 for r in rec["rows"]), p.kind
+        assert all(r.raw_record is None for r in rec["rows"]), p.kind  # personal data purged once resolved
         key_col = {"dossiers": "ma_ho_so", "payments": "ma", "procedures": "ma_tthc", "units": "ma_don_vi"}[p.entity]
         key = p.key.split("|")[0]
         assert count(engine, f"SELECT count(*) FROM core.{p.entity} WHERE {key_col} = :k", k=key) == 1, p.kind
