@@ -2,7 +2,9 @@
 
 Plain functions, no Prefect: the flows call them, the tests call them directly.
 
-- :func:`connect` builds the engine from a URL (creates the DuckDB file's folder).
+- :func:`connect` builds the engine from a URL (creates the DuckDB file's folder, owner-only).
+- :func:`private_umask` / :func:`make_private`: personal data at rest is readable by the owner only
+  (0600 files, 0700 folders): the warehouse file, its WAL, spill folder and lock, ``reports/``.
 - :func:`upgrade` applies the versioned migrations of ``sql/migrations`` (never drops data).
 - :func:`sql_file` / :func:`run_sql_file` read the SQL kept in ``sql/``.
 """
@@ -10,7 +12,9 @@ Plain functions, no Prefect: the flows call them, the tests call them directly.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -43,6 +47,56 @@ def dialect_name(engine_or_conn: Engine | Connection) -> str:
 
 _MEMORY_LIMIT = re.compile(rf"^{MEMORY_SIZE}$", re.IGNORECASE)
 
+#: The umask of a pipeline process: whatever it (or DuckDB, or Great Expectations) creates is
+#: readable by its owner only: 0600 files, 0700 folders.
+PRIVATE_UMASK = 0o077
+
+
+def private_umask() -> None:
+    """Set the process umask to :data:`PRIVATE_UMASK` (idempotent). Called where the pipeline
+    starts (:func:`open_warehouse`: every CLI command and flow that writes), so the files DuckDB
+    creates by itself (the WAL, the spill files under ``<file>.tmp/``) are private too."""
+    os.umask(PRIVATE_UMASK)
+
+
+def make_private(path: Path | str, *, recursive: bool = False) -> None:
+    """chmod an existing file to 0600 or folder to 0700 (with ``recursive``, everything under it).
+    Files created before the umask was set, by an older version, or by another tool are
+    tightened; a path that is missing or that another user owns is left alone."""
+    path = Path(path)
+    try:
+        st = path.lstat()
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    try:
+        if mode & 0o077:  # group and others lose every bit; the owner's stay (0644 -> 0600, 0755 -> 0700)
+            path.chmod(mode & 0o700)
+        if recursive and stat.S_ISDIR(st.st_mode):
+            for child in path.iterdir():
+                make_private(child, recursive=True)
+    except OSError as exc:  # a read-only mount, a file gone meanwhile: never fatal
+        log.warning("could not restrict the permissions of %s: %s", path, exc)
+
+
+def private_dir(path: Path | str) -> Path:
+    """Create a folder (and missing parents) owner-only, or tighten it if it exists; returns it."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for p in missing:  # the folders created here; parents that existed are the operator's choice
+        make_private(p)
+    make_private(path)
+    return path
+
+
+def duckdb_files(database: str | Path) -> list[Path]:
+    """The files of a DuckDB warehouse: the database, its WAL, spill folder and writer lock."""
+    db = Path(database).expanduser()
+    return [db, *(db.with_name(db.name + suffix) for suffix in (".wal", ".tmp", ".lock"))]
+
 
 def connect(url: str, *, duckdb_memory_limit: str | None = None) -> Engine:
     """Engine for a warehouse URL. ``duckdb:///path`` (relative to the working directory) or
@@ -54,7 +108,11 @@ def connect(url: str, *, duckdb_memory_limit: str | None = None) -> Engine:
         raise WarehouseError(f"DVC_WAREHOUSE_URL is not a valid SQLAlchemy URL: {exc}") from None
     if u.get_backend_name() == "duckdb":
         if u.database and u.database != ":memory:":
-            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            db = Path(u.database).expanduser()
+            if not db.parent.exists():
+                private_dir(db.parent)  # data/: created owner-only
+            for f in duckdb_files(db):  # personal data at rest: 0600, spill folder 0700
+                make_private(f, recursive=True)
         engine = sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0)
         limit = (duckdb_memory_limit or "").strip()
         if limit:
@@ -82,7 +140,10 @@ def connect(url: str, *, duckdb_memory_limit: str | None = None) -> Engine:
 
 
 def open_warehouse(settings: Settings) -> Engine:
-    """Engine for the configured warehouse (``DVC_WAREHOUSE_URL``, ``DVC_DUCKDB_MEMORY_LIMIT``)."""
+    """Engine for the configured warehouse (``DVC_WAREHOUSE_URL``, ``DVC_DUCKDB_MEMORY_LIMIT``).
+    The pipeline starts here: the process umask becomes :data:`PRIVATE_UMASK` first, so the
+    warehouse's files and the reports written afterwards are readable by the owner only."""
+    private_umask()
     return connect(settings.warehouse_url, duckdb_memory_limit=settings.duckdb_memory_limit)
 
 
@@ -337,45 +398,170 @@ def fingerprint(engine: Engine, tables: list[str] | None = None) -> dict[str, st
 # ----------------------------------------------------------------------------------------------
 #: Columns of core tables an analyst must not read (pseudonymous applicant key).
 CORE_RESTRICTED = {"core.dossiers": {"applicant_key"}}
+#: Role names PostgreSQL reserves (besides the ``pg_`` prefix).
+_RESERVED_ROLE_NAMES = {"public", "none", "current_user", "session_user", "current_role"}
+#: Predefined roles an analyst must not inherit from (they read or write everything, or the server).
+_DANGEROUS_PREDEFINED = {
+    "pg_read_all_data", "pg_write_all_data", "pg_read_server_files", "pg_write_server_files",
+    "pg_execute_server_program", "pg_signal_backend", "pg_checkpoint", "pg_database_owner",
+    "pg_create_subscription", "pg_use_reserved_connections",
+}
+#: The role and every role it inherits from (directly or not), with what makes each unfit for an
+#: analyst: being the role running this command, a dangerous attribute, or owning any object
+#: (pg_shdepend covers every database; the local catalogs are checked too).
+_ROLE_FACTS_SQL = """
+WITH RECURSIVE up(oid) AS (
+    SELECT oid FROM pg_roles WHERE rolname = %(role)s
+    UNION
+    SELECT m.roleid FROM pg_auth_members m JOIN up ON m.member = up.oid
+)
+SELECT r.rolname,
+       r.rolname = %(role)s,
+       r.rolname IN (current_user, session_user),
+       array_remove(ARRAY[
+           CASE WHEN r.rolsuper THEN 'SUPERUSER' END, CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
+           CASE WHEN r.rolcreatedb THEN 'CREATEDB' END, CASE WHEN r.rolreplication THEN 'REPLICATION' END,
+           CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END], NULL),
+       EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass
+                                              AND d.refobjid = r.oid AND d.deptype = 'o')
+       OR EXISTS (SELECT 1 FROM pg_database WHERE datdba = r.oid)
+       OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspowner = r.oid)
+       OR EXISTS (SELECT 1 FROM pg_class WHERE relowner = r.oid)
+       OR EXISTS (SELECT 1 FROM pg_proc WHERE proowner = r.oid)
+       OR EXISTS (SELECT 1 FROM pg_type WHERE typowner = r.oid)
+FROM up JOIN pg_roles r ON r.oid = up.oid
+ORDER BY r.rolname = %(role)s DESC, r.rolname
+"""
+
+
+class GrantRefused(WarehouseError):
+    """``grant_analyst`` will not act on this role or this warehouse (a usage error: exit 2)."""
+
+
+def _check_role_name(role: str) -> None:
+    """Any name PostgreSQL keeps exactly as given (it is always quoted): 1-63 bytes, no control
+    characters, not reserved. Longer names would be cut silently by the server."""
+    import unicodedata
+
+    if not role or len(role.encode("utf-8")) > 63:
+        raise GrantRefused(f"invalid role name {role!r}: it must be 1 to 63 bytes long")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in role):
+        raise GrantRefused(f"invalid role name {role!r}: control characters are not allowed")
+    if role.lower() in _RESERVED_ROLE_NAMES or role.lower().startswith("pg_"):
+        raise GrantRefused(f"invalid role name {role!r}: the name is reserved by PostgreSQL")
+
+
+def _refuse_unfit_role(cur: Any, role: str) -> None:
+    """Refuse an existing role that is the caller, owns objects, has a dangerous attribute, or
+    inherits from such a role: making it an analyst would hand out (or take away) far more."""
+    cur.execute(_ROLE_FACTS_SQL, {"role": role})
+    for name, is_target, is_me, attributes, owns in cur.fetchall():
+        who = f"role {role!r}" if is_target else f"role {role!r} is a member of {name!r}, which"
+        because = (
+            "is the role running this command (the pipeline's own role?)" if is_me
+            else f"has {', '.join(attributes)}" if attributes
+            else "owns objects (databases, schemas, tables, functions or types)" if owns
+            else "is a predefined role with wide access" if name in _DANGEROUS_PREDEFINED
+            else None
+        )
+        if because:
+            raise GrantRefused(f"refusing to make {role!r} an analyst: {who} {because}")
+
+
+def _grant_error(exc: BaseException, role: str, password: str | None) -> WarehouseError:
+    """One line from a database error: the server's primary message, never the statement (which
+    could hold a password verifier) and never the password."""
+    orig = getattr(exc, "orig", None) or exc
+    diag = getattr(orig, "diag", None)
+    text = getattr(diag, "message_primary", None) or str(orig) or type(orig).__name__
+    text = text.strip().splitlines()[0] if text.strip() else type(orig).__name__
+    if password:
+        text = text.replace(password, "***")
+    return WarehouseError(f"grant-analyst {role!r} failed: {text}")
 
 
 def grant_analyst(engine: Engine, role: str, *, password: str | None = None) -> None:
     """Read access to ``mart`` (all tables, present and future) and to ``core`` without the
-    restricted columns; ``raw`` and ``dq`` stay closed. Creates ``role`` (LOGIN) if missing."""
-    if dialect_name(engine) != "postgresql":
-        raise WarehouseError("grant-analyst needs a PostgreSQL warehouse (DuckDB files have no roles)")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", role):
-        raise WarehouseError(f"invalid role name {role!r}")
-    with engine.begin() as conn:
-        q = conn.dialect.identifier_preparer.quote
-        r = q(role)
-        exists = conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
-        if not exists:
-            conn.execute(sa.text(f"CREATE ROLE {r} LOGIN"))
-        if password is not None:
-            from psycopg import sql as pgsql
+    restricted columns; ``raw`` and ``dq`` stay closed. Creates ``role`` (LOGIN) if missing.
 
-            literal = pgsql.Literal(password).as_string(raw_driver_connection(conn))
-            conn.execute(sa.text(f"ALTER ROLE {r} PASSWORD {literal}"))
-        db = q(conn.execute(sa.text("SELECT current_database()")).scalar_one())
-        conn.execute(sa.text(f"GRANT CONNECT ON DATABASE {db} TO {r}"))
-        for schema in ("raw", "dq"):
-            conn.execute(sa.text(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {r}"))
-            conn.execute(sa.text(f"REVOKE ALL ON SCHEMA {schema} FROM {r}"))
-        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA mart TO {r}"))
-        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA mart TO {r}"))
-        conn.execute(sa.text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA mart GRANT SELECT ON TABLES TO {r}"))
-        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA core TO {r}"))
-        rows = conn.execute(
-            sa.text(
-                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'core' "
-                "ORDER BY table_name, ordinal_position"
-            )
-        ).fetchall()
-        tables: dict[str, list[str]] = {}
-        for t, c in rows:
-            tables.setdefault(f"core.{t}", []).append(c)
-        for table, cols in tables.items():
-            conn.execute(sa.text(f"REVOKE ALL ON {table} FROM {r}"))
-            allowed = [c for c in cols if c not in CORE_RESTRICTED.get(table, set())]
-            conn.execute(sa.text(f"GRANT SELECT ({', '.join(q(c) for c in allowed)}) ON {table} TO {r}"))
+    Every identifier (the role, the database, schemas, tables and columns read from the catalog)
+    is quoted by psycopg's ``sql.Identifier``; the statements never pass SQLAlchemy's text parser.
+    ``password`` (None: leave it unset or unchanged) is sent as a SCRAM-SHA-256 verifier computed
+    here, so the clear text never reaches the server, its logs or an error message.
+    Raises ``GrantRefused`` for a role it must not touch (the caller, an owner of objects, a role
+    with SUPERUSER/CREATEROLE/CREATEDB/REPLICATION/BYPASSRLS, or a member of one) and
+    ``WarehouseError`` (one line, no password) when the database refuses."""
+    if dialect_name(engine) != "postgresql":
+        raise GrantRefused("grant-analyst needs a PostgreSQL warehouse (DuckDB files have no roles)")
+    _check_role_name(role)
+    if password is not None and (not password or "\x00" in password):
+        raise GrantRefused("the analyst password must be non-empty text without NUL characters")
+    import psycopg
+
+    try:
+        with engine.begin() as conn:
+            pending = [v for v, _ in migrations("postgresql") if v not in applied_versions(conn)]
+            if pending:
+                raise GrantRefused(
+                    f"the warehouse schema is not up to date ({len(pending)} pending migration(s)): run "
+                    "`dvc-etl db upgrade` as the pipeline's role first"
+                )
+            with raw_driver_connection(conn).cursor() as cur:
+                _grant(cur, role, password)
+    except WarehouseError:
+        raise
+    except (sa.exc.DBAPIError, psycopg.Error) as exc:
+        raise _grant_error(exc, role, password) from None
+
+
+def _grant(cur: Any, role: str, password: str | None) -> None:
+    from psycopg import sql
+
+    ident, stmt = sql.Identifier, sql.SQL
+    r = ident(role)
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+    if cur.fetchone():
+        _refuse_unfit_role(cur, role)
+    else:
+        cur.execute(stmt("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+                    .format(r))
+    if password is not None:
+        verifier = cur.connection.pgconn.encrypt_password(
+            password.encode("utf-8"), role.encode("utf-8"), b"scram-sha-256"
+        ).decode("ascii")
+        cur.execute(stmt("ALTER ROLE {} PASSWORD {}").format(r, sql.Literal(verifier)))
+    cur.execute("SELECT current_database()")
+    cur.execute(stmt("GRANT CONNECT ON DATABASE {} TO {}").format(ident(cur.fetchone()[0]), r))
+    for schema in ("raw", "dq"):
+        cur.execute(stmt("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(ident(schema), r))
+        cur.execute(stmt("REVOKE ALL ON SCHEMA {} FROM {}").format(ident(schema), r))
+    mart = ident("mart")
+    cur.execute(stmt("GRANT USAGE ON SCHEMA {} TO {}").format(mart, r))
+    cur.execute(stmt("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(mart, r))
+    # future mart tables are created by whoever owns mart (the pipeline's role running migrations),
+    # not by the administrator running this: default privileges for each owner
+    cur.execute(
+        "SELECT DISTINCT o.rolname FROM pg_namespace n JOIN pg_roles o ON o.oid = n.nspowner "
+        "WHERE n.nspname = 'mart' UNION "
+        "SELECT DISTINCT o.rolname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_roles o ON o.oid = c.relowner WHERE n.nspname = 'mart' ORDER BY 1"
+    )
+    for (owner,) in cur.fetchall():
+        cur.execute(stmt("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}")
+                    .format(ident(owner), mart, r))
+    cur.execute(stmt("GRANT USAGE ON SCHEMA {} TO {}").format(ident("core"), r))
+    cur.execute(
+        "SELECT c.relname, a.attname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE n.nspname = 'core' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY c.relname, a.attnum"
+    )
+    tables: dict[str, list[str]] = {}
+    for table, column in cur.fetchall():
+        tables.setdefault(table, []).append(column)
+    for table, columns in tables.items():
+        target = ident("core", table)
+        cur.execute(stmt("REVOKE ALL ON {} FROM {}").format(target, r))  # drops column grants too
+        allowed = [c for c in columns if c not in CORE_RESTRICTED.get(f"core.{table}", set())]
+        if allowed:
+            cur.execute(stmt("GRANT SELECT ({}) ON {} TO {}")
+                        .format(sql.SQL(", ").join(ident(c) for c in allowed), target, r))
