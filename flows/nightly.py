@@ -26,25 +26,52 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import CURRENT_RUN_ID, current_progress
 from tasks import pipeline
+from tasks.alerts import scrub_for
 from tasks.clock import CALENDAR, check_cut
 from tasks.faults import crash_point
-from tasks.settings import Settings, get_settings
+from tasks.settings import SAFE_OVERRIDES, Settings, get_settings, require_run_settings
 from tasks.warehouse import WarehouseBusy, open_warehouse, upgrade, writer_lock
 
 log = logging.getLogger(__name__)
 
 
+class UnsafeOverride(ValueError):
+    """A ``settings_overrides`` parameter tried to set a setting outside ``SAFE_OVERRIDES``."""
+
+
+def check_overrides(overrides: Any) -> None:
+    """Refuse ``settings_overrides`` that are not a mapping of :data:`tasks.settings.SAFE_OVERRIDES`
+    (sizes, thresholds, windows, the source name, the period cut). Anyone who can reach the
+    Prefect API can set a flow run's parameters; a ``source_url`` there would send the worker's
+    bearer token to any host, a ``warehouse_url``, ``smtp_host`` or ``inbox_dir`` would redirect
+    data. The message names the settings, never their values."""
+    if overrides is None:
+        return
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise UnsafeOverride("settings_overrides must map setting names to values")
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        raise UnsafeOverride(f"unknown settings in settings_overrides: {', '.join(unknown)}")
+    refused = sorted(set(overrides) - SAFE_OVERRIDES)
+    if refused:
+        names = ", ".join(f"{k} (DVC_{k.upper()})" for k in refused)
+        raise UnsafeOverride(
+            f"settings_overrides may not set {names}: connection targets, folders and secrets must come from "
+            f"the worker's environment (or its .env) or a Prefect Secret block, never from flow-run parameters; "
+            f"allowed overrides: {', '.join(sorted(SAFE_OVERRIDES))}")
+
+
 def _settings(overrides: dict[str, Any] | None = None) -> Settings:
-    """The settings of the environment with a deployment's ``settings_overrides`` applied
-    (validated like the environment's: a typo or a bad value fails the run at once). Secrets such
-    as the token belong in the worker's environment or the deployment's ``job_variables.env``,
-    not in parameters, which the Prefect server stores and shows."""
-    base = get_settings()
+    """The settings of the environment with a deployment's ``settings_overrides`` applied. Only
+    :data:`tasks.settings.SAFE_OVERRIDES` may be overridden (:func:`check_overrides`, before
+    anything else runs); values are validated like the environment's, so a typo or a bad value
+    fails the run at once. Connection targets and secrets (source URL and token, warehouse URL,
+    SMTP, webhook, folders, hash key) come only from the worker's environment or a Prefect Secret
+    block, never from parameters, which anyone with API access can set and the server shows."""
+    check_overrides(overrides)
+    base = require_run_settings(get_settings())  # DVC_HASH_KEY fit for real data; logs scrubbed
     if not overrides:
         return base
-    unknown = set(overrides) - set(Settings.model_fields)
-    if unknown:
-        raise ValueError(f"unknown settings in settings_overrides: {', '.join(sorted(unknown))}")
     return Settings(**{**{k: getattr(base, k) for k in Settings.model_fields}, **overrides})
 
 
@@ -100,7 +127,7 @@ def tracked_run(settings: Settings, flow_name: str, prefix: str, logger: Any = N
             yield run
         except BaseException as exc:
             pipeline.settle_gx(run.run_id)  # a failed run's deferred validations still finish their record
-            message = f"{type(exc).__name__}: {exc}"
+            message = scrub_for(settings, f"{type(exc).__name__}: {exc}")  # no DSN password in dq.runs
             if "Out of Memory Error" in message:  # DuckDB's; say which setting to change
                 hint = (f"the DuckDB warehouse ran out of its memory limit (DVC_DUCKDB_MEMORY_LIMIT="
                         f"{settings.duckdb_memory_limit or 'DuckDB default'}): raise it")
@@ -314,6 +341,7 @@ def nightly(
             for period, label in zip(todo, labels, strict=True):
                 summary["published"].append(publish_task(settings, run_id, tuple(period), period_cut, label))
         summary["blocked"] = blocked
+        summary["purged"] = pipeline.purge_personal_data(engine, settings)  # retention, Decree 13/2023
         for entity, record in pipeline.settle_gx(run_id).items():
             summary["entities"][entity].update(record)
         summary["data_docs"] = next((e["data_docs"] for e in summary["entities"].values() if e.get("data_docs")), None)

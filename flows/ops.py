@@ -68,13 +68,17 @@ def reference_sync(settings_overrides: dict[str, Any] | None = None) -> dict[str
 @flow(name="dvc-inbox", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
 def inbox(settings_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Load every Excel/CSV export waiting in DVC_INBOX_DIR (processed/ and failed/ afterwards)."""
+    from dataclasses import replace
+
     from tasks.inbox import process_inbox
+    from tasks.source_files import quote_name
 
     settings = _settings(settings_overrides)
     with tracked_run(settings, "inbox", "inbox") as run:
         run_id = run.run_id
         outcomes = process_inbox(run.engine, settings, run_id)
-        failed = [o for o in outcomes if o.status == "failed"]
+        # names with newlines or control characters are quoted in the run's message and the alert
+        failed = [replace(o, path=quote_name(o.path)) for o in outcomes if o.status == "failed"]
         if failed:
             run.status, run.message = "failed", "; ".join(f"{o.path}: {o.message}" for o in failed)
     if failed:

@@ -10,13 +10,18 @@
 
 No secret reaches an alert body or a log line: bodies carry only run ids, rule names, counts and
 the data-docs path, and every text that leaves this module (bodies, error messages, logs) is
-scrubbed of the settings' secret values and of the webhook URL (whose path is a credential on
-Slack-style services).
+scrubbed of the settings' secret values, of the warehouse URL's password, of any
+``scheme://user:password@`` and of the webhook URL (whose path is a credential on Slack-style
+services). :func:`install_log_scrubber` does the same for every log record of the process.
+
+E-mail uses STARTTLS (certificate verified) unless ``DVC_SMTP_HOST`` is loopback, or as
+``DVC_SMTP_STARTTLS`` forces (``tasks.settings.smtp_use_starttls``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
 import time
@@ -29,7 +34,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tasks.settings import Settings
+from tasks.settings import Settings, smtp_use_starttls
 
 if TYPE_CHECKING:
     from tasks.quality import CheckOutcome
@@ -93,13 +98,93 @@ def _secrets(settings: Settings) -> list[str]:
             values.append(parts.query)
         if parts.password:
             values.append(parts.password)
+    values += url_passwords(settings.warehouse_url)
     return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 
-def _scrub(text: str, secrets: Iterable[str]) -> str:
+#: ``scheme://user:password@`` in any text (a DSN in a driver's exception, a URL in a log line):
+#: the password part is replaced by ``***``.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*:)(?P<pw>[^\s@'\"]+)@")
+#: ``password=...`` in a libpq-style conninfo string (``host=... password=secret``).
+_CONNINFO_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.I)
+
+
+def url_passwords(url: str | None) -> list[str]:
+    """The password of a URL such as DVC_WAREHOUSE_URL, as given and percent-decoded (empty list
+    when it has none)."""
+    if not url:
+        return []
+    try:
+        import sqlalchemy as sa
+
+        pw = sa.engine.make_url(url).password
+    except Exception:  # noqa: BLE001 - not a SQLAlchemy URL: try a plain split
+        pw = None
+    out = {str(pw)} if pw else set()
+    try:
+        raw = urlsplit(url).password
+    except ValueError:
+        raw = None
+    if raw:
+        out.add(raw)
+    return [v for v in out if v]
+
+
+def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without the given secret values and without the password of any
+    ``scheme://user:password@`` URL or ``password=`` conninfo pair."""
+    text = _replace(text, secrets)
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}***@", text)
+    return _CONNINFO_PASSWORD.sub(lambda m: f"{m['head']}***", text)
+
+
+def _replace(text: str, secrets: Iterable[str]) -> str:
     for value in secrets:
         text = text.replace(value, "***")
     return text
+
+
+_scrub = scrub_text
+
+
+def scrub_for(settings: Settings, text: str) -> str:
+    """``text`` scrubbed of the settings' secrets (warehouse password included) and of URL passwords."""
+    return scrub_text(text, _secrets(settings))
+
+
+# ---------------------------------------------------------------------------------------------
+# Log lines: every record of the process, however it is emitted (our loggers, Prefect's, SQLAlchemy's)
+# ---------------------------------------------------------------------------------------------
+_log_secrets: set[str] = set()
+_base_factory: Any = None
+
+
+def install_log_scrubber(settings: Settings | None = None) -> None:
+    """From now on, every log record of the process is scrubbed (:func:`scrub_text`) before any
+    handler sees it: message and formatted traceback. Adds the settings' secret values (the
+    warehouse URL's password included) to what is scrubbed. Idempotent."""
+    global _base_factory
+    if settings is not None:
+        _log_secrets.update(_secrets(settings))
+    if _base_factory is not None:
+        return
+    _base_factory = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = _base_factory(*args, **kwargs)
+        try:
+            secrets = sorted(_log_secrets, key=len, reverse=True)
+            message = record.getMessage()
+            scrubbed = scrub_text(message, secrets)
+            if scrubbed != message:
+                record.msg, record.args = scrubbed, ()
+            if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+                record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info), secrets)
+        except Exception:  # noqa: BLE001 - a log line must never fail; the record goes as it is
+            pass
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 class _ScrubFilter(logging.Filter):
@@ -234,7 +319,7 @@ def _send_email(msg: EmailMessage, settings: Settings, retry_delay: float) -> No
         try:
             with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
                 smtp.ehlo()
-                if settings.smtp_starttls:
+                if smtp_use_starttls(settings):  # DVC_SMTP_STARTTLS; unset: on unless the host is loopback
                     smtp.starttls(context=ssl.create_default_context())
                     smtp.ehlo()
                 if settings.smtp_user:

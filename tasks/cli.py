@@ -42,8 +42,13 @@ err = Console(stderr=True, soft_wrap=True)
 #: The demo period: the first half of 2024, as in the 2024 report, under the calendar cut.
 DEMO_PERIOD, DEMO_CUT = "2024-H1", "calendar"
 DEMO_START, DEMO_END = resolve_period(DEMO_PERIOD, DEMO_CUT)  # 2024-01-01 .. 2024-06-30
+#: Where `dvc-etl demo` (`make run`) writes unless told otherwise: never the configured warehouse
+#: or reports folder (DVC_WAREHOUSE_URL, DVC_REPORTS_DIR).
+DEMO_WAREHOUSE_URL, DEMO_REPORTS_DIR = "duckdb:///demo/dvc.duckdb", Path("demo/reports")
+#: The alert channels the demo switches off (an empty value disables each one).
+DEMO_QUIET_CHANNELS = {"DVC_ALERT_WEBHOOK_URL": "", "DVC_SMTP_HOST": "", "DVC_ALERT_EMAIL_TO": ""}
 #: Settings whose values never appear in an error message.
-_SECRET_SETTINGS = frozenset({"source_token", "smtp_password", "hash_key"})
+_SECRET_SETTINGS = frozenset({"source_token", "smtp_password", "hash_key", "analyst_password"})
 
 
 def _quiet_env(quiet: bool) -> None:
@@ -89,8 +94,21 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
     from rich.markup import escape
 
+    from tasks.alerts import scrub_text
+
+    message = scrub_text(message)  # a DSN's password (scheme://user:password@) never reaches the terminal
     err.print(f"[bold red]error:[/] {escape(message)}")  # a bad value may hold [brackets]
     raise typer.Exit(code)
+
+
+def _require_hash_key(settings: Any) -> None:
+    """Exit 2, one line naming DVC_HASH_KEY, when the key is the development default, empty or
+    shorter than 32 bytes (commands that write applicants' data: run, backfill, ingest-files, report)."""
+    from tasks.settings import hash_key_problem
+
+    problem = hash_key_problem(settings)
+    if problem:
+        _fail(problem, EXIT_USAGE)
 
 
 def settings_error_lines(exc: Exception) -> list[str]:
@@ -146,6 +164,8 @@ def _parse_range(from_: str, to: str) -> tuple[date, date]:
 
 def _run_guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a flow and turn known failures into clear messages and exit codes."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from tasks.source_api import SourceError
     from tasks.warehouse import WarehouseBusy, WarehouseError
 
@@ -155,6 +175,10 @@ def _run_guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
         _fail(str(exc), EXIT_BUSY)
     except (WarehouseError, SourceError) as exc:
         _fail(str(exc), EXIT_FAILED)
+    except SQLAlchemyError as exc:  # the warehouse unreachable, a missing database: one line, no traceback
+        orig = getattr(exc, "orig", None) or exc
+        _fail(f"warehouse error: {type(orig).__name__}: {(str(orig).strip().splitlines() or [''])[0]}",
+              EXIT_FAILED)
     return None
 
 
@@ -174,6 +198,7 @@ def run(
     settings = _load_settings()
     if not settings.source_url:
         _fail("DVC_SOURCE_URL is not set: point it at the provincial API (or run `dvc-etl demo`)", EXIT_USAGE)
+    _require_hash_key(settings)
     s, u = _parse_day(since, "--since"), _parse_day(until, "--until")
     from flows.nightly import nightly
 
@@ -219,6 +244,7 @@ def report(
     else:
         a, b = _parse_range(from_, to)
         _load_settings()
+    _require_hash_key(_load_settings())
     from flows.nightly import report as report_flow
 
     out = _run_guarded(report_flow, a, b, period_cut=period_cut, period_label=period_label)
@@ -229,29 +255,40 @@ def report(
 def demo(
     dossiers: Annotated[int, typer.Option(help="Dossiers the simulator generates.")] = 30000,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 42,
+    warehouse_url: Annotated[str, typer.Option(
+        "--warehouse-url", help="The demo's own warehouse (never DVC_WAREHOUSE_URL).")] = DEMO_WAREHOUSE_URL,
+    reports_dir: Annotated[Path, typer.Option(
+        "--reports-dir", help="The demo's own reports folder (never DVC_REPORTS_DIR).")] = DEMO_REPORTS_DIR,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Start the built-in simulator on a free loopback port, run the nightly flow into the
-    configured warehouse (embedded DuckDB by default), publish the demo period (2024-H1, calendar
-    cut, as in the 2024 report) and write the workbook; stop the simulator."""
+    """Start the built-in simulator on a free loopback port, run the nightly flow into the demo's
+    own warehouse (demo/dvc.duckdb), publish the demo period (2024-H1, calendar cut, as in the
+    2024 report) and write the workbook into demo/reports; stop the simulator. The configured
+    warehouse, reports folder and alert channels (DVC_WAREHOUSE_URL, DVC_REPORTS_DIR, webhook,
+    e-mail) are never used: only --warehouse-url / --reports-dir point the demo elsewhere."""
     _quiet_env(quiet)
     _load_settings()  # a bad setting stops here, before the simulator starts
     demo_period = resolve_period(DEMO_PERIOD, DEMO_CUT)
     token = "sim-token"
+    # the demo's own places, and no alert channel: set in the environment, which wins over .env
+    os.environ.update(DEMO_QUIET_CHANNELS)
+    os.environ["DVC_WAREHOUSE_URL"] = warehouse_url
+    os.environ["DVC_REPORTS_DIR"] = str(reports_dir)
     proc, url = start_simulator_process(seed=seed, dossiers=dossiers, token=token,
                                         start=DEMO_START, end=date(2024, 12, 31))
     try:
         os.environ["DVC_SOURCE_URL"] = url
         os.environ["DVC_SOURCE_TOKEN"] = token
         os.environ.setdefault("DVC_OFFICE_NAME", "UBND huyện Tuy Phước")  # the 2024 report's office
-        from tasks.settings import get_settings
+        from tasks.settings import DEMO_HASH_KEY, demo_hash_key_allowed, get_settings
 
+        os.environ["DVC_HASH_KEY"] = DEMO_HASH_KEY  # simulated applicants: the demo's own (public) key
         get_settings.cache_clear()
         _load_settings()
         console.print(f"[bold]Simulator[/] of the provincial system at {url} ({dossiers} dossiers, seed {seed})")
         from flows.nightly import nightly
 
-        with _progress_bars(_show_progress(quiet)):
+        with _progress_bars(_show_progress(quiet)), demo_hash_key_allowed():
             summary = _run_guarded(nightly, full_refresh=True, periods=[demo_period.dates],
                                    period_cut=demo_period.cut, period_labels=[demo_period.label])
         _print_summary(summary, quiet=quiet)
@@ -353,13 +390,20 @@ def ingest_files(
     paths: Annotated[list[Path], typer.Argument(help="Excel (.xlsx) or CSV exports to load.", exists=True)],
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Parse, check and load the clerk's Excel/CSV exports (files stay where they are)."""
+    """Parse, check and load the clerk's Excel/CSV exports (files stay where they are).
+
+    Each file is parsed in a child process under the DVC_FILE_* limits; a file that cannot be read
+    is reported with its reason and the others still load. Exit code 1 when any file failed."""
     _quiet_env(quiet)
+    from rich.markup import escape
+
     from tasks import pipeline
     from tasks.inbox import ingest_file
+    from tasks.source_files import quote_name
     from tasks.warehouse import WarehouseBusy, open_warehouse, upgrade, writer_lock
 
     settings = _load_settings()
+    _require_hash_key(settings)
     engine = open_warehouse(settings)
     upgrade(engine)
     run_id = pipeline.new_run_id("files")
@@ -371,9 +415,9 @@ def ingest_files(
                 o = ingest_file(engine, path, settings=settings, run_id=run_id)
                 if o.status == "failed":
                     failed += 1
-                    err.print(f"[red]{path}[/]: {o.message}")
+                    err.print(f"[red]{escape(o.message)}[/]")  # the message names the file, quoted
                 else:
-                    console.print(f"{path}: {o.status} {o.entity or ''} read {o.rows_read:,} = loaded "
+                    console.print(f"{escape(quote_name(path))}: {o.status} {o.entity or ''} read {o.rows_read:,} = loaded "
                                   f"{o.rows_loaded:,} + quarantined {o.rows_quarantined:,}"
                                   + (f"; unknown columns: {', '.join(o.unknown_columns)}" if o.unknown_columns else ""))
             pipeline.finish_run(engine, run_id, "failed" if failed else "success", None)
@@ -394,6 +438,7 @@ def backfill(
     """Extract and load the days --from..--to by month partitions; a rerun skips completed ones."""
     _quiet_env(quiet)
     a, b = _parse_range(from_, to)
+    _require_hash_key(_load_settings())
     from flows.ops import backfill as backfill_flow
 
     with _progress_bars(_show_progress(quiet)):
@@ -455,22 +500,101 @@ def db_upgrade() -> None:
     console.print(f"applied: {', '.join(done)}" if done else "warehouse is up to date")
 
 
-@db_app.command("grant-analyst")
-def db_grant_analyst(
-    role: Annotated[str, typer.Argument(help="PostgreSQL role to give read access to mart (created if missing).")],
-    password: Annotated[str | None, typer.Option(help="Password when the role is created (LOGIN).")] = None,
+@db_app.command("purge")
+def db_purge(
+    raw_days: Annotated[int | None, typer.Option(
+        "--raw-days", min=0, help="Override DVC_RAW_RETENTION_DAYS for this purge.")] = None,
+    quarantine_days: Annotated[int | None, typer.Option(
+        "--quarantine-days", min=0, help="Override DVC_QUARANTINE_RAW_RETENTION_DAYS for this purge.")] = None,
 ) -> None:
-    """PostgreSQL: give ROLE read access to mart and the non-personal columns of core, nothing else."""
-    from tasks.warehouse import WarehouseError, grant_analyst, open_warehouse, upgrade
+    """Apply the personal-data retention now (the nightly run does it at its end): clear the raw
+    record of resolved quarantine rows and of those older than DVC_QUARANTINE_RAW_RETENTION_DAYS;
+    delete raw versions older than DVC_RAW_RETENTION_DAYS, except the latest version of each key.
+    Report tables are not touched. Waits for the writer lock like a run (exit 4 when busy)."""
+    from tasks import pipeline
+    from tasks.retention import purge
+    from tasks.warehouse import WarehouseBusy, WarehouseError, open_warehouse, upgrade, writer_lock
 
     settings = _load_settings()
+    run_id = pipeline.new_run_id("purge")
     try:
         engine = open_warehouse(settings)
         upgrade(engine)
-        grant_analyst(engine, role, password=password)
+        with writer_lock(engine, wait_seconds=settings.lock_wait_seconds, holder=run_id):
+            res = purge(engine, raw_retention_days=settings.raw_retention_days if raw_days is None else raw_days,
+                        quarantine_raw_retention_days=settings.quarantine_raw_retention_days
+                        if quarantine_days is None else quarantine_days)
+        engine.dispose()
+    except WarehouseBusy as exc:
+        _fail(str(exc), EXIT_BUSY)
     except WarehouseError as exc:
+        _fail(str(exc))
+    console.print(res.line(), markup=False, highlight=False)
+
+
+@db_app.command("grant-analyst")
+def db_grant_analyst(
+    role: Annotated[str, typer.Argument(help="PostgreSQL role to give read access to mart (created LOGIN if missing).")],
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the role's password from the first line of standard input.")] = False,
+    no_password: Annotated[bool, typer.Option(
+        "--no-password", help="Set no password (the role logs in by peer, certificate or Kerberos as "
+        "pg_hba.conf says); an existing role's password stays as it is.")] = False,
+    password: Annotated[str | None, typer.Option("--password", hidden=True, help="Removed.")] = None,
+) -> None:
+    """PostgreSQL: give ROLE read access to mart and the non-personal columns of core, nothing else.
+
+    The password comes from DVC_ANALYST_PASSWORD, --password-stdin, or a hidden prompt (typed twice)
+    when run at a terminal; never from the command line. Run by the database administrator after
+    `dvc-etl db upgrade`; refuses the pipeline's own role and any role that owns objects or has
+    SUPERUSER, CREATEROLE or CREATEDB (exit code 2)."""
+    from rich.markup import escape
+
+    from tasks.warehouse import GrantRefused, WarehouseError, grant_analyst, open_warehouse
+
+    if password is not None:  # never echo it back
+        _fail("--password is no longer accepted (a password on the command line is visible in `ps` and shell "
+              "history): use the prompt, --password-stdin or DVC_ANALYST_PASSWORD", EXIT_USAGE)
+    settings = _load_settings()
+    from_env = settings.analyst_password.get_secret_value() if settings.analyst_password is not None else None
+    given = [name for name, on in (("--password-stdin", password_stdin), ("--no-password", no_password),
+                                   ("DVC_ANALYST_PASSWORD", from_env is not None)) if on]
+    if len(given) > 1:
+        _fail(f"give one source of the password, not {' and '.join(given)}", EXIT_USAGE)
+    secret: str | None
+    if password_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+        if not secret:
+            _fail("--password-stdin: the first line of standard input is empty", EXIT_USAGE)
+    elif from_env is not None:
+        secret = from_env
+        if not secret:
+            _fail("DVC_ANALYST_PASSWORD is set but empty", EXIT_USAGE)
+    elif no_password:
+        secret = None
+    elif sys.stdin.isatty():
+        secret = typer.prompt(f"Password for role {role!r}", hide_input=True, confirmation_prompt=True)
+    else:
+        _fail("no password for the role: run at a terminal to be prompted, or give --password-stdin, "
+              "DVC_ANALYST_PASSWORD or --no-password", EXIT_USAGE)
+    engine = None
+    try:
+        engine = open_warehouse(settings)
+        grant_analyst(engine, role, password=secret)
+    except GrantRefused as exc:
         _fail(str(exc), EXIT_USAGE)
-    console.print(f"role {role} can read mart.* and core (without applicant keys); raw and dq stay closed")
+    except WarehouseError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback quoting a statement or the password
+        line = (str(exc).strip().splitlines() or [""])[0]
+        if secret:
+            line = line.replace(secret, "***")
+        _fail(f"grant-analyst {role!r} failed: {type(exc).__name__}: {line}", EXIT_FAILED)
+    finally:
+        if engine is not None:
+            engine.dispose()
+    console.print(f"role {escape(repr(role))} can read mart.* and core (without applicant keys); "
+                  "raw and dq stay closed")
 
 
 def _mount_simulator() -> None:
@@ -486,7 +610,9 @@ _mount_simulator()
 
 def main() -> None:
     from flows import RunIdFilter
+    from tasks.alerts import install_log_scrubber
 
+    install_log_scrubber()  # no log line shows a URL's password (scheme://user:password@)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(run_id)s] %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(RunIdFilter())

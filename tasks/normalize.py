@@ -32,6 +32,8 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from tasks.settings import hash_key_id
+
 ENTITIES = ("dossiers", "payments", "procedures", "units")
 
 # (core column, API field, kind). Kinds: str, i16, i64, ts, d8 (yyyyMMdd date), f64.
@@ -138,6 +140,7 @@ DOSSIER_DERIVED = [
     "has_from_national_store",
     "n_le_phi",
     "n_le_phi_co_gia",
+    "applicant_key_id",  # tasks.settings.hash_key_id of the key that made applicant_key (0006)
 ]
 #: core.dossier_supplements columns of :attr:`Normalized.supplements` (without source/_run_id), and
 #: the API field of each round timestamp (DanhSachHoSoBoSung[]).
@@ -604,6 +607,9 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
         core["has_from_national_store"] = pd.array(d[10], dtype="boolean")
         core["n_le_phi"] = pd.array(d[11], dtype="Int32")
         core["n_le_phi_co_gia"] = pd.array(d[12], dtype="Int32")
+        # beside each hash, the id of its key: a key rotation shows, and rows left to re-hash can be found
+        key_id = hash_key_id(hash_key)
+        core["applicant_key_id"] = _string_array([None if h is None else key_id for h in hk])
         rounds = _supplement_rounds(d[13], list_bad, list_detail)
         if list_bad.any():
             mask = pd.Series(list_bad)

@@ -10,9 +10,16 @@ Secrets (``source_token``, ``smtp_password``, ``hash_key``) are ``SecretStr``: t
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,7 +33,11 @@ MEMORY_SIZE = r"\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes)"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DVC_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a validation error's text never echoes the input (a model-level error
+    # would show every setting, the warehouse URL's password included); the CLI still names the bad
+    # value of a non-secret setting from ``errors()``
+    model_config = SettingsConfigDict(env_prefix="DVC_", env_file=".env", extra="ignore",
+                                      hide_input_in_errors=True)
 
     # --- source -------------------------------------------------------------------------------
     source_url: str | None = Field(
@@ -35,6 +46,12 @@ class Settings(BaseSettings):
         "Unset: `dvc-etl run` refuses to start; `make run` / `dvc-etl demo` start the built-in simulator.",
     )
     source_token: SecretStr | None = Field(None, description="Bearer token for the source API (secret).")
+    allow_insecure_http: bool = Field(
+        False,
+        description="Allow an `http://` DVC_SOURCE_URL on a host other than loopback (127.0.0.0/8, ::1, "
+        "localhost): the bearer token and the applicants' data would cross the network in clear. Default "
+        "false: such a URL is refused (use https://).",
+    )
     source_name: str = Field(
         "default",
         description="Name of the source system (one per province or system). Keys watermarks and rows, "
@@ -97,6 +114,33 @@ class Settings(BaseSettings):
         description="Folder where clerks drop Excel/CSV exports; processed files move to processed/, "
         "unreadable ones to failed/.",
     )
+    # limits of one clerk's file (tasks/source_files.FileLimits, tasks/file_guard): past one, the file
+    # goes to failed/ with a reason naming the setting, and the other files go on
+    file_max_bytes: int = Field(
+        100 * 2**20, ge=1, description="Largest clerk's file (.xlsx or CSV) read, in bytes (default 100 MiB)."
+    )
+    file_max_unpacked_bytes: int = Field(
+        512 * 2**20, ge=1,
+        description="Largest total unpacked size of an .xlsx (a zip), in bytes (default 512 MiB): refuses zip bombs.",
+    )
+    file_max_rows: int = Field(
+        100_000, ge=1, description="Most rows (the last row number) a sheet or CSV may have."
+    )
+    file_max_columns: int = Field(
+        256, ge=1,
+        description="Rightmost column that may hold a value; empty formatted cells further right (a row "
+        "padded to column XFD) cost nothing and are ignored.",
+    )
+    file_max_cell_chars: int = Field(
+        32_767, ge=1, description="Longest text of one cell (Excel's own limit is 32,767 characters)."
+    )
+    file_parse_memory_mb: int = Field(
+        1024, ge=64,
+        description="Address-space limit (RLIMIT_AS), in MiB, of the child process that parses one file.",
+    )
+    file_parse_timeout: float = Field(
+        600.0, gt=0, description="Seconds the child process may spend parsing one file before it is killed."
+    )
 
     # --- data quality and alerts --------------------------------------------------------------
     critical_threshold: int = Field(
@@ -115,7 +159,12 @@ class Settings(BaseSettings):
     smtp_port: int = Field(25, description="SMTP port.")
     smtp_user: str | None = Field(None, description="SMTP login, if the server needs one.")
     smtp_password: SecretStr | None = Field(None, description="SMTP password (secret).")
-    smtp_starttls: bool = Field(False, description="Use STARTTLS on the SMTP connection.")
+    smtp_starttls: bool | None = Field(
+        None,
+        description="STARTTLS on the SMTP connection (certificate verified). Unset: on, unless DVC_SMTP_HOST is "
+        "loopback (127.0.0.0/8, ::1, localhost); true or false forces it. A server that cannot STARTTLS "
+        "then gets no mail rather than mail in clear.",
+    )
     smtp_from: str = Field("dvc-etl@localhost", description="Sender address of alert e-mails.")
     alert_email_to: str | None = Field(None, description="Comma-separated recipients of alert e-mails.")
 
@@ -154,6 +203,29 @@ class Settings(BaseSettings):
         description="Key of the keyed hash (HMAC-SHA256) that replaces applicant IDs in core; set a "
         "private value in production (secret).",
     )
+    quarantine_raw_retention_days: int = Field(
+        90,
+        ge=0,
+        description="Retention (Decree 13/2023/NĐ-CP storage limitation) of the record kept with a quarantined "
+        "row (`dq.quarantine.raw_record`, personal data as read): set to NULL once the row is resolved, and "
+        "in any case this many days after the record was last read; the reason and the key stay. Applied at "
+        "the end of every nightly run and by `dvc-etl db purge`. 0: cleared at the next purge.",
+    )
+    raw_retention_days: int = Field(
+        180,
+        ge=0,
+        description="Retention (Decree 13/2023/NĐ-CP storage limitation) of the superseded record versions in "
+        "`raw.<entity>` (personal data as extracted): versions loaded more than this many days ago are deleted, "
+        "except the latest version of each key, which is always kept. Applied at the end of every nightly run "
+        "and by `dvc-etl db purge`. 0: every superseded version is deleted at the next purge.",
+    )
+
+    # --- analysts' role (dvc-etl db grant-analyst) --------------------------------------------
+    analyst_password: SecretStr | None = Field(
+        None,
+        description="Password `dvc-etl db grant-analyst` gives the analyst role (secret); unset: the command "
+        "prompts for it, or reads it with --password-stdin (never a command-line argument).",
+    )
 
     # --- secrets from Prefect Secret blocks ---------------------------------------------------
     source_token_block: str | None = Field(
@@ -181,6 +253,26 @@ class Settings(BaseSettings):
                 setattr(self, name, SecretStr(_load_secret_block(block, f"DVC_{name.upper()}_BLOCK")))
         return self
 
+    @model_validator(mode="after")
+    def _source_url_transport(self) -> Settings:
+        """An ``http://`` source URL only on loopback, unless DVC_ALLOW_INSECURE_HTTP says otherwise."""
+        problem = insecure_source_url(self.source_url, self.allow_insecure_http)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+#: The only settings a deployment's or a flow run's ``settings_overrides`` parameter may change:
+#: sizes, thresholds, windows, the source name and the period cut. Anyone who can reach the
+#: Prefect API can set parameters, so connection targets (source, warehouse, SMTP, webhook),
+#: folders, secrets and Secret-block names are refused there (``flows.nightly._settings``): they
+#: come only from the worker's environment (or ``.env``) or a Prefect Secret block. A new
+#: setting is not overridable until it is added here.
+SAFE_OVERRIDES: frozenset[str] = frozenset({
+    "source_name", "page_size", "chunk_records", "overlap_minutes", "batch_days", "lock_wait_seconds",
+    "critical_threshold", "warning_alert_threshold", "freshness_days", "unpaid_threshold_days", "period_cut",
+})
+
 
 def _load_secret_block(block: str, setting: str) -> str:
     from prefect.blocks.system import Secret
@@ -197,3 +289,116 @@ def _load_secret_block(block: str, setting: str) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Transport: loopback hosts, the source URL's scheme
+# ---------------------------------------------------------------------------------------------
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1 (no DNS lookup: any other name counts as remote)."""
+    if not host:
+        return False
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_source_url(url: str | None, allow_insecure_http: bool = False) -> str | None:
+    """Why ``url`` may not be used as DVC_SOURCE_URL (an ``http://`` URL to a host that is not
+    loopback, unless allowed), or None. The message names the host, never credentials or path."""
+    if not url or allow_insecure_http:
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() != "http":
+        return None
+    try:
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if is_loopback_host(host):
+        return None
+    return (f"DVC_SOURCE_URL is http:// to {host or 'an unknown host'}, which is not loopback: the bearer token "
+            "and the records would cross the network in clear. Use https://, or set DVC_ALLOW_INSECURE_HTTP=true "
+            "to allow it explicitly")
+
+
+def smtp_use_starttls(settings: Settings) -> bool:
+    """DVC_SMTP_STARTTLS when set; unset (auto): STARTTLS unless DVC_SMTP_HOST is loopback."""
+    if settings.smtp_starttls is not None:
+        return settings.smtp_starttls
+    return not is_loopback_host(settings.smtp_host)
+
+
+# ---------------------------------------------------------------------------------------------
+# The applicant-ID hash key
+# ---------------------------------------------------------------------------------------------
+#: The development default of DVC_HASH_KEY (public: in the source), refused by the commands and
+#: flows that write applicants' data.
+DEV_HASH_KEY = "dvc-etl-dev-key-change-me"
+#: The key `dvc-etl demo` uses for simulated data when no production-grade key is configured
+#: (public too: accepted only inside :func:`demo_hash_key_allowed`).
+DEMO_HASH_KEY = "dvc-etl-demo-key-for-simulated-data-only-never-production"
+MIN_HASH_KEY_BYTES = 32
+_DEMO_KEY_ALLOWED: ContextVar[bool] = ContextVar("dvc_demo_key_allowed", default=False)
+
+
+class HashKeyError(ValueError):
+    """DVC_HASH_KEY is not fit for real applicants' data."""
+
+
+def hash_key_id(key: bytes | str | SecretStr) -> str:
+    """A short, non-secret id of a hash key (first 8 hex digits of HMAC(key, "dvc-key-id")), stored
+    beside each applicant key (``core.dossiers.applicant_key_id``) so a rotation shows."""
+    if isinstance(key, SecretStr):
+        key = key.get_secret_value()
+    raw = key.encode("utf-8") if isinstance(key, str) else key
+    return hmac.new(raw, b"dvc-key-id", hashlib.sha256).hexdigest()[:8]
+
+
+def hash_key_problem(settings: Settings) -> str | None:
+    """Why the configured DVC_HASH_KEY may not hash real applicants' IDs, or None."""
+    key = settings.hash_key.get_secret_value() if settings.hash_key is not None else ""
+    if key == DEMO_HASH_KEY and _DEMO_KEY_ALLOWED.get():
+        return None
+    how = (f"set DVC_HASH_KEY (or DVC_HASH_KEY_BLOCK) to a private random value of at least {MIN_HASH_KEY_BYTES} "
+           "bytes, e.g. `python -c \"import secrets; print(secrets.token_hex(32))\"`")
+    if not key:
+        return f"DVC_HASH_KEY is empty: {how}"
+    if key in (DEV_HASH_KEY, DEMO_HASH_KEY):
+        return f"DVC_HASH_KEY is the public {'development' if key == DEV_HASH_KEY else 'demo'} key: {how}"
+    if len(key.encode("utf-8")) < MIN_HASH_KEY_BYTES:
+        return f"DVC_HASH_KEY is shorter than {MIN_HASH_KEY_BYTES} bytes: {how}"
+    return None
+
+
+def require_hash_key(settings: Settings) -> Settings:
+    """``settings`` when its hash key may hash real applicants' IDs; else raise
+    :class:`HashKeyError` naming DVC_HASH_KEY (never its value)."""
+    problem = hash_key_problem(settings)
+    if problem:
+        raise HashKeyError(problem)
+    return settings
+
+
+def require_run_settings(settings: Settings) -> Settings:
+    """What every warehouse-writing flow checks before it touches anything: the hash key is fit
+    (:func:`require_hash_key`), and log lines are scrubbed of the warehouse URL's password."""
+    require_hash_key(settings)
+    from tasks.alerts import install_log_scrubber
+
+    install_log_scrubber(settings)
+    return settings
+
+
+@contextmanager
+def demo_hash_key_allowed() -> Iterator[None]:
+    """Inside this block (``dvc-etl demo``) the public :data:`DEMO_HASH_KEY` is accepted."""
+    token = _DEMO_KEY_ALLOWED.set(True)
+    try:
+        yield
+    finally:
+        _DEMO_KEY_ALLOWED.reset(token)

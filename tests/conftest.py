@@ -113,7 +113,7 @@ def dvc_env(monkeypatch, tmp_path):
         base = {
             "DVC_REPORTS_DIR": str(tmp_path / "reports"),
             "DVC_INBOX_DIR": str(tmp_path / "inbox"),
-            "DVC_HASH_KEY": "test-hash-key",
+            "DVC_HASH_KEY": "test-hash-key-of-at-least-32-bytes-0001",  # run/flows refuse < 32 bytes
         }
         base.update(values)
         for k, v in base.items():

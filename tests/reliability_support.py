@@ -50,7 +50,7 @@ def cli_env(workdir: Path, warehouse_url: str, source_url: str, token: str, **ex
         DVC_WAREHOUSE_URL=warehouse_url,
         DVC_REPORTS_DIR=str(workdir / "reports"),
         DVC_INBOX_DIR=str(workdir / "inbox"),
-        DVC_HASH_KEY="reliability-hash-key",
+        DVC_HASH_KEY="reliability-hash-key-of-at-least-32-bytes",
         DVC_HTTP_MAX_RETRIES="2",
         DVC_HTTP_RETRY_BUDGET="10",
         DVC_HTTP_BACKOFF_MAX="0.5",

@@ -250,3 +250,110 @@ def test_slack_payload_is_bounded() -> None:
     assert "and 75 more" in payload["blocks"][2]["text"]["text"]
     with pytest.raises(ValueError):
         Alert("t", "info", "r", "s")
+
+
+# ---------------------------------------------------------------------------------------------
+# STARTTLS (issue 14): on by default unless the SMTP server is on loopback
+# ---------------------------------------------------------------------------------------------
+def _non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (`hostname -I`), or None."""
+    import ipaddress
+    import subprocess
+
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for word in out.split():
+        try:
+            ip = ipaddress.ip_address(word)
+        except ValueError:
+            continue
+        if ip.version == 4 and not ip.is_loopback:
+            return word
+    return None
+
+
+@pytest.mark.parametrize(("host", "forced", "expected"), [
+    ("127.0.0.1", None, False), ("127.8.9.10", None, False), ("localhost", None, False), ("::1", None, False),
+    ("[::1]", None, False), ("LOCALHOST.", None, False),
+    ("smtp.example.gov.vn", None, True), ("192.0.2.2", None, True), ("10.0.0.5", None, True),
+    ("localhost.example.gov.vn", None, True), ("127.0.0.1.example.net", None, True),
+    ("smtp.example.gov.vn", False, False), ("127.0.0.1", True, True),
+])
+def test_starttls_is_on_unless_the_smtp_host_is_loopback(host: str, forced: bool | None, expected: bool) -> None:
+    from tasks.settings import smtp_use_starttls
+
+    assert make_settings().smtp_starttls is None  # unset by default: auto
+    assert smtp_use_starttls(make_settings(smtp_host=host, smtp_starttls=forced)) is expected
+
+
+def test_starttls_setting_reads_true_false_and_unset_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, expected in (("true", True), ("false", False), ("1", True), ("0", False)):
+        monkeypatch.setenv("DVC_SMTP_STARTTLS", value)
+        assert Settings(_env_file=None).smtp_starttls is expected
+    monkeypatch.delenv("DVC_SMTP_STARTTLS")
+    assert Settings(_env_file=None).smtp_starttls is None
+
+
+def test_loopback_smtp_server_gets_mail_without_tls(smtp_server: tuple[MailSink, int]) -> None:
+    sink, port = smtp_server  # the test server offers no STARTTLS at all
+    settings = make_settings(smtp_host="127.0.0.1", smtp_port=port)
+    assert settings.smtp_starttls is None
+    assert send_alert(Alert("t", "warning", "r", "s"), settings, retry_delay=0).email == "sent"
+    assert len(sink.messages) == 1
+
+
+@pytest.fixture
+def non_loopback_smtp() -> Iterator[tuple[MailSink, str, int, int]]:
+    """Two real SMTP servers on this machine's non-loopback address: one without STARTTLS, one
+    offering STARTTLS with a self-signed certificate."""
+    import ssl
+    import subprocess
+    import tempfile
+
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address (hostname -I): the decision is proven by "
+                    "test_starttls_is_on_unless_the_smtp_host_is_loopback only")
+    sink = MailSink()
+    with tempfile.TemporaryDirectory() as tmp:
+        key, cert = f"{tmp}/key.pem", f"{tmp}/cert.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "1", "-subj", f"/CN={address}"], check=True, capture_output=True, timeout=60)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        plain_port, tls_port = free_port(), free_port()
+        plain = Controller(sink, hostname=address, port=plain_port, authenticator=sink.authenticate,
+                           auth_require_tls=False)
+        tls = Controller(sink, hostname=address, port=tls_port, authenticator=sink.authenticate,
+                         auth_require_tls=False, tls_context=context)
+        plain.start()
+        tls.start()
+        try:
+            yield sink, address, plain_port, tls_port
+        finally:
+            plain.stop()
+            tls.stop()
+
+
+def test_a_non_loopback_smtp_server_gets_starttls_by_default(
+        non_loopback_smtp: tuple[MailSink, str, int, int], caplog: pytest.LogCaptureFixture) -> None:
+    sink, address, plain_port, tls_port = non_loopback_smtp
+    caplog.set_level(logging.DEBUG, logger="mail.log")
+    alert = Alert("t", "warning", "r", "s")
+    # a server that cannot STARTTLS gets nothing (no fall back to clear text)
+    delivery = send_alert(alert, make_settings(smtp_host=address, smtp_port=plain_port), retry_delay=0)
+    assert delivery.email == "failed" and "STARTTLS" in " ".join(delivery.errors), delivery
+    assert sink.messages == [] and sink.logins == []
+    # a server offering STARTTLS: the client starts TLS (the handshake is refused here because the
+    # test certificate is self-signed and verified: proof that TLS, not clear text, was attempted)
+    delivery = send_alert(alert, make_settings(smtp_host=address, smtp_port=tls_port), retry_delay=0)
+    assert delivery.email == "failed" and "CERTIFICATE_VERIFY_FAILED" in " ".join(delivery.errors), delivery
+    assert any("STARTTLS" in r.getMessage() for r in caplog.records if r.name == "mail.log"), \
+        "the server never saw STARTTLS"
+    assert sink.messages == [] and sink.logins == []  # the password never crossed in clear
+    # forcing DVC_SMTP_STARTTLS=false sends in clear: the same server was reachable all along
+    delivery = send_alert(alert, make_settings(smtp_host=address, smtp_port=plain_port, smtp_starttls=False),
+                          retry_delay=0)
+    assert delivery.email == "sent" and len(sink.messages) == 1

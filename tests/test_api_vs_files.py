@@ -35,7 +35,7 @@ N_DOSSIERS = 1500
 
 # --- how a file carries each core column -------------------------------------------------------
 DOSSIER_SAME = ["ma_tthc", "ten_tthc", "ten_linh_vuc", "ma_don_vi", "ten_don_vi", "kenh_thuc_hien",
-                "applicant_key", "trang_thai", "ma_can_bo_xu_ly", "can_bo_xu_ly", "has_e_result", "has_reuse"]
+                "applicant_key", "applicant_key_id", "trang_thai", "ma_can_bo_xu_ly", "can_bo_xu_ly", "has_e_result", "has_reuse"]
 DOSSIER_TS = ["ngay_nop_ho_so", "ngay_tiep_nhan", "ngay_hen_tra", "ngay_ket_thuc_xu_ly", "ngay_tra",
               "ngay_cap_nhat"]
 DOSSIER_NULL = ["ma_linh_vuc", "loai_doi_tuong", "ngay_tu_choi", "hinh_thuc", "co_thanh_phan_so_hoa",

@@ -123,7 +123,7 @@ def test_run_on_a_terminal_shows_progress_bars_and_run_ids_and_no_secret(prefect
         env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
         env.update(PREFECT_API_URL=str(PREFECT_API_URL.value()), DVC_SOURCE_URL=sim.url, DVC_SOURCE_TOKEN=SECRET,
                    DVC_WAREHOUSE_URL=f"duckdb:///{tmp_path / 'wh.duckdb'}", DVC_REPORTS_DIR=str(tmp_path / "reports"),
-                   DVC_PAGE_SIZE="100", DVC_HASH_KEY="cli-test-key", PREFECT_LOGGING_LEVEL="INFO",
+                   DVC_PAGE_SIZE="100", DVC_HASH_KEY="cli-test-key-of-at-least-32-bytes-0001", PREFECT_LOGGING_LEVEL="INFO",
                    COLUMNS="120", DO_NOT_TRACK="1")
         code, shown = _run_in_pty(["run", "--no-publish"], env)
         assert code == 0, shown[-3000:]

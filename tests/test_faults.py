@@ -39,7 +39,7 @@ from tasks.source_api import SourceClient, SourceUnavailable
 from tasks.warehouse import FINGERPRINT_TABLES, connect, fingerprint, upgrade
 
 TOKEN = "sim-token"
-HASH_KEY = "test-hash-key"
+HASH_KEY = "test-hash-key-of-at-least-32-bytes-0001"
 N_DOSSIERS = 2000
 DATA_SEED = 31
 PAGE_SIZE = 40  # ~80 pages: enough requests for every fault kind to show up

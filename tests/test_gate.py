@@ -25,7 +25,7 @@ from tests.test_alerts import SMTP_PASSWORD, WebhookReceiver
 from tests.test_alerts import smtp_server as smtp_server  # noqa: F401 - the real SMTP server fixture
 
 TOKEN = "gate-SECRET-token-3e1f"
-HASH_KEY = "gate-SECRET-hashkey-c0de"
+HASH_KEY = "gate-SECRET-hashkey-c0de-of-at-least-32-bytes"
 WRONG_TOKEN = "gate-SECRET-wrong-token-9b9b"
 SECRETS = (TOKEN, SMTP_PASSWORD, HASH_KEY, WRONG_TOKEN, "SECRETPATHxyz")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

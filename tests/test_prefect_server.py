@@ -14,6 +14,7 @@ scheduled run (the inbox runs every 30 minutes in office hours) may start in the
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -141,7 +142,8 @@ class Server:
     procs: Processes
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        r = requests.request(method, f"{self.api}{path}", json=body, timeout=30)
+        user, _, password = self.env["PREFECT_API_AUTH_STRING"].partition(":")
+        r = requests.request(method, f"{self.api}{path}", json=body, auth=(user, password), timeout=30)
         assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text[:500]}"
         return r.json() if r.content else None
 
@@ -192,12 +194,17 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real ``prefect server start`` on a free port, SQLite in its own PREFECT_HOME, with the
-    dvc-etl deployments deployed by the commands of ``make deploy``."""
+    dvc-etl deployments deployed by the commands of ``make deploy``. API authentication is on, as
+    docs/operations.md says: the server has PREFECT_SERVER_API_AUTH_STRING, every client (deploy,
+    workers, their flow runs, these requests) PREFECT_API_AUTH_STRING."""
     home = tmp_path_factory.mktemp("prefect-server")
     port = _free_port()
+    auth = f"admin:{secrets.token_urlsafe(24)}"
     env = {
         **_clean_env(),
         "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
+        "PREFECT_API_AUTH_STRING": auth,
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
@@ -249,7 +256,7 @@ def _worker_env(warehouse_url: str, tmp: Path, **extra: str) -> dict[str, str]:
         "DVC_WAREHOUSE_URL": warehouse_url,
         "DVC_REPORTS_DIR": str(tmp / "reports"),
         "DVC_INBOX_DIR": str(tmp / "inbox"),
-        "DVC_HASH_KEY": "prefect-server-test-key",
+        "DVC_HASH_KEY": "prefect-server-test-key-of-at-least-32-bytes",
         "DVC_LOCK_WAIT_SECONDS": "300",
         **extra,
     }
@@ -292,8 +299,9 @@ def test_workers_run_the_nightly_of_two_sources_into_one_postgresql(server: Serv
     """The multi-province topology on real processes. Source ``default`` is prefect.yaml's own
     ``nightly`` deployment (work queue ``default``), its URL and token in its worker's environment;
     source ``tinh-b`` is a copy of it, as prefect.yaml's header describes, with
-    ``settings_overrides`` and the token in ``job_variables.env`` (not in the parameters, which
-    the server shows), on its own work queue and worker. Both are triggered at once into one
+    ``settings_overrides: {source_name: tinh-b}`` (the only kind of setting a parameter may change)
+    and its URL and token in ``job_variables.env`` (not in the parameters, which anyone with API
+    access can set and the server shows), on its own work queue and worker. Both are triggered at once into one
     PostgreSQL warehouse: the writer lock serialises the runs (the second waits, bounded by
     DVC_LOCK_WAIT_SECONDS) and both land completely and separately."""
     procs = Processes(tmp_path)
@@ -306,9 +314,10 @@ def test_workers_run_the_nightly_of_two_sources_into_one_postgresql(server: Serv
         base = next(d for d in spec["deployments"] if d["name"] == "nightly")
         copy = {k: v for k, v in base.items() if k != "schedules"}
         copy["name"] = "nightly-tinh-b"
-        copy["parameters"] = {"settings_overrides": {"source_name": "tinh-b", "source_url": sims["tinh-b"].url}}
+        copy["parameters"] = {"settings_overrides": {"source_name": "tinh-b"}}
         copy["work_pool"] = {**base["work_pool"], "work_queue_name": "tinh-b",
-                             "job_variables": {"env": {"DVC_SOURCE_TOKEN": sims["tinh-b"].token}}}
+                             "job_variables": {"env": {"DVC_SOURCE_URL": sims["tinh-b"].url,
+                                                       "DVC_SOURCE_TOKEN": sims["tinh-b"].token}}}
         prefect_file = tmp_path / "prefect.sources.yaml"
         prefect_file.write_text(yaml.safe_dump({"name": spec["name"], "prefect-version": spec["prefect-version"],
                                                 "deployments": [copy]}))

@@ -116,3 +116,61 @@ def test_report_number_and_place_are_unset_by_default_and_kept_as_given(monkeypa
     monkeypatch.setenv("DVC_REPORT_PLACE", "Tuy Phước")
     s = Settings()
     assert s.report_number == "340/BC-UBND ngày 15/6/2024" and s.report_place == "Tuy Phước"
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14: an http:// source URL only on loopback, unless DVC_ALLOW_INSECURE_HTTP
+# ---------------------------------------------------------------------------------------------
+INSECURE = ["http://dvc.example.gov.vn", "http://10.0.0.5:8080/api", "HTTP://Dvc.Example.gov.vn",
+            "http://user:pw@dvc.example.gov.vn/", "http://127.0.0.1.example.net", "http://[fd00::2]:80",
+            "http://localhost.example.gov.vn"]
+FINE = ["https://dvc.example.gov.vn", "http://127.0.0.1:8000", "http://127.9.9.9", "http://localhost:9",
+        "http://[::1]:8000/api", "http://LOCALHOST", None]
+
+
+def test_an_http_source_url_is_refused_unless_loopback_or_allowed(monkeypatch):
+    import pydantic
+    import pytest
+
+    for url in INSECURE:
+        with pytest.raises(pydantic.ValidationError) as err:
+            Settings(_env_file=None, source_url=url)
+        text = str(err.value)
+        assert "DVC_SOURCE_URL" in text and "DVC_ALLOW_INSECURE_HTTP" in text, text
+        assert "pw@" not in text  # never the URL's credentials
+        assert Settings(_env_file=None, source_url=url, allow_insecure_http=True).source_url == url
+    for url in FINE:
+        assert Settings(_env_file=None, source_url=url).source_url == url
+    assert Settings(_env_file=None).allow_insecure_http is False
+
+
+def test_the_cli_refuses_an_http_source_url_with_exit_2_naming_both_settings(dvc_env, tmp_path):
+    from typer.testing import CliRunner
+
+    from tasks.cli import EXIT_USAGE, app
+
+    wh = tmp_path / "wh.duckdb"
+    for command in (["run"], ["backfill", "--from", "2024-01-01", "--to", "2024-01-31"]):
+        dvc_env(DVC_WAREHOUSE_URL=f"duckdb:///{wh}", DVC_SOURCE_URL="http://dvc.example.gov.vn")
+        res = CliRunner().invoke(app, command)
+        assert res.exit_code == EXIT_USAGE, res.output
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "DVC_SOURCE_URL" in lines[0] and "DVC_ALLOW_INSECURE_HTTP" in lines[0], lines
+        assert not wh.exists()
+    dvc_env(DVC_WAREHOUSE_URL=f"duckdb:///{wh}", DVC_SOURCE_URL="http://dvc.example.gov.vn",
+            DVC_ALLOW_INSECURE_HTTP="true")
+    from tasks.settings import get_settings
+
+    assert get_settings().allow_insecure_http is True  # explicitly allowed: the settings load
+
+
+def test_a_flow_refuses_an_http_source_url(dvc_env, tmp_path):
+    import pydantic
+    import pytest
+
+    from flows.nightly import _settings
+
+    dvc_env(DVC_WAREHOUSE_URL=f"duckdb:///{tmp_path / 'wh.duckdb'}", DVC_SOURCE_URL="http://dvc.example.gov.vn")
+    with pytest.raises(pydantic.ValidationError, match="DVC_ALLOW_INSECURE_HTTP"):
+        _settings()
+    assert not (tmp_path / "wh.duckdb").exists()

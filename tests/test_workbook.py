@@ -435,6 +435,7 @@ def formats_probe(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow_on_postgres  # rendering does not depend on the warehouse; the DuckDB variant stays
 @pytest.mark.parametrize("locale", ["en-US", "vi-VN"])
 def test_libreoffice_renders_the_workbook(golden_workbook: tuple[sa.Engine, reports.Publication, Path],
                                           tmp_path: Path, locale: str) -> None:
