@@ -353,6 +353,13 @@ def _flag(value: Any) -> int | None:
 #: Number of values :func:`_dossier_lists` returns: the derived columns (DOSSIER_DERIVED without
 #: applicant_key, in that order) and the supplement rounds (the list itself, or None).
 _N_LIST_VALUES = 14
+#: The pandas dtype of each derived column :func:`_dossier_lists` returns, in its order.
+_LIST_DTYPES: dict[str, str] = {
+    "n_tai_lieu": "Int32", "n_tai_lieu_tai_su_dung": "Int32", "has_reuse": "boolean", "n_ket_qua": "Int32",
+    "has_e_result": "boolean", "n_bo_sung": "Int32", "tong_le_phi_khai": "Int64", "n_tai_lieu_so_hoa": "Int32",
+    "has_digitised": "boolean", "n_tai_lieu_kho_dmqg": "Int32", "has_from_national_store": "boolean",
+    "n_le_phi": "Int32", "n_le_phi_co_gia": "Int32",
+}
 
 
 def _dossier_lists(rec: dict) -> tuple[Any, ...]:
@@ -594,19 +601,8 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes) -> Norma
                 list_detail[i] = f"malformed nested list: {exc}"[:200]
         d = list(zip(*derived, strict=True)) if derived else [[] for _ in range(_N_LIST_VALUES)]
         core["applicant_key"] = _string_array(hk)
-        core["n_tai_lieu"] = pd.array(d[0], dtype="Int32")
-        core["n_tai_lieu_tai_su_dung"] = pd.array(d[1], dtype="Int32")
-        core["has_reuse"] = pd.array(d[2], dtype="boolean")
-        core["n_ket_qua"] = pd.array(d[3], dtype="Int32")
-        core["has_e_result"] = pd.array(d[4], dtype="boolean")
-        core["n_bo_sung"] = pd.array(d[5], dtype="Int32")
-        core["tong_le_phi_khai"] = pd.array(d[6], dtype="Int64")
-        core["n_tai_lieu_so_hoa"] = pd.array(d[7], dtype="Int32")
-        core["has_digitised"] = pd.array(d[8], dtype="boolean")
-        core["n_tai_lieu_kho_dmqg"] = pd.array(d[9], dtype="Int32")
-        core["has_from_national_store"] = pd.array(d[10], dtype="boolean")
-        core["n_le_phi"] = pd.array(d[11], dtype="Int32")
-        core["n_le_phi_co_gia"] = pd.array(d[12], dtype="Int32")
+        for values, (col, dtype) in zip(d, _LIST_DTYPES.items(), strict=False):  # d's last: the rounds
+            core[col] = pd.array(values, dtype=dtype)
         # beside each hash, the id of its key: a key rotation shows, and rows left to re-hash can be found
         key_id = hash_key_id(hash_key)
         core["applicant_key_id"] = _string_array([None if h is None else key_id for h in hk])

@@ -20,7 +20,7 @@ import csv
 import io
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -121,16 +121,6 @@ class ReferenceData:
     collection_windows: list[dict[str, Any]] = field(default_factory=list)
 
 
-_SIMPLIFICATION_COLUMNS = ("ma_tthc", "quyet_dinh", "ngay_quyet_dinh", "so_ngay_cat_giam",
-                           "noi_dung_cat_giam", "danh_gia")
-_DELEGATION_COLUMNS = ("ma_tthc", "van_ban", "ngay_hieu_luc", "danh_gia")
-_THRESHOLD_COLUMNS = ("ma_tthc", "threshold_days", "note")
-_TARGET_COLUMNS = ("ma_don_vi", "indicator", "year", "target")
-_UNIT_PROCEDURE_COLUMNS = ("ma_don_vi", "ma_tthc")
-_REUSE_EXCLUSION_COLUMNS = ("ma_tthc", "ten_tthc")
-_COLLECTION_WINDOW_COLUMNS = ("ma_tthc", "days", "can_cu")
-
-
 def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     """The rows of a reference file as ``(line number, row)`` (the header is line 1; blank rows
     skipped). A missing file is no rows."""
@@ -187,53 +177,51 @@ def _require(value: str, where: str, column: str) -> str:
     return value
 
 
-def _read_simplifications(reference_dir: Path) -> list[dict[str, Any]]:
+def _text(value: str | None, where: str, column: str) -> str | None:
+    return value or None
+
+
+_Field = tuple[str, Callable[[Any, str, str], Any]]  # a column, and how its value is read: (value, where, column)
+
+# the reference files of one record per row: each file's columns, in the record's order, and
+# whether a record starts with its row's rank ('stt'); every column is required unless listed
+# in _OPTIONAL_COLUMNS
+_PLAIN_FILES: dict[str, tuple[tuple[_Field, ...], bool]] = {
+    "simplifications.csv": ((("ma_tthc", _require), ("quyet_dinh", _text), ("ngay_quyet_dinh", _parse_date),
+                             ("so_ngay_cat_giam", _parse_number), ("noi_dung_cat_giam", _text),
+                             ("danh_gia", _text)), True),
+    "delegations.csv": ((("ma_tthc", _require), ("van_ban", _text), ("ngay_hieu_luc", _parse_date),
+                         ("danh_gia", _text)), True),
+    "unpaid_thresholds.csv": ((("ma_tthc", _require), ("threshold_days", _parse_days), ("note", _text)), False),
+    "reuse_exclusions.csv": ((("ma_tthc", _require), ("ten_tthc", _text)), False),
+    "collection_windows.csv": ((("ma_tthc", _require), ("days", _parse_days), ("can_cu", _text)), False),
+}
+_OPTIONAL_COLUMNS = {"reuse_exclusions.csv": {"ten_tthc"}}
+
+
+def _rows(reference_dir: Path, name: str, required: Sequence[str]) -> Iterator[tuple[int, str, dict[str, str]]]:
+    """``(line, where, row)`` of each row of a reference file, ``where`` naming the file and line for
+    an error message."""
+    for line, row in _read_csv(reference_dir / name, required):
+        yield line, f"{name} line {line}", row
+
+
+def _read_plain(reference_dir: Path, name: str) -> list[dict[str, Any]]:
+    """The records of one of :data:`_PLAIN_FILES`."""
+    fields, ranked = _PLAIN_FILES[name]
+    optional = _OPTIONAL_COLUMNS.get(name, set())
     out = []
-    for stt, (line, row) in enumerate(_read_csv(reference_dir / "simplifications.csv", _SIMPLIFICATION_COLUMNS), 1):
-        where = f"simplifications.csv line {line}"
-        out.append({
-            "stt": stt,
-            "ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"),
-            "quyet_dinh": row["quyet_dinh"] or None,
-            "ngay_quyet_dinh": _parse_date(row["ngay_quyet_dinh"], where, "ngay_quyet_dinh"),
-            "so_ngay_cat_giam": _parse_number(row["so_ngay_cat_giam"], where, "so_ngay_cat_giam"),
-            "noi_dung_cat_giam": row["noi_dung_cat_giam"] or None,
-            "danh_gia": row["danh_gia"] or None,
-        })
-    return out
-
-
-def _read_delegations(reference_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for stt, (line, row) in enumerate(_read_csv(reference_dir / "delegations.csv", _DELEGATION_COLUMNS), 1):
-        where = f"delegations.csv line {line}"
-        out.append({
-            "stt": stt,
-            "ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"),
-            "van_ban": row["van_ban"] or None,
-            "ngay_hieu_luc": _parse_date(row["ngay_hieu_luc"], where, "ngay_hieu_luc"),
-            "danh_gia": row["danh_gia"] or None,
-        })
-    return out
-
-
-def _read_unpaid_thresholds(reference_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for line, row in _read_csv(reference_dir / "unpaid_thresholds.csv", _THRESHOLD_COLUMNS):
-        where = f"unpaid_thresholds.csv line {line}"
-        out.append({
-            "ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"),
-            "threshold_days": _parse_days(row["threshold_days"], where, "threshold_days"),
-            "note": row["note"] or None,
-        })
+    for stt, (_, where, row) in enumerate(_rows(reference_dir, name, [c for c, _ in fields if c not in optional]), 1):
+        record: dict[str, Any] = {"stt": stt} if ranked else {}
+        record.update((column, read(row.get(column), where, column)) for column, read in fields)
+        out.append(record)
     return out
 
 
 def _read_targets(reference_dir: Path) -> list[dict[str, Any]]:
     out = []
     seen: dict[tuple[str, str, int], int] = {}
-    for line, row in _read_csv(reference_dir / "targets.csv", _TARGET_COLUMNS):
-        where = f"targets.csv line {line}"
+    for line, where, row in _rows(reference_dir, "targets.csv", ("ma_don_vi", "indicator", "year", "target")):
         unit = _require(row["ma_don_vi"], where, "ma_don_vi")
         indicator = row["indicator"]
         if indicator not in INDICATORS:
@@ -261,8 +249,7 @@ def _read_targets(reference_dir: Path) -> list[dict[str, Any]]:
 def _read_unit_procedures(reference_dir: Path) -> list[dict[str, Any]]:
     out = []
     seen: set[tuple[str, str]] = set()
-    for line, row in _read_csv(reference_dir / "unit_procedures.csv", _UNIT_PROCEDURE_COLUMNS):
-        where = f"unit_procedures.csv line {line}"
+    for _, where, row in _rows(reference_dir, "unit_procedures.csv", ("ma_don_vi", "ma_tthc")):
         unit = _require(row["ma_don_vi"], where, "ma_don_vi")
         if unit == "*":
             raise ReportError(f"{where}: ma_don_vi '*' is not a unit (list each unit's procedures)")
@@ -270,26 +257,6 @@ def _read_unit_procedures(reference_dir: Path) -> list[dict[str, Any]]:
         if pair not in seen:  # a repeated pair is harmless
             seen.add(pair)
             out.append({"ma_don_vi": pair[0], "ma_tthc": pair[1]})
-    return out
-
-
-def _read_reuse_exclusions(reference_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for line, row in _read_csv(reference_dir / "reuse_exclusions.csv", ("ma_tthc",)):
-        where = f"reuse_exclusions.csv line {line}"
-        out.append({"ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"), "ten_tthc": row.get("ten_tthc") or None})
-    return out
-
-
-def _read_collection_windows(reference_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for line, row in _read_csv(reference_dir / "collection_windows.csv", _COLLECTION_WINDOW_COLUMNS):
-        where = f"collection_windows.csv line {line}"
-        out.append({
-            "ma_tthc": _require(row["ma_tthc"], where, "ma_tthc"),
-            "days": _parse_days(row["days"], where, "days"),
-            "can_cu": row["can_cu"] or None,
-        })
     return out
 
 
@@ -304,13 +271,13 @@ def load_reference(reference_dir: Path) -> ReferenceData:
     """
     reference_dir = Path(reference_dir)
     return ReferenceData(
-        simplifications=_read_simplifications(reference_dir),
-        delegations=_read_delegations(reference_dir),
-        unpaid_thresholds=_read_unpaid_thresholds(reference_dir),
+        simplifications=_read_plain(reference_dir, "simplifications.csv"),
+        delegations=_read_plain(reference_dir, "delegations.csv"),
+        unpaid_thresholds=_read_plain(reference_dir, "unpaid_thresholds.csv"),
         targets=_read_targets(reference_dir),
         unit_procedures=_read_unit_procedures(reference_dir),
-        reuse_exclusions=_read_reuse_exclusions(reference_dir),
-        collection_windows=_read_collection_windows(reference_dir),
+        reuse_exclusions=_read_plain(reference_dir, "reuse_exclusions.csv"),
+        collection_windows=_read_plain(reference_dir, "collection_windows.csv"),
     )
 
 

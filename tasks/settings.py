@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -30,6 +30,11 @@ EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 TIMEZONE = "Asia/Ho_Chi_Minh"
 #: A memory size as DuckDB's memory_limit takes it (case-insensitive): 512MB, 2GB, 1.5GiB...
 MEMORY_SIZE = r"\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes)"
+
+
+def _unset(description: str) -> Any:
+    """A setting that is None unless set (its description says what unset means)."""
+    return Field(None, description=description)
 
 
 class Settings(BaseSettings):
@@ -175,10 +180,9 @@ class Settings(BaseSettings):
         "mart.rpt_unpaid_results (per-procedure overrides in reference/unpaid_thresholds.csv).",
     )
 
-    office_name: str | None = Field(
-        None,
-        description="The reporting office named at the top of every workbook sheet (e.g. 'UBND huyện Tuy "
-        "Phước'); unset: the highest-level unit in the report.",
+    office_name: str | None = _unset(
+        "The reporting office named at the top of every workbook sheet (e.g. 'UBND huyện Tuy "
+        "Phước'); unset: the highest-level unit in the report."
     )
     period_cut: Literal["calendar", "decree-09"] = Field(
         "calendar",
@@ -186,15 +190,13 @@ class Settings(BaseSettings):
         "(calendar month, quarter, half, year) or `decree-09` (Decree 09/2019/NĐ-CP data cut: a month runs "
         "from the 15th of the previous month to the 14th; a year from 15 December to 14 December).",
     )
-    report_number: str | None = Field(
-        None,
-        description="The report a workbook is attached to, written after 'Kèm theo Báo cáo số ' at the top of "
-        "every sheet (e.g. '340/BC-UBND ngày 15/6/2024'); unset: no such line.",
+    report_number: str | None = _unset(
+        "The report a workbook is attached to, written after 'Kèm theo Báo cáo số ' at the top of "
+        "every sheet (e.g. '340/BC-UBND ngày 15/6/2024'); unset: no such line."
     )
-    report_place: str | None = Field(
-        None,
-        description="The place in the workbook's signature line '<place>, ngày dd tháng mm năm yyyy' (e.g. "
-        "'Tuy Phước'); unset: the date without a place.",
+    report_place: str | None = _unset(
+        "The place in the workbook's signature line '<place>, ngày dd tháng mm năm yyyy' (e.g. "
+        "'Tuy Phước'); unset: the date without a place."
     )
 
     # --- personal data ------------------------------------------------------------------------
@@ -221,10 +223,9 @@ class Settings(BaseSettings):
     )
 
     # --- analysts' role (dvc-etl db grant-analyst) --------------------------------------------
-    analyst_password: SecretStr | None = Field(
-        None,
-        description="Password `dvc-etl db grant-analyst` gives the analyst role (secret); unset: the command "
-        "prompts for it, or reads it with --password-stdin (never a command-line argument).",
+    analyst_password: SecretStr | None = _unset(
+        "Password `dvc-etl db grant-analyst` gives the analyst role (secret); unset: the command "
+        "prompts for it, or reads it with --password-stdin (never a command-line argument)."
     )
 
     # --- secrets from Prefect Secret blocks ---------------------------------------------------

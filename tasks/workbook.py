@@ -373,96 +373,6 @@ def write_header(ws: Sheet, top: int, columns: Sequence[Column]) -> int:
     return depth
 
 
-def _write_total(ws: Sheet, row: int, columns: Sequence[Column], rows: list[dict[str, Any]],
-                 first: int, last: int, label_span: int, label: str) -> None:
-    """The total row: formulas over the data rows ``first..last`` (section rows hold only text)."""
-    style = BOLD | BORDER | CENTER
-    ws.merge(row, 1, row, label_span, label, style)
-    where = {c.value: i for i, c in enumerate(columns, start=1) if isinstance(c.value, str)}
-
-    def rng(col: int) -> str:
-        return f"{cell(first, col)}:{cell(last, col)}"
-
-    for i, column in enumerate(columns, start=1):
-        if i <= label_span:
-            continue
-        total, kind = column.total, column.kind
-        if isinstance(total, CountIf):
-            kind = "count"
-            value = sum(1 for r in rows if column.get(r) == total.text)
-            formula = f'=COUNTIF({rng(i)},"{total.text}")'
-        elif isinstance(total, Ratio):
-            num = sum(sum(r[k] or 0 for k in total.num) for r in rows)
-            value = ratio(num, sum(r[total.den] or 0 for r in rows))
-            den = f"SUM({rng(where[total.den])})"
-            nums = "+".join(f"SUM({rng(where[k])})" for k in total.num)
-            formula = f'=IF({den}=0,"{NOT_AVAILABLE}",({nums})/{den})'
-        elif total == "sum":
-            value = sum((column.get(r) or 0) for r in rows)
-            formula = f"=SUM({rng(i)})"
-        else:  # a fixed figure, or nothing
-            ws.put(row, i, total(rows) if callable(total) else None,
-                   style | number_format(kind), empty_of(kind) if callable(total) else None)
-            continue
-        if not rows:  # no data rows: nothing to add up
-            ws.put(row, i, value, style | number_format(kind), empty_of(kind))
-        else:
-            ws.formula(row, i, formula, value, style | number_format(kind), empty_of(kind))
-
-
-def write_table(
-    ws: Sheet,
-    doc: Doc,
-    *,
-    title: str,
-    columns: Sequence[Column],
-    sections: Sequence[Section],
-    total_label: str | None = "Tổng cộng",
-    notes: Sequence[str] = (),
-    form_code: str | None = None,
-    unit_line: str | None = None,
-    numbered: bool = False,
-) -> None:
-    """A whole report sheet: heading, header (``numbered``: then a row '(1)', '(2)', ...), the
-    sections, the total row (none when ``total_label`` is None), notes, signature."""
-    ncols = len(columns)
-    top = write_heading(ws, ncols, doc, title, form_code=form_code, unit_line=unit_line)
-    depth = write_header(ws, top, columns)
-    row = top + depth
-    if numbered:
-        for i in range(1, ncols + 1):
-            ws.put(row, i, f"({i})", ITALIC | CENTER | BORDER)
-        row += 1
-    header_bottom = row - 1
-    ws.freeze(row, 3)
-    all_rows: list[dict[str, Any]] = []
-    # the formats of a data cell of each column, resolved once
-    styles = [ws.style(BORDER | number_format(c.kind) | (CENTER if c.kind != "text" or c.value is None else WRAP),
-                       empty_of(c.kind))
-              for c in columns]
-    write = ws.write
-    first = row
-    for section in sections:
-        if section.label:
-            ws.merge(row, 1, row, ncols, section.label, BOLD | BORDER | SECTION_FILL)
-            row += 1
-        for stt, record in enumerate(section.rows, start=1):
-            for i, column in enumerate(columns):
-                write(row, i + 1, stt if column.value is None else column.get(record), styles[i])
-            row += 1
-        all_rows.extend(section.rows)
-    if total_label is not None:
-        label_span = next((i for i, c in enumerate(columns) if c.kind != "text" or c.total), ncols) or 1
-        _write_total(ws, row, columns, all_rows, first, row - 1, label_span, total_label)
-        row += 1
-    for note in notes:
-        row += 1
-        ws.merge(row, 1, row, ncols, note, ITALIC_SMALL | WRAP)
-        ws.ws.set_row(row - 1, 28)
-    write_signature(ws, row + 2, ncols, doc)
-    print_setup(ws, top, header_bottom)
-
-
 def print_setup(ws: Sheet, header_top: int, header_bottom: int) -> None:
     """A4 landscape, one page wide, centred, the header rows repeated on every page."""
     page = ws.ws
@@ -472,17 +382,6 @@ def print_setup(ws: Sheet, header_top: int, header_bottom: int) -> None:
     page.center_horizontally()
     page.set_margins(left=0.4, right=0.4, top=0.5, bottom=0.5)
     page.repeat_rows(header_top - 1, header_bottom - 1)
-
-
-def by_level(records: Sequence[dict[str, Any]], sort_key: Callable[[dict[str, Any]], Any]) -> list[Section]:
-    """Sections 'I. Cấp huyện', 'II. Cấp xã'... (levels present, in order, unknown level last)."""
-    levels = sorted({r.get("cap_don_vi") for r in records}, key=lambda c: (c is None, c or 0))
-    sections = []
-    for i, level in enumerate(levels, start=1):
-        label = LEVEL_LABELS.get(level, "Chưa xác định cấp") if level is not None else "Chưa xác định cấp"
-        rows = sorted((r for r in records if r.get("cap_don_vi") == level), key=sort_key)
-        sections.append(Section(f"{roman(i)}. {label}", rows))
-    return sections
 
 
 # ----------------------------------------------------------------------------------------------
