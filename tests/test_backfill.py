@@ -100,6 +100,7 @@ def test_batch_windows_split_the_window_into_bounded_batches():
     assert open_[-1] == (t0 + timedelta(days=4), None) and len(open_) == 3
 
 
+@pytest.mark.slow  # ~45 s; the batch windows are tested above, catch-up end to end in make test-all
 def test_catch_up_after_downtime_reads_in_batches_and_matches_one_big_window(prefect_harness, dvc_env, tmp_path):
     from flows.nightly import nightly
     from tasks import pipeline

@@ -295,6 +295,7 @@ def _rows(engine: sa.Engine, sql: str, **params: Any) -> list[tuple]:
         return [tuple(r) for r in c.execute(sa.text(sql), params)]
 
 
+@pytest.mark.slow  # ~50 s; the deployment and auth tests stay in make test
 def test_workers_run_the_nightly_of_two_sources_into_one_postgresql(server: Server, pg_url: str, tmp_path: Path) -> None:
     """The multi-province topology on real processes. Source ``default`` is prefect.yaml's own
     ``nightly`` deployment (work queue ``default``), its URL and token in its worker's environment;

@@ -165,6 +165,7 @@ def _dsn_error(url: str) -> Exception:
     return sa.exc.OperationalError("connect", {}, RuntimeError(f"could not connect using {url}: connection refused"))
 
 
+@pytest.mark.slow  # a real failing run; the scrubbing itself is tested in tests/test_hardening_keys.py
 def test_a_failing_run_never_shows_the_warehouse_password(prefect_harness, pg_url, tmp_path):
     """Real `dvc-etl run` subprocesses (DEBUG logs, a real SMTP server and webhook): the warehouse
     on a refused port, a missing database, and a reachable warehouse whose run fails (the source

@@ -51,7 +51,7 @@ def _load_all(engine, ds, settings, run_id: str, order_seed: int | None = None, 
         assert res.rows_read == res.rows_loaded + res.rows_quarantined
 
 
-@pytest.mark.slow_on_postgres
+@pytest.mark.slow  # ~20 s; order independence is also proven by tests/test_capture_official.py and the crash test
 def test_same_data_twice_or_reordered_gives_identical_fingerprint(dataset, warehouse_url, tmp_path):
     engine, settings = _fresh(warehouse_url, tmp_path)
     _load_all(engine, dataset, settings, "run-a")
