@@ -419,7 +419,8 @@ def ingest_files(
                 else:
                     console.print(f"{escape(quote_name(path))}: {o.status} {o.entity or ''} read {o.rows_read:,} = loaded "
                                   f"{o.rows_loaded:,} + quarantined {o.rows_quarantined:,}"
-                                  + (f"; unknown columns: {', '.join(o.unknown_columns)}" if o.unknown_columns else ""))
+                                  + (f"; unknown columns: {', '.join(o.unknown_columns)}" if o.unknown_columns else ""),
+                                  soft_wrap=True)  # one line per file, however long its path (logs, grep)
             pipeline.finish_run(engine, run_id, "failed" if failed else "success", None)
     except WarehouseBusy as exc:
         _fail(str(exc), EXIT_BUSY)
