@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -205,8 +206,18 @@ def applied_versions(conn: Connection) -> set[str]:
     return {r[0] for r in conn.execute(sa.text("SELECT version FROM dq.schema_migrations"))}
 
 
+#: PostgreSQL SQLSTATEs after which a migration transaction is simply tried again: a deadlock
+#: with a reader (an analyst reading ``mart`` while a migration alters two of its tables) or a
+#: serialisation failure. PostgreSQL rolled the migration back; nothing was half-applied.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+MIGRATION_ATTEMPTS = 5
+
+
 def upgrade(engine: Engine) -> list[str]:
-    """Apply pending migrations, each in its own transaction. Returns the versions applied."""
+    """Apply pending migrations, each in its own transaction. Returns the versions applied.
+
+    On PostgreSQL a migration that loses a deadlock against a reader is retried (with a short
+    back-off, :data:`MIGRATION_ATTEMPTS` times in all) instead of failing the run."""
     dialect = dialect_name(engine)
     done: list[str] = []
     try:
@@ -216,23 +227,39 @@ def upgrade(engine: Engine) -> list[str]:
         for version, path in migrations(dialect):
             if version in already:
                 continue
-            with engine.begin() as conn:
-                if dialect == "postgresql":
-                    # one migrator at a time across processes
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_MIGRATE})
-                    if version in applied_versions(conn):
-                        continue
-                for stmt in split_statements(path.read_text(encoding="utf-8")):
-                    conn.execute(sa.text(stmt))
-                conn.execute(
-                    sa.text("INSERT INTO dq.schema_migrations (version, applied_at) VALUES (:v, :t)"),
-                    {"v": version, "t": datetime.now().replace(microsecond=0)},
-                )
-            log.info("applied migration %s", path.name)
-            done.append(version)
+            for attempt in range(1, MIGRATION_ATTEMPTS + 1):
+                try:
+                    applied = _apply_migration(engine, dialect, version, path)
+                    break
+                except sa.exc.OperationalError as exc:
+                    if getattr(exc.orig, "sqlstate", None) not in _RETRY_SQLSTATES or attempt == MIGRATION_ATTEMPTS:
+                        raise
+                    log.warning("migration %s lost a lock conflict (%s); trying again (%d/%d)",
+                                path.name, str(exc.orig).splitlines()[0], attempt + 1, MIGRATION_ATTEMPTS)
+                    time.sleep(0.2 * 2 ** (attempt - 1))
+            if applied:
+                log.info("applied migration %s", path.name)
+                done.append(version)
     except sa.exc.OperationalError as exc:
         raise WarehouseError(f"cannot reach the warehouse ({engine.url.render_as_string()}): {exc.orig}") from None
     return done
+
+
+def _apply_migration(engine: Engine, dialect: str, version: str, path: Path) -> bool:
+    """One migration in one transaction; False if another process applied it meanwhile."""
+    with engine.begin() as conn:
+        if dialect == "postgresql":
+            # one migrator at a time across processes
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_MIGRATE})
+            if version in applied_versions(conn):
+                return False
+        for stmt in split_statements(path.read_text(encoding="utf-8")):
+            conn.execute(sa.text(stmt))
+        conn.execute(
+            sa.text("INSERT INTO dq.schema_migrations (version, applied_at) VALUES (:v, :t)"),
+            {"v": version, "t": datetime.now().replace(microsecond=0)},
+        )
+    return True
 
 
 @contextmanager

@@ -64,3 +64,60 @@ def test_two_runs_started_together(prefect_harness, tmp_path, backend, wait):
         print("concurrency-trial", {"backend": backend, "wait": wait, "exit_codes": codes})
     finally:
         drop_warehouse(url)
+
+
+@pytest.mark.postgres
+def test_a_migration_that_deadlocks_with_a_reader_is_retried(pg_url, tmp_path, monkeypatch):
+    """An analyst reads two tables in one transaction while a migration alters both, in the
+    opposite order: PostgreSQL aborts the migrator (its deadlock timer fires first). ``upgrade``
+    must try again once the reader is done, not fail the run (seen in CI: a run died with
+    "deadlock detected" while the crash test's poller read ``mart``)."""
+    import threading
+    import time
+
+    from tasks import warehouse
+
+    mig = tmp_path / "migrations"
+    mig.mkdir()
+    (mig / "0001_init.sql").write_text(
+        "CREATE SCHEMA dq; CREATE TABLE dq.schema_migrations (version text PRIMARY KEY, applied_at timestamp);"
+        "CREATE TABLE public.a (id int); CREATE TABLE public.b (id int);", encoding="utf-8")
+    monkeypatch.setattr(warehouse, "MIGRATIONS_DIR", mig)
+    engine = sa.create_engine(pg_url)
+    assert warehouse.upgrade(engine) == ["0001_init"]
+    (mig / "0002_alter.sql").write_text(
+        "ALTER TABLE public.a ADD COLUMN x int; SELECT pg_sleep(0.3); ALTER TABLE public.b ADD COLUMN y int;",
+        encoding="utf-8")
+
+    reader = engine.connect()
+    reader.execute(sa.text("SET deadlock_timeout = '20s'"))  # the migrator's 1 s timer fires first
+    reader.execute(sa.text("SELECT count(*) FROM public.b")).scalar_one()  # holds b (share)
+    result: dict = {}
+
+    def migrate() -> None:
+        try:
+            result["applied"] = warehouse.upgrade(engine)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            result["error"] = exc
+
+    worker = threading.Thread(target=migrate)
+    worker.start()
+    watcher = sa.create_engine(pg_url)
+    deadline = time.monotonic() + 30
+    with watcher.connect() as w:  # wait until the migrator holds a and waits for b
+        while not w.execute(sa.text(
+                "SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = 'b' AND NOT l.granted")).first():
+            assert time.monotonic() < deadline, "the migrator never waited for b"
+            time.sleep(0.02)
+    reader.execute(sa.text("SELECT count(*) FROM public.a")).scalar_one()  # deadlock: migrator aborted
+    reader.rollback()
+    reader.close()
+    worker.join(timeout=60)
+    watcher.dispose()
+    assert "error" not in result, result.get("error")
+    assert result["applied"] == ["0002_alter"]
+    with engine.connect() as c:
+        assert {r[0] for r in c.execute(sa.text(
+            "SELECT column_name FROM information_schema.columns WHERE table_name IN ('a', 'b')"))} == {"id", "x", "y"}
+    engine.dispose()
