@@ -6,20 +6,22 @@
 
 Per size, one simulator process serves a generated dataset (page bodies pre-rendered), and every
 stage runs in its own child process, which reports its wall time and its own peak RSS
-(``getrusage(RUSAGE_SELF)``); Prefect is never imported (the plain ``tasks.pipeline`` functions
-are called, as the flow calls them). Stages:
+(``getrusage(RUSAGE_SELF)``). The pipeline and nightly stages time ``tasks.pipeline.run_nightly``,
+what the nightly flow runs, without Prefect. Stages:
 
 raw_fetch      every page of dossiers and payments with a bare ``requests`` loop, bodies discarded
 pipeline_duckdb / pipeline_pg
-               catalogues, dossiers, payments (extract, normalise, check, load), report tables
+               a first full load with ``run_nightly``: calendar, catalogues, dossiers, payments
+               (extract, normalise, check, load), report tables of the whole period (no
+               workbook), retention purge, GX settled
 load_limit_duckdb / load_limit_pg
                the rows the pipeline loaded (raw, core, versions) inserted again into empty
                tables by the engine's fastest native path (DuckDB: INSERT .. SELECT from Arrow;
                PostgreSQL: COPY)
 dlt_peer       dlt's REST API source, same endpoints and page size, into DuckDB (extract + load)
 nightly        10k changed dossiers (``POST /_sim/advance``) on top of the pipeline's warehouse:
-               the nightly run end to end (catalogues, incremental extract, load, publication of
-               two months with their workbooks)
+               ``run_nightly`` end to end (calendar, catalogues, incremental extract, load,
+               publication of two months with their workbooks, retention purge, GX settled)
 
 Results print as a table per size and are written to ``bench/out/`` (JSON and markdown).
 """
@@ -61,8 +63,8 @@ def _emit(result: dict[str, Any]) -> None:
 # the simulator process
 # ----------------------------------------------------------------------------------------------
 def serve(n: int, seed: int) -> None:
-    from tasks.simulator.dataset import generate
-    from tasks.simulator.server import serve_forever
+    from simulator.dataset import generate
+    from simulator.server import serve_forever
 
     t0 = time.perf_counter()
     ds = generate(seed=seed, n_dossiers=n, start=START, end=END)
@@ -166,9 +168,33 @@ def _instrument() -> _Timers:
     return timers
 
 
-def stage_pipeline(p: dict[str, Any]) -> dict[str, Any]:
+def _timed_steps() -> Any:
+    """``run_nightly``'s steps, each unit of work timed: ``seconds`` by entity (or step name) and
+    ``ended``, when the last step of each name ended."""
     import tasks.pipeline as pl
-    from tasks.source_api import SourceClient
+
+    class TimedSteps(pl.NightlySteps):
+        def __init__(self) -> None:
+            self.seconds: dict[str, float] = {}
+            self.ended: dict[str, float] = {}
+
+        def run(self, name: str, unit: Any, /, **params: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return unit(**params)
+            finally:
+                t1 = self.ended[name] = time.perf_counter()
+                key = params.get("entity", name)
+                self.seconds[key] = self.seconds.get(key, 0.0) + t1 - t0
+
+    return TimedSteps()
+
+
+def stage_pipeline(p: dict[str, Any]) -> dict[str, Any]:
+    """A first full load of the whole period with ``run_nightly`` (report tables, no workbook)."""
+    import tasks.pipeline as pl
+    from tasks.entities import CATALOGUES, INCREMENTAL
+    from tasks.runs import finish_run, start_run
     from tasks.warehouse import open_warehouse, upgrade
 
     workdir = Path(p["workdir"])
@@ -176,33 +202,26 @@ def stage_pipeline(p: dict[str, Any]) -> dict[str, Any]:
     engine = open_warehouse(settings)
     upgrade(engine)
     timers = _instrument()
-    out: dict[str, Any] = {}
+    steps = _timed_steps()
     t0 = time.perf_counter()
     run_id = pl.new_run_id("bench")
-    pl.start_run(engine, run_id, "bench", settings.source_name)
-    with SourceClient.from_settings(settings) as client:
-        cats = pl.sync_catalogues(engine, client, settings, run_id, defer_gx=True)  # as the nightly flow
-        t1 = time.perf_counter()
-        rows = 0
-        for entity in pl.INCREMENTAL:
-            te = time.perf_counter()
-            res = pl.extract_entity(engine, client, entity, settings=settings, run_id=run_id, window=(None, None),
-                                    defer_gx=True)
-            out[f"{entity}_s"] = time.perf_counter() - te
-            out[f"{entity}_rows"] = res.rows_received
-            out[f"{entity}_loaded"] = res.rows_loaded
-            out[f"{entity}_quarantined"] = res.rows_quarantined
-            rows += res.rows_received
-    t2 = time.perf_counter()
-    pl.finish_run(engine, run_id, "success", True)
-    pl.publish_period(engine, settings, (START, END), run_id, workbook=False)
-    pl.settle_gx(run_id)
+    start_run(engine, run_id, "bench", settings.source_name)
+    res = pl.run_nightly(engine, settings, run_id, full_refresh=True, periods=[(START, END)], workbook=False,
+                         steps=steps)
+    finish_run(engine, run_id, "success", True)
     if settings.warehouse_url.startswith("duckdb"):
         with engine.begin() as c:  # the publication's WAL is part of its cost (publish_period checkpointed the loads')
             c.exec_driver_sql("CHECKPOINT")
     t3 = time.perf_counter()
-    out.update(rows=rows, wall_s=t3 - t0, catalogues_s=t1 - t0, extract_load_s=t2 - t1, reports_s=t3 - t2,
-               catalogue_rows=sum(r.rows_received for r in cats.values()),
+    t1, t2 = steps.ended["sync-catalogues"], steps.ended["extract-load"]
+    out: dict[str, Any] = {}
+    for entity in INCREMENTAL:
+        e = res.entities[entity]
+        out.update({f"{entity}_s": steps.seconds[entity], f"{entity}_rows": e.rows_received,
+                    f"{entity}_loaded": e.rows_loaded, f"{entity}_quarantined": e.rows_quarantined})
+    out.update(rows=sum(res.entities[e].rows_received for e in INCREMENTAL), wall_s=t3 - t0, catalogues_s=t1 - t0,
+               extract_load_s=t2 - t1, reports_s=t3 - t2,
+               catalogue_rows=sum(res.entities[c].rows_received for c in CATALOGUES),
                **{f"{k}_s": v for k, v in timers.t.items()})
     engine.dispose()
     return out
@@ -293,39 +312,28 @@ def stage_dlt(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_nightly(p: dict[str, Any]) -> dict[str, Any]:
-    """The nightly run on top of the big warehouse (the changes were made in the simulator)."""
+    """``run_nightly`` on top of the big warehouse (the changes were made in the simulator)."""
     import tasks.pipeline as pl
-    from tasks.source_api import SourceClient
+    from tasks.entities import INCREMENTAL
+    from tasks.runs import finish_run, start_run
     from tasks.warehouse import open_warehouse, upgrade
 
     workdir = Path(p["workdir"])
     settings = _settings(p, workdir)
     timers = _instrument()
+    steps = _timed_steps()
     t0 = time.perf_counter()
     engine = open_warehouse(settings)
     upgrade(engine)
     run_id = pl.new_run_id("bench-nightly")
-    pl.start_run(engine, run_id, "nightly", settings.source_name)
-    from tasks.calendar import calendar_span, load_calendar
-
-    load_calendar(engine, *calendar_span(), settings.reference_dir)  # as the flow
-    rows = 0
-    with SourceClient.from_settings(settings) as client:
-        pl.sync_catalogues(engine, client, settings, run_id, defer_gx=True)  # as the nightly flow
-        for entity in pl.INCREMENTAL:
-            window = pl.extraction_window(engine, settings, entity, full_refresh=False, since=None, until=None)
-            res = pl.extract_entity(engine, client, entity, settings=settings, run_id=run_id, window=window,
-                                    defer_gx=True)
-            rows += res.rows_received
-    t1 = time.perf_counter()
-    pl.finish_run(engine, run_id, "success", True)
-    for period in pl.default_periods(pl.data_cut(engine)):
-        pl.publish_period(engine, settings, period, run_id, workbook=True)
-    pl.settle_gx(run_id)
+    start_run(engine, run_id, "nightly", settings.source_name)
+    res = pl.run_nightly(engine, settings, run_id, steps=steps)
+    finish_run(engine, run_id, "success", True)
     t2 = time.perf_counter()
+    t1 = steps.ended["extract-load"]
     engine.dispose()
-    return {"rows": rows, "wall_s": t2 - t0, "extract_load_s": t1 - t0, "reports_s": t2 - t1,
-            **{f"{k}_s": v for k, v in timers.t.items()}}
+    return {"rows": sum(res.entities[e].rows_received for e in INCREMENTAL), "wall_s": t2 - t0,
+            "extract_load_s": t1 - t0, "reports_s": t2 - t1, **{f"{k}_s": v for k, v in timers.t.items()}}
 
 
 STAGES = {"raw_fetch": stage_raw_fetch, "pipeline": stage_pipeline, "load_limit": stage_load_limit,

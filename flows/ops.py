@@ -1,12 +1,13 @@
 """The other scheduled flows: monthly report, reference sync, inbox processing, backfill.
 
-Thin wiring over ``tasks.pipeline`` / ``tasks.inbox``; see ``prefect.yaml`` for their schedules.
+Thin wiring over ``tasks.pipeline`` / ``tasks.inbox``, in the lifecycle every writing flow shares
+(``flows.lifecycle``); see ``prefect.yaml`` for their schedules.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -14,18 +15,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import CURRENT_RUN_ID, current_progress
-from flows.nightly import _alert_on_failure, _settings, publish_task, tracked_run
+from flows.lifecycle import alert_on_failure, run_settings, send_alerts, tracked_run
+from flows.steps import publish_task
 from tasks import pipeline
-from tasks.clock import check_cut, closed_month, now_local, resolve_period
+from tasks.clock import check_cut, closed_month, months, now_local, resolve_period
+from tasks.runs import RunResult, backfill_id, done_partitions
+from tasks.settings import Settings
 from tasks.warehouse import open_warehouse
 
 
-def previous_month(today: date) -> tuple[date, date]:
-    last = today.replace(day=1) - timedelta(days=1)
-    return last.replace(day=1), last
-
-
-@flow(name="dvc-monthly-report", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
+@flow(name="dvc-monthly-report", on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def monthly_report(
     month: str | None = None, settings_overrides: dict[str, Any] | None = None, only_for_cut: str | None = None,
 ) -> dict[str, Any]:
@@ -37,7 +36,7 @@ def monthly_report(
     ``only_for_cut`` is the cut a deployment's schedule serves (prefect.yaml: ``monthly-report`` on
     the 1st for ``calendar``, ``monthly-report-decree-09`` on the 15th for ``decree-09``): when
     ``DVC_PERIOD_CUT`` is another cut the run publishes nothing and says so."""
-    settings = _settings(settings_overrides)
+    settings = run_settings(settings_overrides)
     cut = settings.period_cut
     if only_for_cut is not None and check_cut(only_for_cut) != cut:
         message = (f"DVC_PERIOD_CUT is {cut}; this schedule serves {only_for_cut}: nothing published "
@@ -51,13 +50,13 @@ def monthly_report(
     return out
 
 
-@flow(name="dvc-reference-sync", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
+@flow(name="dvc-reference-sync", on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def reference_sync(settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Weekly: the unit and procedure catalogues and the working-day calendar."""
     from tasks.calendar import calendar_span, load_calendar
     from tasks.source_api import SourceClient
 
-    settings = _settings(settings_overrides)
+    settings = run_settings(settings_overrides)
     with tracked_run(settings, "reference-sync", "reference") as run:
         days = load_calendar(run.engine, *calendar_span(), settings.reference_dir)
         with SourceClient.from_settings(settings) as client:
@@ -65,7 +64,7 @@ def reference_sync(settings_overrides: dict[str, Any] | None = None) -> dict[str
     return {"calendar_days": days, **{k: asdict(v) for k, v in res.items()}}
 
 
-@flow(name="dvc-inbox", on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
+@flow(name="dvc-inbox", on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def inbox(settings_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Load every Excel/CSV export waiting in DVC_INBOX_DIR (processed/ and failed/ afterwards)."""
     from dataclasses import replace
@@ -73,7 +72,7 @@ def inbox(settings_overrides: dict[str, Any] | None = None) -> list[dict[str, An
     from tasks.inbox import process_inbox
     from tasks.source_files import quote_name
 
-    settings = _settings(settings_overrides)
+    settings = run_settings(settings_overrides)
     with tracked_run(settings, "inbox", "inbox") as run:
         run_id = run.run_id
         outcomes = process_inbox(run.engine, settings, run_id)
@@ -81,16 +80,13 @@ def inbox(settings_overrides: dict[str, Any] | None = None) -> list[dict[str, An
         failed = [replace(o, path=quote_name(o.path)) for o in outcomes if o.status == "failed"]
         if failed:
             run.status, run.message = "failed", "; ".join(f"{o.path}: {o.message}" for o in failed)
-    if failed:
-        from flows.nightly import _notify_files_failed
-
-        _notify_files_failed(settings, run_id, failed)
+    send_alerts(RunResult(run_id, settings.source_name, failed_files=[(o.path, o.message) for o in failed]), settings)
     return [asdict(o) for o in outcomes]
 
 
 @task(name="backfill-partition", cache_policy=NO_CACHE)
 def backfill_partition_task(
-    settings: Any, run_id: str, bid: str, part: tuple[date, date], progress: Any = None,
+    settings: Settings, run_id: str, bid: str, part: tuple[date, date], progress: pipeline.ProgressFn | None = None,
 ) -> dict[str, Any]:
     from tasks.source_api import SourceClient
 
@@ -103,7 +99,7 @@ def backfill_partition_task(
 
 
 @flow(name="dvc-backfill", task_runner=ThreadPoolTaskRunner(max_workers=4),
-      on_failure=[_alert_on_failure], on_crashed=[_alert_on_failure])
+      on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def backfill(
     start: date, end: date, concurrency: int = 2, publish: bool = True,
     settings_overrides: dict[str, Any] | None = None,
@@ -112,13 +108,13 @@ def backfill(
     ``concurrency`` partitions at a time; completed partitions are skipped on rerun. Then publish
     each month's reports."""
     logger = get_run_logger()
-    settings = _settings(settings_overrides)
-    bid = pipeline.backfill_id(settings.source_name, start, end)
-    parts = pipeline.month_partitions(start, end)
+    settings = run_settings(settings_overrides)
+    bid = backfill_id(settings.source_name, start, end)
+    parts = months(start, end, clip=True)
     progress = current_progress()
     with tracked_run(settings, "backfill", "backfill", logger) as run:
         run_id = run.run_id
-        done = pipeline.done_partitions(run.engine, bid)  # under the lock: another backfill may just have run
+        done = done_partitions(run.engine, bid)  # under the lock: another backfill may just have run
         todo = [p for p in parts if p[0] not in done]
         logger.info("run %s, backfill %s: %d partitions, %d already done, %d to run, %d at a time", run_id, bid,
                     len(parts), len(parts) - len(todo), len(todo), max(1, concurrency))

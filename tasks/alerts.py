@@ -1,10 +1,11 @@
 """Alerts: a Slack-compatible webhook and an e-mail, for data-quality findings and failed runs.
 
-* :func:`alerts_for_run` decides which alerts a run's check outcomes deserve: any critical
-  failure (rows quarantined); warnings above ``settings.warning_alert_threshold``; and batch-level
-  rules marked ``meta.alert = "always"`` in the suites (volume, freshness), whose failure touches
-  no row but means the source may be broken.
-* :func:`failure_alert` builds the alert for a run that failed outright.
+* :func:`alerts_for_run` is the one decision on which alerts a finished run
+  (:class:`tasks.runs.RunResult`) deserves: one data-quality alert when rows were quarantined,
+  when warnings exceed ``settings.warning_alert_threshold``, or when a batch-level rule marked
+  ``meta.alert = "always"`` in the suites (volume, freshness) failed, whose failure touches no
+  row but means the source may be broken; one more when inbox files could not be read.
+* :func:`failure_alert` builds the alert for a run that failed outright (the flows' state hook).
 * :func:`send_alert` delivers one alert to every configured channel. It never raises: a channel
   that cannot be reached is logged at WARNING and reported in the returned :class:`AlertDelivery`.
 
@@ -21,11 +22,10 @@ E-mail uses STARTTLS (certificate verified) unless ``DVC_SMTP_HOST`` is loopback
 from __future__ import annotations
 
 import logging
-import re
 import smtplib
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -34,10 +34,21 @@ from urllib.parse import urlsplit
 
 import requests
 
+from tasks.scrub import (  # scrub_text, scrub_for, url_passwords, install_log_scrubber: used from here too
+    _scrub,
+    _ScrubFilter,
+    _secrets,
+    install_log_scrubber,
+    scrub_for,
+    scrub_text,
+    url_passwords,
+)
 from tasks.settings import Settings, smtp_use_starttls
 
 if TYPE_CHECKING:
-    from tasks.quality import CheckOutcome
+    from tasks.runs import RunResult
+
+__all__ = ["install_log_scrubber", "scrub_for", "scrub_text", "url_passwords"]  # re-exported
 
 log = logging.getLogger(__name__)
 
@@ -77,129 +88,6 @@ class AlertDelivery:
     webhook: str
     email: str
     errors: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets
-# ---------------------------------------------------------------------------------------------
-def _secrets(settings: Settings) -> list[str]:
-    """Every value that must never appear in an alert or a log line, longest first."""
-    values: list[str] = []
-    for secret in (settings.source_token, settings.smtp_password, settings.hash_key):
-        if secret is not None and secret.get_secret_value():
-            values.append(secret.get_secret_value())
-    url = settings.alert_webhook_url
-    if url:
-        values.append(url)
-        parts = urlsplit(url)
-        if parts.path.strip("/"):
-            values.append(parts.path)
-        if parts.query:
-            values.append(parts.query)
-        if parts.password:
-            values.append(parts.password)
-    values += url_passwords(settings.warehouse_url)
-    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
-
-
-#: ``scheme://user:password@`` in any text (a DSN in a driver's exception, a URL in a log line):
-#: the password part is replaced by ``***``.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*:)(?P<pw>[^\s@'\"]+)@")
-#: ``password=...`` in a libpq-style conninfo string (``host=... password=secret``).
-_CONNINFO_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.I)
-
-
-def url_passwords(url: str | None) -> list[str]:
-    """The password of a URL such as DVC_WAREHOUSE_URL, as given and percent-decoded (empty list
-    when it has none)."""
-    if not url:
-        return []
-    try:
-        import sqlalchemy as sa
-
-        pw = sa.engine.make_url(url).password
-    except Exception:  # noqa: BLE001 - not a SQLAlchemy URL: try a plain split
-        pw = None
-    out = {str(pw)} if pw else set()
-    try:
-        raw = urlsplit(url).password
-    except ValueError:
-        raw = None
-    if raw:
-        out.add(raw)
-    return [v for v in out if v]
-
-
-def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without the given secret values and without the password of any
-    ``scheme://user:password@`` URL or ``password=`` conninfo pair."""
-    text = _replace(text, secrets)
-    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}***@", text)
-    return _CONNINFO_PASSWORD.sub(lambda m: f"{m['head']}***", text)
-
-
-def _replace(text: str, secrets: Iterable[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, "***")
-    return text
-
-
-_scrub = scrub_text
-
-
-def scrub_for(settings: Settings, text: str) -> str:
-    """``text`` scrubbed of the settings' secrets (warehouse password included) and of URL passwords."""
-    return scrub_text(text, _secrets(settings))
-
-
-# ---------------------------------------------------------------------------------------------
-# Log lines: every record of the process, however it is emitted (our loggers, Prefect's, SQLAlchemy's)
-# ---------------------------------------------------------------------------------------------
-_log_secrets: set[str] = set()
-_base_factory: Any = None
-
-
-def install_log_scrubber(settings: Settings | None = None) -> None:
-    """From now on, every log record of the process is scrubbed (:func:`scrub_text`) before any
-    handler sees it: message and formatted traceback. Adds the settings' secret values (the
-    warehouse URL's password included) to what is scrubbed. Idempotent."""
-    global _base_factory
-    if settings is not None:
-        _log_secrets.update(_secrets(settings))
-    if _base_factory is not None:
-        return
-    _base_factory = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = _base_factory(*args, **kwargs)
-        try:
-            secrets = sorted(_log_secrets, key=len, reverse=True)
-            message = record.getMessage()
-            scrubbed = scrub_text(message, secrets)
-            if scrubbed != message:
-                record.msg, record.args = scrubbed, ()
-            if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-                record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info), secrets)
-        except Exception:  # noqa: BLE001 - a log line must never fail; the record goes as it is
-            pass
-        return record
-
-    logging.setLogRecordFactory(factory)
-
-
-class _ScrubFilter(logging.Filter):
-    """Redacts secrets from records of a library logger (urllib3 logs request paths at DEBUG)."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = _scrub(message, self.secrets)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, ()
-        return True
 
 
 def _webhook_label(url: str) -> str:
@@ -378,40 +266,34 @@ def _always_alert_rules(entity: str) -> set[str]:
     return {r.rule for r in load_suite(entity).rules if r.meta.get("alert") == "always"}
 
 
-def alerts_for_run(outcomes: Iterable[CheckOutcome] | Mapping[str, CheckOutcome], settings: Settings,
-                   run_id: str, source: str, docs_path: str | None = None) -> list[Alert]:
-    """The alerts a run's check outcomes call for (possibly none), critical first."""
-    items = list(outcomes.values()) if isinstance(outcomes, Mapping) else list(outcomes)
-    rows = sum(o.rows for o in items)
-    quarantined = sum(o.quarantined_count for o in items)
-    warnings = sum(o.warning_count for o in items)
-    counts = {"rows": rows, "loaded": rows - quarantined, "quarantined": quarantined, "warnings": warnings}
+def alerts_for_run(result: RunResult, settings: Settings) -> list[Alert]:
+    """The alerts a finished run calls for (possibly none): its data-quality findings, then the
+    inbox files it could not read."""
     alerts: list[Alert] = []
-
-    critical_lines = [f"{o.entity}.{r.rule}: {r.unexpected_count} of {r.element_count} rows failed"
-                      for o in items for r in o.failed_results("critical")]
-    if critical_lines:
-        blocked = quarantined > settings.critical_threshold
-        lines = [f"{quarantined} rows quarantined (critical_threshold {settings.critical_threshold}): "
-                 + ("above the threshold, reports are not published" if blocked else "within the threshold"),
-                 *critical_lines]
-        alerts.append(Alert(f"{quarantined} rows quarantined by critical checks", "critical", run_id, source,
-                            lines, dict(counts), docs_path))
-
-    failed_warnings = [(o.entity, r) for o in items for r in o.failed_results("warning")]
-    always = [(e, r) for e, r in failed_warnings if r.rule in _always_alert_rules(e)]
-    if warnings > settings.warning_alert_threshold or always:
-        lines = [f"{e}.{r.rule}: {r.detail}" for e, r in always]
-        lines += [f"{e}.{r.rule}: {r.unexpected_count} of {r.element_count} rows"
-                  for e, r in failed_warnings if (e, r) not in always]
-        title = (f"{warnings} data-quality warnings (threshold {settings.warning_alert_threshold})"
-                 if warnings > settings.warning_alert_threshold else "Batch-level data-quality warning")
-        alerts.append(Alert(title, "warning", run_id, source, lines, dict(counts), docs_path))
+    quarantined, warnings = result.rows_quarantined, result.warnings
+    always = [f"{name}.{rule}: {v.get('detail')}" for name, e in result.entities.items()
+              for rule, v in e.failing().items() if rule in _always_alert_rules(name)]
+    if quarantined or warnings > settings.warning_alert_threshold or always:
+        lines = [f"{name}: " + ", ".join(f"{rule}={v['unexpected_count']}" for rule, v in sorted(failing.items()))
+                 for name, e in result.entities.items() if (failing := e.failing())]
+        alerts.append(Alert(
+            title=("Critical data-quality failures" if quarantined else "Data-quality warnings")
+            + (" - reports not published" if result.blocked else ""),
+            severity="critical" if quarantined else "warning", run_id=result.run_id, source=result.source,
+            lines=lines + always, counts={"quarantined": quarantined, "warnings": warnings},
+            docs_path=result.data_docs))
+    if result.failed_files:
+        alerts.append(Alert(
+            title=f"{len(result.failed_files)} inbox file(s) could not be read", severity="warning",
+            run_id=result.run_id, source=result.source, lines=[f"{path}: {why}" for path, why in result.failed_files],
+            counts={"failed_files": len(result.failed_files)}))
     return alerts
 
 
-def failure_alert(run_id: str, source: str, error: BaseException | str, *, flow: str = "nightly",
-                  docs_path: str | None = None) -> Alert:
-    """The alert for a run that failed (the error text is scrubbed of secrets when sent)."""
+def failure_alert(run_id: str, source: str, error: BaseException | str, *, run_name: str | None = None,
+                  state: str = "Failed", lines: Iterable[str] = (), docs_path: str | None = None) -> Alert:
+    """The alert for a run that failed (``state``: Failed, Crashed), with the error first; the
+    error text is scrubbed of secrets when sent. ``run_name``: the Prefect flow run's name."""
     text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
-    return Alert(f"Flow {flow} failed", "failure", run_id, source, [text[:1000]], {}, docs_path)
+    return Alert(f"dvc-etl run {run_name or run_id} {state}", "failure", run_id, source, [text[:1000], *lines], {},
+                 docs_path)

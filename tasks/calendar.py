@@ -16,6 +16,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from tasks.clock import today_local
+
 OVERRIDES_FILE = "calendar_overrides.csv"
 
 
@@ -62,8 +64,9 @@ def build_calendar(start: date, end: date, reference_dir: Path) -> pd.DataFrame:
 
 
 def calendar_span(today: date | None = None) -> tuple[date, date]:
-    """The days every run keeps in ``core.calendar``: 2015-01-01 to the end of next year."""
-    today = today or date.today()
+    """The days every run keeps in ``core.calendar``: 2015-01-01 to the end of next year (the
+    year of ``today``, by default the offices' today)."""
+    today = today or today_local()
     return date(2015, 1, 1), date(today.year + 1, 12, 31)
 
 

@@ -1,7 +1,11 @@
-"""Local time and reporting periods.
+"""The one clock: local time, months, reporting periods and the data cut.
 
 - :data:`TIMEZONE` and :func:`now_local`: the offices' wall clock (Asia/Ho_Chi_Minh), right on a
-  machine set to UTC.
+  machine set to UTC. Every timestamp the pipeline writes (``dq.runs``, ``mart.publications``,
+  ``dq.schema_migrations``...) is this naive local time, as the source's own timestamps are.
+- Month arithmetic: :func:`month_bounds`, :func:`month_before`, :func:`months` (a date range as
+  calendar months, for reports and backfill partitions) and :func:`nightly_periods` (what a
+  nightly run republishes).
 - :func:`resolve_period` turns ``2024-06`` (month), ``2024-Q2`` (quarter), ``2024-H1`` / ``2024-H2``
   (half) or ``2024`` (year) into a :class:`Period` under a *cut* (``DVC_PERIOD_CUT``):
 
@@ -13,8 +17,8 @@
 
 - :func:`closed_month`: the last month fully closed on a given day under a cut (what the scheduled
   monthly report publishes).
-
-Pure functions, no I/O.
+- :func:`data_cut`: how far the warehouse's data reaches, max(NgayCapNhat) of the dossiers and
+  payments (the ``as_of`` of a publication). The one function here that reads the warehouse.
 """
 
 from __future__ import annotations
@@ -23,8 +27,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 TIMEZONE = "Asia/Ho_Chi_Minh"
+#: :data:`TIMEZONE` as a tzinfo (the source's timestamps are in it too).
+ZONE = ZoneInfo(TIMEZONE)
 
 CALENDAR = "calendar"
 DECREE_09 = "decree-09"
@@ -41,6 +52,63 @@ _HALF = re.compile(r"(\d{4})-H([12])", re.ASCII)
 _YEAR = re.compile(r"(\d{4})", re.ASCII)
 
 
+# ----------------------------------------------------------------------------------------------
+# Local time
+# ----------------------------------------------------------------------------------------------
+def now_local() -> datetime:
+    """Current wall time in Asia/Ho_Chi_Minh, naive, to the second (whatever the machine's zone)."""
+    return datetime.now(ZONE).replace(tzinfo=None, microsecond=0)
+
+
+def today_local() -> date:
+    """Today's date in Asia/Ho_Chi_Minh."""
+    return now_local().date()
+
+
+# ----------------------------------------------------------------------------------------------
+# Months
+# ----------------------------------------------------------------------------------------------
+def month_bounds(day: date) -> tuple[date, date]:
+    """The first and last day of ``day``'s calendar month."""
+    first = day.replace(day=1)
+    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return first, following - timedelta(days=1)
+
+
+def month_before(day: date) -> tuple[date, date]:
+    """The first and last day of the calendar month before ``day``'s."""
+    return month_bounds(day.replace(day=1) - timedelta(days=1))
+
+
+def months(start: date, end: date, *, clip: bool = False) -> list[tuple[date, date]]:
+    """The calendar months that intersect ``[start, end]``, as ``(first day, last day)``.
+
+    With ``clip=True`` the first and last month are cut to ``start`` and ``end`` (a backfill's
+    partitions, a report's month rows). ``months(date(2024, 1, 15), date(2024, 3, 2))`` ->
+    ``[(2024-01-01, 2024-01-31), (2024-02-01, 2024-02-29), (2024-03-01, 2024-03-31)]``.
+    """
+    if end < start:
+        raise ValueError(f"period end {end} is before its start {start}")
+    out: list[tuple[date, date]] = []
+    first, last = month_bounds(start)
+    while first <= end:
+        out.append((max(first, start), min(last, end)) if clip else (first, last))
+        first, last = month_bounds(last + timedelta(days=1))
+    return out
+
+
+def nightly_periods(as_of: datetime | None) -> list[tuple[date, date]]:
+    """What a nightly run republishes: the month before the data cut's (late payments restate it)
+    and the data cut's month to date. None (an empty warehouse): nothing."""
+    if as_of is None:
+        return []
+    day = as_of.date()
+    return [month_before(day), (day.replace(day=1), day)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporting periods
+# ----------------------------------------------------------------------------------------------
 class PeriodError(ValueError):
     """A period text or a cut that :func:`resolve_period` does not accept."""
 
@@ -66,18 +134,6 @@ class Period:
         return self.start, self.end
 
 
-def now_local() -> datetime:
-    """Current wall time in Asia/Ho_Chi_Minh, naive, to the second (whatever the machine's zone)."""
-    from zoneinfo import ZoneInfo
-
-    return datetime.now(ZoneInfo(TIMEZONE)).replace(tzinfo=None, microsecond=0)
-
-
-def today_local() -> date:
-    """Today's date in Asia/Ho_Chi_Minh."""
-    return now_local().date()
-
-
 def check_cut(cut: str) -> str:
     """``cut`` if it is one of :data:`CUTS`, else :class:`PeriodError`."""
     if cut not in CUTS:
@@ -85,17 +141,12 @@ def check_cut(cut: str) -> str:
     return cut
 
 
-def _month_end(year: int, month: int) -> date:
-    first_next = date(year + month // 12, month % 12 + 1, 1)
-    return first_next - timedelta(days=1)
-
-
 def _months(year: int, first: int, last: int, cut: str) -> tuple[date, date]:
     """Months ``first``..``last`` of ``year`` (1-based, inclusive) under ``cut``."""
     if cut == CALENDAR:
-        return date(year, first, 1), _month_end(year, last)
+        return date(year, first, 1), month_bounds(date(year, last, 1))[1]
     # decree-09: from the 15th of the month before ``first`` to the 14th of ``last``
-    before = date(year, first, 1) - timedelta(days=1)
+    before = month_before(date(year, first, 1))[0]
     return before.replace(day=DECREE_09_LAST_DAY + 1), date(year, last, DECREE_09_LAST_DAY)
 
 
@@ -147,9 +198,27 @@ def closed_month(today: date | datetime, cut: str) -> Period:
     """
     check_cut(cut)
     day = today.date() if isinstance(today, datetime) else today
-    if cut == DECREE_09 and day.day > DECREE_09_LAST_DAY:
-        year, month = day.year, day.month
-    else:
-        prev = day.replace(day=1) - timedelta(days=1)
-        year, month = prev.year, prev.month
-    return resolve_period(f"{year:04d}-{month:02d}", cut)
+    month = day if cut == DECREE_09 and day.day > DECREE_09_LAST_DAY else month_before(day)[0]
+    return resolve_period(f"{month.year:04d}-{month.month:02d}", cut)
+
+
+# ----------------------------------------------------------------------------------------------
+# The data cut
+# ----------------------------------------------------------------------------------------------
+_DATA_CUT_SQL = (
+    "SELECT max(t.ts) FROM ("
+    " SELECT max(ngay_cap_nhat) AS ts FROM core.dossiers"
+    " UNION ALL SELECT max(ngay_cap_nhat) AS ts FROM core.payments) AS t"
+)
+
+
+def data_cut(bind: Engine | Connection) -> datetime | None:
+    """The data cut: max(NgayCapNhat) over ``core.dossiers`` and ``core.payments`` (the source's
+    local time, as :func:`now_local`); None while both are empty. A publication stamps it on its
+    rows as ``as_of``; a nightly run republishes the months around it (:func:`nightly_periods`)."""
+    import sqlalchemy as sa
+
+    if isinstance(bind, sa.engine.Connection):
+        return bind.execute(sa.text(_DATA_CUT_SQL)).scalar()
+    with bind.connect() as conn:
+        return conn.execute(sa.text(_DATA_CUT_SQL)).scalar()

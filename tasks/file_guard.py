@@ -10,11 +10,12 @@ child sets its own limits before it imports the parser:
 - ``RLIMIT_CPU`` = ``DVC_FILE_PARSE_TIMEOUT`` (plus the parent's wall-clock timeout, after which
   the parent kills the child);
 
-parses with :func:`tasks.source_files.parse_bytes` under :class:`~tasks.source_files.FileLimits`
+parses with :func:`tasks.source_files.parse_bytes` under :class:`~tasks.file_formats.FileLimits`
 from the settings, and writes the result as JSON on stdout (no pickle: the parent never runs
 code chosen by the file). Whatever happens in the child (an error, ``MemoryError``, a signal, a
-timeout, garbage on stdout) the parent raises :class:`~tasks.source_files.FileFormatError` with a
-reason naming the limit, so the inbox moves that file to ``failed/`` and goes on.
+timeout, garbage on stdout) the parent raises :class:`~tasks.file_formats.FileFormatError` with a
+reason naming the limit, so the inbox moves that file to ``failed/`` and goes on. Every format
+(.xlsx, .xls, HTML, CSV in any encoding) is parsed there, under the same limits.
 
 Also here: :func:`write_private_new`, which writes a new file without following links
 (``O_NOFOLLOW | O_EXCL | O_CREAT``, mode 0600): the inbox's ``.error.txt`` notes.
@@ -32,7 +33,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tasks.source_files import FileFormatError, FileLimits, ParsedFile, quote_name, read_limited
+from tasks.file_formats import FileFormatError, FileLimits, quote_name, read_limited
+from tasks.source_files import ParsedFile
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _STDERR_TAIL = 400
@@ -43,7 +45,7 @@ def limits_of(settings: Any) -> FileLimits:
 
 
 def read_file(path: Path, settings: Any, *, follow_symlinks: bool = True) -> bytes:
-    """The file's bytes, read once (see :func:`tasks.source_files.read_limited`)."""
+    """The file's bytes, read once (see :func:`tasks.file_formats.read_limited`)."""
     return read_limited(path, limits_of(settings), follow_symlinks=follow_symlinks)
 
 
@@ -120,7 +122,8 @@ def _parsed_from_json(path: Path, d: dict[str, Any]) -> ParsedFile:
     return ParsedFile(
         path=path, entity=d["entity"], records=d["records"], sheet=d["sheet"], header_row=d["header_row"],
         header_rows=d["header_rows"], columns=d["columns"], unknown_columns=d["unknown_columns"],
-        warnings=d["warnings"], skipped=d["skipped"], delimiter=d["delimiter"],
+        warnings=d["warnings"], skipped=d["skipped"], delimiter=d["delimiter"], format=d.get("format", ""),
+        encoding=d.get("encoding"),
     )
 
 

@@ -1,5 +1,8 @@
 """The inbox: Excel/CSV exports a clerk drops when the API is down.
 
+Accepted: .xlsx/.xlsm, Excel 97-2003 .xls, an HTML table saved as .xls, and CSV in UTF-8,
+UTF-16 or Windows-1258 (``tasks.source_files``; the format is told by content, not by name).
+
 Each file is parsed, normalised, checked and loaded exactly like API data. A file already loaded
 (same content hash) is not loaded twice. Processed files move to ``processed/``; unreadable ones
 to ``failed/`` with a sidecar ``<name>.error.txt`` that says why. The rows commit first, then the
@@ -13,7 +16,7 @@ in a child process (``tasks.file_guard``). A symbolic link in the inbox is refus
 link itself, never its target) to ``failed/`` without being read. ``processed/`` and ``failed/``
 are created 0700, moved files made 0600 (personal data at rest), and the ``.error.txt`` notes are
 written 0600 with ``O_NOFOLLOW | O_EXCL``. File names are quoted in logs and messages when they
-hold newlines or control characters (``tasks.source_files.quote_name``).
+hold newlines or control characters (``tasks.file_formats.quote_name``).
 """
 
 from __future__ import annotations
@@ -31,14 +34,14 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tasks.normalize import now_local
+from tasks.clock import now_local
+from tasks.file_formats import FileFormatError, quote_name
 from tasks.pipeline import ingest_records
 from tasks.settings import Settings
-from tasks.source_files import FileFormatError, quote_name
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = {".xlsx", ".xlsm", ".csv", ".xls"}  # .xls: not readable, but moved to failed/ with the reason
+SUFFIXES = {".xlsx", ".xlsm", ".csv", ".xls"}  # .xls: a BIFF workbook or an HTML table, told by content
 
 
 @dataclass

@@ -16,7 +16,8 @@ duplicates nothing on the rerun.
 
 Bulk paths: DuckDB registers the DataFrame and runs ``INSERT ... SELECT`` (never executemany);
 PostgreSQL ``COPY``s into a temporary table, then ``INSERT ... ON CONFLICT DO UPDATE``.
-Identifiers in the generated SQL come from this module's constants only; values are always bound.
+Identifiers in the generated SQL come from this module's constants and the entity registry
+(:mod:`tasks.entities`) only; values are always bound.
 """
 
 from __future__ import annotations
@@ -32,16 +33,11 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from tasks.clock import now_local
+from tasks.entities import REGISTRY, VERSIONED
 from tasks.faults import crash_point
-from tasks.normalize import (
-    CORE_KEYS,
-    DOSSIER_DERIVED,
-    FIELDS,
-    PROCEDURE_DERIVED,
-    SUPPLEMENT_COLUMNS,
-    Normalized,
-    now_local,
-)
+from tasks.field_types import DOSSIER_DERIVED, FIELDS, PROCEDURE_DERIVED, SUPPLEMENT_COLUMNS
+from tasks.normalize import Normalized
 from tasks.warehouse import dialect_name, raw_driver_connection
 
 log = logging.getLogger(__name__)
@@ -64,9 +60,6 @@ def core_columns(entity: str) -> list[str]:
 DUCKDB_CHECKPOINT_THRESHOLD = "128MB"
 
 RAW_COLUMNS = ["source", "record_key", "record_hash", "ngay_cap_nhat", "record", *LINEAGE]
-
-#: Entities whose newer version wins by NgayCapNhat; catalogues have none: last load wins.
-VERSIONED = {"dossiers", "payments"}
 
 
 @dataclass
@@ -157,7 +150,7 @@ def _copy_frame(conn: Connection, name: str, frame: pd.DataFrame) -> None:
 # the batch load
 # ----------------------------------------------------------------------------------------------
 def _upsert_core(conn: Connection, entity: str, cols: list[str]) -> None:
-    keys = ["source", *CORE_KEYS[entity]]
+    keys = ["source", *REGISTRY[entity].core_key]
     updatable = [c for c in cols if c not in keys]
     data_cols = [c for c in updatable if c not in LINEAGE]
     sets = ", ".join(f"{c} = excluded.{c}" for c in updatable)

@@ -1,44 +1,48 @@
-"""The units of work of a run, as plain functions (the Prefect flows in ``flows/`` wire them).
+"""The units of work of a run, as plain functions, and the nightly run that strings them together.
 
-A run: sync the catalogues (units, procedures), extract dossiers and payments incrementally in
-bounded chunks (normalise -> check -> load, one transaction per chunk with the watermark), then
-decide whether the run may publish (critical failures within the threshold), publish the report
-periods and write the workbooks.
+:func:`run_nightly` is the nightly, in its one order: calendar, catalogues (units, procedures),
+increments (dossiers, payments, in bounded chunks: normalise -> check -> load, one transaction per
+chunk with the watermark), the gate (critical failures within the threshold?), publication of the
+report periods with their workbooks, the retention purge, and Great Expectations settling. The
+Prefect flow (``flows/nightly.py``) wraps it, the bench (``bench/run.py``) times it. Other flows
+call the units directly: :func:`sync_catalogues`, :func:`extract_entity`, :func:`ingest_records`,
+:func:`publish_period`, :func:`backfill_partition`.
+
+A run's record (``dq.*`` rows, :class:`tasks.runs.RunResult`) lives in ``tasks.runs``; memory and
+thread helpers in ``tasks.resources``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import gc
 import logging
-import os
-import queue
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from tasks.clock import CALENDAR, data_cut, nightly_periods, now_local
+from tasks.entities import CATALOGUES, INCREMENTAL
 from tasks.faults import crash_point
+from tasks.gx import close_gx, gx_chunk, settle_gx, wait_gx
 from tasks.load import LoadResult, get_watermark, load_batch
-from tasks.normalize import normalize, now_local
+from tasks.normalize import normalize
+from tasks.resources import read_ahead, release_memory, use_system_arrow_pool
+from tasks.runs import EntityResult, RunResult, mark_partition, record_checks
 from tasks.settings import Settings
 from tasks.warehouse import local_write_lock, make_private, private_dir
 
+if TYPE_CHECKING:
+    from tasks.quality import CheckContext
+    from tasks.reports import Publication
+    from tasks.source_api import SourceClient
+
 log = logging.getLogger(__name__)
 
-CATALOGUES = ("units", "procedures")
-INCREMENTAL = ("dossiers", "payments")
-_GX_LOCK = threading.Lock()
 
 T = TypeVar("T")
 ProgressFn = Callable[[str, int, int | None], None]  # (label, done so far, total or None); see extract_entity
@@ -49,69 +53,81 @@ def new_run_id(flow: str) -> str:
     return f"{flow}-{now_local():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-@dataclass
-class EntityResult:
-    entity: str
-    rows_received: int = 0
-    rows_duplicate: int = 0
-    rows_read: int = 0
-    rows_loaded: int = 0
-    rows_quarantined: int = 0
-    warnings: int = 0
-    chunks: int = 0
-    watermark: datetime | None = None
-    window: tuple[datetime | None, datetime | None] = (None, None)
-    batches: list[tuple[datetime | None, datetime | None]] = field(default_factory=list)  # sub-windows read
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)  # rule -> counts
-    data_docs: str | None = None  # GX data docs index of this run (first chunk validated)
-    gx_success: bool | None = None
-
-    def add(self, r: LoadResult) -> None:
-        self.rows_received += r.rows_received
-        self.rows_duplicate += r.rows_duplicate
-        self.rows_read += r.rows_read
-        self.rows_loaded += r.rows_loaded
-        self.rows_quarantined += r.rows_quarantined
-        self.warnings += r.warnings
-        self.chunks += 1
-
-    @property
-    def reconciled(self) -> bool:
-        return self.rows_read == self.rows_loaded + self.rows_quarantined
-
-
 # ----------------------------------------------------------------------------------------------
-# run bookkeeping
+# the nightly
 # ----------------------------------------------------------------------------------------------
-def start_run(engine: Engine, run_id: str, flow: str, source: str) -> None:
-    """Record a run as started. Called while holding the warehouse's writer lock, so a run still
-    marked 'running' belongs to a process that died (SIGKILL, power loss): it is closed as
-    'crashed', naming the run that noticed."""
-    now = now_local()
-    with engine.begin() as c:
-        c.execute(
-            sa.text(
-                "UPDATE dq.runs SET status = 'crashed', finished_at = :t, published = false, "
-                "message = :m WHERE status = 'running'"
-            ),
-            {"t": now, "m": f"the process ended without finishing; found by run {run_id}"},
-        )
-        c.execute(
-            sa.text(
-                "INSERT INTO dq.runs (run_id, flow, source, started_at, status) VALUES (:r, :f, :s, :t, 'running')"
-            ),
-            {"r": run_id, "f": flow, "s": source, "t": now},
-        )
+class NightlySteps:
+    """How :func:`run_nightly` runs its units of work: plain calls by default. The Prefect flow
+    runs each as a task and adds an artifact per publication (``flows.steps.PrefectSteps``), the
+    bench times them; the order stays :func:`run_nightly`'s."""
+
+    def run(self, name: str, unit: Callable[..., T], /, **params: Any) -> T:
+        """Run one unit of work. ``name``: ``sync-catalogues``, ``extract-load``, ``publish-period``."""
+        return unit(**params)
+
+    def published(self, engine: Engine, publication: Publication) -> None:
+        """Called after each publication, once committed and its workbook written."""
 
 
-def finish_run(engine: Engine, run_id: str, status: str, published: bool | None, message: str = "") -> None:
-    with engine.begin() as c:
-        c.execute(
-            sa.text(
-                "UPDATE dq.runs SET finished_at = :t, status = :st, published = :p, message = :m WHERE run_id = :r"
-            ),
-            {"t": now_local(), "st": status, "p": published, "m": message[:4000], "r": run_id},
-        )
+def run_nightly(
+    engine: Engine, settings: Settings, run_id: str, *, full_refresh: bool = False, since: datetime | None = None,
+    until: datetime | None = None, publish: bool = True, periods: Sequence[tuple[date, date]] | None = None,
+    period_cut: str | None = None, period_labels: Sequence[str | None] | None = None, workbook: bool = True,
+    progress: ProgressFn | None = None, steps: NightlySteps | None = None,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+) -> RunResult:
+    """The nightly run, in order:
+
+    1. the working-day calendar (``core.calendar``), which the checks read;
+    2. the catalogues (units, procedures), read in full;
+    3. the increments (dossiers, payments) changed since the watermark (or ``since`` .. ``until``;
+       everything with ``full_refresh``), chunk by chunk;
+    4. the gate: critical failures above ``DVC_CRITICAL_THRESHOLD`` close it and nothing is
+       published (the previous publication stays); otherwise, with ``publish``, the ``periods``
+       (default: the data cut's month to date and the month before) with their workbooks;
+    5. the retention purge of personal data kept as read;
+    6. Great Expectations settles: its validations ran in the background since step 2.
+
+    ``period_cut`` and ``period_labels`` (one per period) name given periods on their
+    publications. The run's lifecycle (writer lock, migrations, its ``dq.runs`` row) is the
+    caller's: ``flows.lifecycle.tracked_run`` in the flows."""
+    from tasks.calendar import calendar_span, load_calendar
+    from tasks.source_api import SourceClient
+
+    steps, logger = steps or NightlySteps(), logger or log
+    result = RunResult(run_id, settings.source_name)
+    load_calendar(engine, *calendar_span(), settings.reference_dir)
+    with SourceClient.from_settings(settings) as client:
+        result.entities.update(steps.run("sync-catalogues", sync_catalogues, engine=engine, client=client,
+                                         settings=settings, run_id=run_id, defer_gx=True))
+    for entity in INCREMENTAL:
+        window = extraction_window(engine, settings, entity, full_refresh=full_refresh, since=since, until=until)
+        batches = len(batch_windows(window, settings.batch_days))
+        logger.info("run %s, %s: extracting window %s .. %s%s", run_id, entity, window[0] or "the beginning",
+                    window[1] or "now", f" in {batches} batches of at most {settings.batch_days} days"
+                    if batches > 1 else "")
+        with SourceClient.from_settings(settings) as client:
+            result.entities[entity] = steps.run("extract-load", extract_entity, engine=engine, client=client,
+                                                entity=entity, settings=settings, run_id=run_id, window=window,
+                                                progress=progress, defer_gx=True)
+            result.http[entity] = client.stats.as_dict()
+    result.blocked = result.rows_quarantined > settings.critical_threshold
+    if result.blocked:
+        logger.error("%d rows failed critical checks (threshold %d): reports NOT published; the previous "
+                     "publication stays", result.rows_quarantined, settings.critical_threshold)
+    elif publish:
+        todo = list(periods) if periods is not None else nightly_periods(data_cut(engine))
+        labels = list(period_labels) if period_labels is not None else [None] * len(todo)
+        for period, label in zip(todo, labels, strict=True):
+            result.published.append(steps.run(
+                "publish-period", publish_period, engine=engine, settings=settings, period=tuple(period),
+                run_id=run_id, workbook=workbook, period_cut=period_cut, period_label=label,
+                on_publication=steps.published))
+    result.purged = purge_personal_data(engine, settings)  # retention, Decree 13/2023
+    for entity, record in settle_gx(run_id).items():  # GX validated in the background since step 2
+        for key, value in record.items():  # data_docs, gx_success, gx
+            setattr(result.entities[entity], key, value)
+    return result
 
 
 def purge_personal_data(engine: Engine, settings: Settings) -> dict[str, Any]:
@@ -131,7 +147,7 @@ def purge_personal_data(engine: Engine, settings: Settings) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # checks
 # ----------------------------------------------------------------------------------------------
-def check_context(engine: Engine, source: str, entity: str, settings: Settings, now: datetime) -> Any:
+def check_context(engine: Engine, source: str, entity: str, settings: Settings, now: datetime) -> CheckContext:
     """What the checks need from the warehouse: catalogues, calendar, recent volumes, freshness."""
     from tasks.quality import CheckContext
 
@@ -184,27 +200,6 @@ def known_dossiers(engine: Engine, source: str, keys: pd.Series) -> set[str]:
         return {r[0] for r in rows}
 
 
-def _record_checks(engine: Engine, run_id: str, source: str, entity: str, res: EntityResult) -> None:
-    now = now_local()
-    with engine.begin() as c:
-        c.execute(
-            sa.text("DELETE FROM dq.check_results WHERE run_id = :r AND source = :s AND entity = :e"),
-            {"r": run_id, "s": source, "e": entity},
-        )
-        for rule, v in res.checks.items():
-            c.execute(
-                sa.text(
-                    "INSERT INTO dq.check_results (run_id, source, entity, rule, severity, success, element_count, "
-                    "unexpected_count, detail, recorded_at) VALUES (:r, :s, :e, :rule, :sev, :ok, :n, :u, :d, :t)"
-                ),
-                {
-                    "r": run_id, "s": source, "e": entity, "rule": rule, "sev": v["severity"],
-                    "ok": v["unexpected_count"] == 0, "n": v["element_count"], "u": v["unexpected_count"],
-                    "d": v.get("detail"), "t": now,
-                },
-            )
-
-
 # ----------------------------------------------------------------------------------------------
 # extract -> normalise -> check -> load
 # ----------------------------------------------------------------------------------------------
@@ -216,15 +211,15 @@ def process_records(
     settings: Settings,
     run_id: str,
     result: EntityResult,
-    context: Any,
+    context: CheckContext,
     origin: str = "api",
     move_watermark: bool = True,
     defer_gx: bool = False,
 ) -> LoadResult:
-    """Normalise, check and load one chunk of records (one transaction). The first chunk of
-    ``result`` with rows is validated by Great Expectations; with ``defer_gx`` in a background
-    thread, so the caller must :func:`wait_gx` before it reads ``result.data_docs``."""
-    from tasks.quality import check
+    """Normalise, check and load one chunk of records (one transaction). Great Expectations
+    validates the chunk too (``tasks.gx.gx_chunk``); with ``defer_gx`` in its background thread, so the
+    caller must :func:`wait_gx` or :func:`settle_gx` before it reads ``result.data_docs``."""
+    from tasks.quality import check, rule_severity
 
     use_system_arrow_pool()
     norm = normalize(entity, records, hash_key=settings.hash_key.get_secret_value().encode())
@@ -237,28 +232,19 @@ def process_records(
         to_ours = dict(zip(outcome.row_keys, norm.core["record_key"], strict=True))
         check_issues = check_issues.assign(record_key=check_issues["record_key"].map(to_ours))
     issues = pd.concat([norm.issues, check_issues], ignore_index=True) if len(check_issues) else norm.issues
-    for r in outcome.results:
-        agg = result.checks.setdefault(
-            r.rule, {"severity": r.severity, "element_count": 0, "unexpected_count": 0, "detail": r.detail}
-        )
-        agg["element_count"] += int(r.element_count or 0)
-        agg["unexpected_count"] += int(r.unexpected_count or 0)
-        if r.unexpected_count:
-            agg["detail"] = r.detail
+    result.add_checks(outcome.results)
     for rule, n in norm.issues["rule"].value_counts().items() if len(norm.issues) else []:
+        # the normaliser's rules (dvc_parse) and their severity are declared in the suite
+        severity = rule_severity(entity, str(rule), str(norm.issues.loc[norm.issues["rule"] == rule, "severity"].iat[0]))
         agg = result.checks.setdefault(
-            str(rule), {"severity": "critical", "element_count": 0, "unexpected_count": 0, "detail": None}
+            str(rule), {"severity": severity, "element_count": 0, "unexpected_count": 0, "detail": None}
         )
         agg["element_count"] += norm.rows_read
         agg["unexpected_count"] += int(n)
-    if result.data_docs is None and len(norm.core) and getattr(result, "_gx_future", None) is None:
-        if defer_gx:  # an attribute, not a field: asdict(result) leaves it out
-            future = _gx_pool().submit(_validate_with_gx, entity, norm.core, run_id, settings, result)
-            result._gx_future = future
-            with _GX_PENDING_LOCK:
-                _GX_PENDING.setdefault(run_id, []).append((result, future))
-        else:
-            _validate_with_gx(entity, norm.core, run_id, settings, result)
+    # GX validates every chunk, in full up to DVC_GX_ROW_BUDGET rows (tasks.gx); a result given
+    # data_docs="" before its first chunk opts out
+    if len(norm.core) and not (result.data_docs == "" and getattr(result, "_gx", None) is None):
+        gx_chunk(entity, norm.core, run_id, settings, result, validate=_validate_with_gx, defer=defer_gx)
     wm = None
     if move_watermark and "ngay_cap_nhat" in norm.core and norm.core["ngay_cap_nhat"].notna().any():
         wm = norm.core["ngay_cap_nhat"].max().to_pydatetime()
@@ -275,94 +261,13 @@ def process_records(
     return loaded
 
 
-@functools.cache
-def use_system_arrow_pool() -> None:
-    """Arrow's buffers (the normaliser's string columns, the frames staged into the warehouse)
-    from the C library's allocator instead of pyarrow's bundled mimalloc, which keeps ~80 MB of a
-    20k-record chunk's freed buffers cached; :func:`release_memory`'s ``malloc_trim`` then hands
-    them back. An explicit ``ARROW_DEFAULT_MEMORY_POOL`` wins."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        return None
-
-
-def release_memory() -> None:
-    """Hand the memory a chunk freed back to the OS (glibc keeps freed arenas otherwise, so the
-    resident size would ratchet up chunk after chunk), as Dask's workers do. No gc.collect():
-    the chunk's frames die by reference count, and a full collection costs ~0.3 s once Great
-    Expectations is imported."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _gx_pool() -> ThreadPoolExecutor:
-    # one thread: GX's file-backed context is not thread-safe, and one validation at a time
-    # overlaps well enough with the next pages' fetch and the chunk's load (which release the GIL)
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-record")
-
-
-#: deferred validations not waited for yet, by run id: what :func:`settle_gx` waits for
-_GX_PENDING: dict[str, list[tuple[EntityResult, Future]]] = {}
-_GX_PENDING_LOCK = threading.Lock()
-
-
-def wait_gx(result: EntityResult) -> None:
-    """Wait for ``result``'s deferred GX validation (if any): afterwards ``data_docs`` and
-    ``gx_success`` are set."""
-    future: Future | None = getattr(result, "_gx_future", None)
-    if future is not None:
-        future.result()
-        result._gx_future = None
-        with _GX_PENDING_LOCK:
-            for pending in _GX_PENDING.values():
-                pending[:] = [(r, f) for r, f in pending if f is not future]
-
-
-def settle_gx(run_id: str) -> dict[str, dict[str, Any]]:
-    """Wait for every validation of ``run_id`` still running in the background (the entities
-    read with ``defer_gx=True``) and return their record, ``{entity: {"data_docs": ...,
-    "gx_success": ...}}``. A run that defers its validations calls this once, after the loads
-    and the publication they overlapped with, before it reports."""
-    with _GX_PENDING_LOCK:
-        pending = _GX_PENDING.pop(run_id, [])
-    out: dict[str, dict[str, Any]] = {}
-    for result, future in pending:
-        future.result()
-        result._gx_future = None
-        out[result.entity] = {"data_docs": result.data_docs, "gx_success": result.gx_success}
-    return out
-
-
 def _validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, settings: Settings, result: EntityResult) -> None:
-    """Great Expectations validates the run's first chunk of each entity (a deterministic sample
-    beyond 200k rows) and writes the data docs: the record of the checks. The quarantine masks,
-    not GX, decide which rows load. A GX failure to run is logged, never fatal."""
-    from tasks.quality import validate_with_gx
-
-    try:
-        with _GX_LOCK:  # GX's file-backed context is not thread-safe (backfill partitions run in threads)
-            rec = validate_with_gx(entity, frame, run_id, Path(settings.reports_dir) / "data-docs")
-    except Exception:  # noqa: BLE001 - the record must not break the load
-        log.exception("%s: Great Expectations validation could not run", entity)
-        result.data_docs = ""
-        return
-    result.data_docs = str(rec.docs_index) if rec.docs_index else ""
-    result.gx_success = rec.success
+    """In the GX thread: Great Expectations validates the rows of one chunk selected for it
+    (``tasks.gx``: the record of the checks, never the gate; never raises)."""
+    result._gx.validate(frame)
 
 
-def sync_catalogues(engine: Engine, client: Any, settings: Settings, run_id: str, *,
+def sync_catalogues(engine: Engine, client: SourceClient, settings: Settings, run_id: str, *,
                     defer_gx: bool = False) -> dict[str, EntityResult]:
     """Full read of the unit and procedure catalogues (they carry no NgayCapNhat). With
     ``defer_gx`` their GX validation may still run when this returns (:func:`settle_gx`)."""
@@ -374,7 +279,8 @@ def sync_catalogues(engine: Engine, client: Any, settings: Settings, run_id: str
         ctx = check_context(engine, settings.source_name, entity, settings, now)
         process_records(engine, entity, records, settings=settings, run_id=run_id, result=res, context=ctx,
                         move_watermark=False, defer_gx=True)
-        _record_checks(engine, run_id, settings.source_name, entity, res)
+        record_checks(engine, run_id, settings.source_name, entity, res)
+        close_gx(res)  # GX writes the entity's record in its thread while the run goes on
         out[entity] = res
         log.info("%s: %d read, %d loaded, %d quarantined", entity, res.rows_read, res.rows_loaded, res.rows_quarantined)
     if not defer_gx:
@@ -418,74 +324,9 @@ def batch_windows(
     return out
 
 
-def read_ahead(pages: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Iterate ``pages`` in a background thread, at most ``depth`` items ahead of the consumer, so
-    the next HTTP request is on the wire while a chunk is normalised and loaded. Errors of the
-    reader are raised in the consumer; a consumer that stops early stops the reader."""
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for page in pages:
-                if not put(("page", page)):
-                    return
-            put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(("error", exc))
-        finally:
-            close = getattr(pages, "close", None)
-            if close is not None:
-                close()
-
-    reader = threading.Thread(target=work, name="extract-read-ahead", daemon=True)
-    reader.start()
-    with gc_paused():
-        try:
-            n = 0
-            while True:
-                kind, value = q.get()
-                if kind == "page":
-                    n += 1
-                    if n % 50 == 0:
-                        gc.collect(1)
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    return
-        finally:
-            stop.set()
-            reader.join(timeout=5)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while pages are read and chunks processed: parsed pages
-    are millions of small dicts and lists (no cycles) that it would otherwise traverse again and
-    again (2-3x the cost of the JSON parse); reference counting frees them. ``read_ahead`` pauses
-    it for its lifetime and collects the young generations every 50 pages."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 def extract_entity(
     engine: Engine,
-    client: Any,
+    client: SourceClient,
     entity: str,
     *,
     settings: Settings,
@@ -505,8 +346,9 @@ def extract_entity(
     read so far, estimated records in the window from the page's ``total``) and after every load
     with ``label=f"{entity}{LOAD_LABEL}"`` (records loaded or quarantined so far, records read).
 
-    Great Expectations validates the first chunk in a background thread; with ``defer_gx`` this
-    returns without waiting for it and the caller collects it with :func:`settle_gx`."""
+    Great Expectations validates every chunk in a background thread (in full up to
+    DVC_GX_ROW_BUDGET rows, a deterministic sample beyond); with ``defer_gx`` this returns without
+    waiting for it and the caller collects it with :func:`settle_gx`."""
     res = EntityResult(entity, window=window)
     chunk_records = chunk_records or settings.chunk_records  # DVC_CHUNK_RECORDS
     ctx = check_context(engine, settings.source_name, entity, settings, now_local())
@@ -543,9 +385,10 @@ def extract_entity(
                      hi or "now", seen - seen_before, res.rows_received - received_before, res.watermark)
     if res.chunks == 0:
         process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx)
+    close_gx(res)  # GX writes the entity's record in its thread while the run goes on
     if not defer_gx:  # else the caller settles the run's validations (settle_gx) when it reports
         wait_gx(res)  # validated in the background while the later chunks were read and loaded
-    _record_checks(engine, run_id, settings.source_name, entity, res)
+    record_checks(engine, run_id, settings.source_name, entity, res)
     crash_point("extract.after_entity")
     log.info(
         "%s: %d received, %d read, %d loaded, %d quarantined, %d warnings, watermark %s",
@@ -564,45 +407,24 @@ def ingest_records(
     for i in range(0, max(len(records), 1), size):
         process_records(engine, entity, records[i : i + size], settings=settings, run_id=run_id,
                         result=res, context=ctx, origin=origin, move_watermark=False)
-    _record_checks(engine, run_id, settings.source_name, entity, res)
+    record_checks(engine, run_id, settings.source_name, entity, res)
     return res
 
 
 # ----------------------------------------------------------------------------------------------
 # publishing
 # ----------------------------------------------------------------------------------------------
-def critical_failures(results: Iterable[EntityResult]) -> int:
-    return sum(r.rows_quarantined for r in results)
-
-
-def data_cut(engine: Engine) -> datetime | None:
-    with engine.connect() as c:
-        return c.execute(
-            sa.text(
-                "SELECT max(m) FROM (SELECT max(ngay_cap_nhat) AS m FROM core.dossiers "
-                "UNION ALL SELECT max(ngay_cap_nhat) FROM core.payments) x"
-            )
-        ).scalar()
-
-
-def default_periods(as_of: datetime | None) -> list[tuple[date, date]]:
-    """The nightly run republishes the month of the data cut (to date) and the month before
-    (late payments restate it)."""
-    if as_of is None:
-        return []
-    first = as_of.date().replace(day=1)
-    prev_end = first - timedelta(days=1)
-    return [(prev_end.replace(day=1), prev_end), (first, as_of.date())]
-
-
 def publish_period(
     engine: Engine, settings: Settings, period: tuple[date, date], run_id: str, *, workbook: bool = True,
-    period_cut: str = "calendar", period_label: str | None = None,
+    period_cut: str | None = None, period_label: str | None = None,
+    on_publication: Callable[[Engine, Publication], None] | None = None,
 ) -> dict[str, Any]:
-    """Publish the report tables of one period atomically and write its workbook.
+    """Publish the report tables of one period atomically and write its workbook. Returns the
+    publication's record: period, publication id, data cut, workbook, cut and label.
 
-    ``period_cut`` ('calendar' or 'decree-09') and ``period_label`` ('2024-H1'; None for a free
-    range) are recorded in mart.publications and named on the workbook."""
+    ``period_cut`` ('calendar', the default, or 'decree-09') and ``period_label`` ('2024-H1'; None
+    for a free range) are recorded in mart.publications and named on the workbook.
+    ``on_publication(engine, publication)`` is called once both are done."""
     from tasks.reports import publish
 
     if engine.dialect.name == "duckdb":
@@ -612,75 +434,31 @@ def publish_period(
             conn.exec_driver_sql("CHECKPOINT")
     pub = publish(
         engine, period[0], period[1], run_id=run_id, reference_dir=Path(settings.reference_dir),
-        unpaid_threshold_days=settings.unpaid_threshold_days, period_cut=period_cut, period_label=period_label,
+        unpaid_threshold_days=settings.unpaid_threshold_days, period_cut=period_cut or CALENDAR,
+        period_label=period_label,
     )
     crash_point("publish.after_commit")
-    out: dict[str, Any] = {"period": period, "publication": pub}
+    written = None
     if workbook:
         from tasks.workbook import write_workbook
 
         path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
         make_private(private_dir(path.parent), recursive=True)  # reports/: 0700 folders, 0600 files
-        out["workbook"] = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name,
-                                         report_number=settings.report_number, place=settings.report_place)
+        written = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name,
+                                 report_number=settings.report_number, place=settings.report_place)
         crash_point("workbook.after_write")  # write_workbook has recorded mart.publications.workbook_path
-    return out
+    if on_publication is not None:
+        on_publication(engine, pub)
+    return {"period": [str(period[0]), str(period[1])], "publication_id": pub.publication_id,
+            "as_of": str(pub.as_of), "workbook": str(written), "period_cut": pub.period_cut,
+            "period_label": pub.period_label}
 
 
 # ----------------------------------------------------------------------------------------------
 # backfill by month partitions
 # ----------------------------------------------------------------------------------------------
-def month_partitions(start: date, end: date) -> list[tuple[date, date]]:
-    """Calendar months covering [start, end], clipped to it: [(first, last), ...]."""
-    if end < start:
-        raise ValueError(f"backfill end {end} is before its start {start}")
-    out = []
-    cur = start
-    while cur <= end:
-        nxt = (cur.replace(day=1) + timedelta(days=32)).replace(day=1)
-        out.append((cur, min(end, nxt - timedelta(days=1))))
-        cur = nxt
-    return out
-
-
-def backfill_id(source: str, start: date, end: date) -> str:
-    return f"{source}:{start}:{end}"
-
-
-def done_partitions(engine: Engine, bid: str) -> set[date]:
-    with engine.connect() as c:
-        rows = c.execute(
-            sa.text("SELECT partition_start FROM dq.backfill_partitions WHERE backfill_id = :b AND status = 'done'"),
-            {"b": bid},
-        )
-        return {r[0] if isinstance(r[0], date) else r[0].date() for r in rows}
-
-
-def mark_partition(
-    engine: Engine, bid: str, part: tuple[date, date], status: str, run_id: str,
-    results: list[EntityResult] | None = None, message: str = "",
-) -> None:
-    now = now_local()
-    read = sum(r.rows_read for r in results or [])
-    loaded = sum(r.rows_loaded for r in results or [])
-    q = sum(r.rows_quarantined for r in results or [])
-    with engine.begin() as c:
-        c.execute(
-            sa.text(
-                "INSERT INTO dq.backfill_partitions AS p (backfill_id, partition_start, partition_end, status, run_id, "
-                "started_at, finished_at, rows_read, rows_loaded, rows_quarantined, message) VALUES (:b, :s, :e, :st, "
-                ":r, :t, :f, :rd, :ld, :q, :m) ON CONFLICT (backfill_id, partition_start) DO UPDATE SET "
-                "status = excluded.status, run_id = excluded.run_id, finished_at = excluded.finished_at, "
-                "rows_read = excluded.rows_read, rows_loaded = excluded.rows_loaded, "
-                "rows_quarantined = excluded.rows_quarantined, message = excluded.message"
-            ),
-            {"b": bid, "s": part[0], "e": part[1], "st": status, "r": run_id, "t": now,
-             "f": None if status == "running" else now, "rd": read, "ld": loaded, "q": q, "m": message[:2000]},
-        )
-
-
 def backfill_partition(
-    engine: Engine, client: Any, settings: Settings, run_id: str, bid: str, part: tuple[date, date],
+    engine: Engine, client: SourceClient, settings: Settings, run_id: str, bid: str, part: tuple[date, date],
     progress: ProgressFn | None = None,
 ) -> list[EntityResult]:
     """Extract and load every dossier and payment changed in one month partition (``progress``

@@ -14,7 +14,7 @@ and ``mart`` never do:
 
 Nothing the reports read is touched: they are built from ``core`` (typed, no personal data), so a
 purge changes no report figure (``tests/test_data_at_rest.py`` republishes and compares).
-:func:`purge` runs at the end of every nightly run (``flows.nightly``) and from
+:func:`purge` runs at the end of every nightly run (``tasks.pipeline.run_nightly``) and from
 ``dvc-etl db purge``, under the warehouse's writer lock.
 
 Deleted rows leave the tables at once; on disk, DuckDB reuses their blocks after the checkpoint
@@ -32,7 +32,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tasks.normalize import ENTITIES, now_local
+from tasks.clock import now_local
+from tasks.entities import ENTITIES
+from tasks.entities import entity as entity_of
 from tasks.settings import Settings
 from tasks.warehouse import dialect_name
 
@@ -85,10 +87,8 @@ SELECT source, record_key, record_hash FROM (
 
 
 def _superseded(entity: str) -> str:
-    """:data:`_SUPERSEDED` for ``raw.<entity>`` (entities from the fixed list only)."""
-    if entity not in ENTITIES:
-        raise ValueError(f"unknown entity {entity!r}")
-    return _SUPERSEDED.replace("TABLE", f"raw.{entity}")
+    """:data:`_SUPERSEDED` for ``raw.<entity>`` (entities of the registry only)."""
+    return _SUPERSEDED.replace("TABLE", entity_of(entity).raw_table)
 
 
 def purge(engine: Engine, *, raw_retention_days: int, quarantine_raw_retention_days: int,

@@ -24,10 +24,23 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The source checkout's root (tests and dev tools read the repository's files through it); an
+#: installed package never needs it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SQL_DIR = PROJECT_ROOT / "sql"
-EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
-TIMEZONE = "Asia/Ho_Chi_Minh"
+
+
+def shipped_dir(name: str) -> Path:
+    """A data folder shipped with dvc-etl (``sql``, ``expectations``, ``reference``): in an installed
+    wheel it is package data (``tasks/shipped/<name>/``, mapped from the repository's top-level
+    folder by pyproject.toml); in a source checkout it is that top-level folder. Never the working
+    directory."""
+    packaged = Path(__file__).resolve().parent / "shipped" / name
+    return packaged if packaged.is_dir() else PROJECT_ROOT / name
+
+
+SQL_DIR = shipped_dir("sql")
+EXPECTATIONS_DIR = shipped_dir("expectations")
+REFERENCE_DIR = shipped_dir("reference")
 #: A memory size as DuckDB's memory_limit takes it (case-insensitive): 512MB, 2GB, 1.5GiB...
 MEMORY_SIZE = r"\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|bytes)"
 
@@ -108,9 +121,25 @@ class Settings(BaseSettings):
         "`2GB`); bigger work spills to `<file>.tmp/`. The default keeps a run over a million dossiers "
         "under 1 GiB in all. Empty: DuckDB's default, 80 % of the machine's RAM. Ignored for PostgreSQL.",
     )
+    analyst_duckdb: Path | None = _unset(
+        "Path of the analysts' read-only DuckDB copy of `mart` and the non-personal `core` views, replaced "
+        "atomically after each publication; unset: `<warehouse file stem>-analyst.duckdb` beside a DuckDB "
+        "warehouse (`data/dvc-analyst.duckdb`). None with a PostgreSQL warehouse (analysts use their role "
+        "and the views)."
+    )
     reports_dir: Path = Field(Path("reports"), description="Where workbooks and data docs are written.")
+    data_docs_keep_runs: int = Field(
+        30, ge=0,
+        description="Runs kept in the data-docs site (`<DVC_REPORTS_DIR>/data-docs/`, whose `index.html` lists "
+        "them newest first); older run folders are deleted when a run writes its data docs. 0 keeps every run.",
+    )
+    data_docs_url: str | None = Field(
+        None,
+        description="Base URL under which a web server publishes `<DVC_REPORTS_DIR>/data-docs/`: alerts and "
+        "summaries link to `<base>/<run id>/index.html`. Unset: they give the page's file path.",
+    )
     reference_dir: Path = Field(
-        PROJECT_ROOT / "reference",
+        REFERENCE_DIR,
         description="Folder with simplifications.csv, delegations.csv and calendar_overrides.csv "
         "(default: the shipped reference/).",
     )
@@ -122,7 +151,7 @@ class Settings(BaseSettings):
     # limits of one clerk's file (tasks/source_files.FileLimits, tasks/file_guard): past one, the file
     # goes to failed/ with a reason naming the setting, and the other files go on
     file_max_bytes: int = Field(
-        100 * 2**20, ge=1, description="Largest clerk's file (.xlsx or CSV) read, in bytes (default 100 MiB)."
+        100 * 2**20, ge=1, description="Largest clerk's file (.xlsx, .xls, HTML or CSV) read, in bytes (default 100 MiB)."
     )
     file_max_unpacked_bytes: int = Field(
         512 * 2**20, ge=1,
@@ -157,6 +186,18 @@ class Settings(BaseSettings):
         100, description="Warnings above this count in one run send an alert."
     )
     freshness_days: int = Field(3, description="Warn when no new dossier arrived for this many days.")
+    gx_row_budget: int = Field(
+        200_000, ge=0,
+        description="Rows of each entity per run that Great Expectations (the record of the checks, not the "
+        "gate) validates in full, chunk by chunk: the default covers every row of a nightly run; beyond them "
+        "(a backfill, a full refresh) it validates a deterministic sample (DVC_GX_SAMPLE_FRACTION). 0: no "
+        "budget, GX validates every row. The checks read every row regardless.",
+    )
+    gx_sample_fraction: float = Field(
+        0.1, gt=0, le=1,
+        description="Share of the rows beyond DVC_GX_ROW_BUDGET that Great Expectations validates: the rows "
+        "whose record key hashes below it, so a rerun samples the same rows.",
+    )
     alert_webhook_url: str | None = Field(
         None, description="Slack-compatible incoming webhook that receives alerts (JSON with a `text`)."
     )
@@ -266,12 +307,13 @@ class Settings(BaseSettings):
 #: The only settings a deployment's or a flow run's ``settings_overrides`` parameter may change:
 #: sizes, thresholds, windows, the source name and the period cut. Anyone who can reach the
 #: Prefect API can set parameters, so connection targets (source, warehouse, SMTP, webhook),
-#: folders, secrets and Secret-block names are refused there (``flows.nightly._settings``): they
+#: folders, secrets and Secret-block names are refused there (``flows.lifecycle.run_settings``): they
 #: come only from the worker's environment (or ``.env``) or a Prefect Secret block. A new
 #: setting is not overridable until it is added here.
 SAFE_OVERRIDES: frozenset[str] = frozenset({
     "source_name", "page_size", "chunk_records", "overlap_minutes", "batch_days", "lock_wait_seconds",
     "critical_threshold", "warning_alert_threshold", "freshness_days", "unpaid_threshold_days", "period_cut",
+    "gx_row_budget", "gx_sample_fraction",
 })
 
 
@@ -389,7 +431,7 @@ def require_run_settings(settings: Settings) -> Settings:
     """What every warehouse-writing flow checks before it touches anything: the hash key is fit
     (:func:`require_hash_key`), and log lines are scrubbed of the warehouse URL's password."""
     require_hash_key(settings)
-    from tasks.alerts import install_log_scrubber
+    from tasks.scrub import install_log_scrubber
 
     install_log_scrubber(settings)
     return settings

@@ -1,8 +1,9 @@
-"""The official workbook of a publication (shared/spec/reports.md section 6).
+"""The official workbook of a publication (the reports specification, section 6).
 
 :func:`write_workbook` reads one publication from the ``mart.rpt_*_history`` tables (so any past
 publication can be written again, exactly) and writes an ``.xlsx`` an official can attach to a
-report and send upward as it is. Every sheet (laid out in :mod:`tasks.workbook_sheets`) starts
+report and send upward as it is. Every sheet (laid out in :mod:`tasks.workbook_sheets` with the cell toolkit of
+:mod:`tasks.workbook_cells`) starts
 with the issuing body at the left and the national heading at the right, the title, the period
 with its label and cut ("Kỳ báo cáo: từ ngày … đến ngày …"), "Kèm theo Báo cáo số …" when a report
 number is given and the data cut; then a table laid out like the 2024 report's (Vietnamese
@@ -22,9 +23,8 @@ Display, the same in LibreOffice and Excel whatever the computer's language:
 - text that starts with ``=``, ``+``, ``-`` or ``@`` is stored as text (a string cell with Excel's
   quote prefix), never as a formula; the only formulas are the totals written here.
 
-Written with XlsxWriter, which streams each sheet's XML from compact cell records: ~4x faster than
-building openpyxl cell objects (a province's unpaid list is tens of thousands of rows, and the
-nightly run writes two workbooks). The file is written next to its target and renamed over it,
+Written with XlsxWriter, which streams each sheet's XML from compact cell records (a province's
+unpaid list is tens of thousands of rows, and the nightly run writes two workbooks). The file is written next to its target and renamed over it,
 so a reader never sees half a workbook.
 """
 
@@ -32,11 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -44,345 +40,23 @@ import sqlalchemy as sa
 import xlsxwriter
 from sqlalchemy.engine import Engine
 from xlsxwriter.format import Format
-from xlsxwriter.utility import xl_rowcol_to_cell
-from xlsxwriter.workbook import Workbook
-from xlsxwriter.worksheet import Worksheet
 
+from tasks import workbook_sheets as sheets
 from tasks.reports import Publication, headline, resolve_publication
+from tasks.workbook_cells import (  # noqa: F401 - the formats are part of this module's interface
+    BIG_COUNT_FORMAT,
+    COUNT_FORMAT,
+    DATE_FORMAT,
+    DATETIME_FORMAT,
+    HOURS_FORMAT,
+    NOT_AVAILABLE,
+    RATE_FORMAT,
+    Doc,
+    Sheet,
+    vn_date,
+)
 
 log = logging.getLogger(__name__)
-
-# Counts: '.' between groups of three digits as literal characters, one section per magnitude
-# (Excel allows two conditions); a cell of a billion or more gets BIG_COUNT_FORMAT instead.
-COUNT_FORMAT = r"[>=1000000]#\.###\.##0;[>=1000]#\.##0;0"
-BIG_COUNT_FORMAT = r"[>=1000000000]#\.###\.###\.##0;[>=1000000]#\.###\.##0;#\.##0"
-BIG_COUNT = 1_000_000_000
-# Rates and hours: Vietnamese locale (LCID 0x042A) decimal comma; honoured by LibreOffice and by
-# an Excel set to Vietnamese, an English-language Excel shows a decimal point (module docstring).
-RATE_FORMAT = "[$-42A]0.00%"
-HOURS_FORMAT = "[$-42A]#,##0.00"
-NUMBER_FORMAT = "[$-42A]General"
-DATE_FORMAT = "dd/mm/yyyy"
-DATETIME_FORMAT = "dd/mm/yyyy hh:mm"
-NOT_AVAILABLE = "N/A"  # a rate without a denominator
-
-FORMULA_PREFIXES = ("=", "+", "-", "@")
-
-NATION = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
-MOTTO = "Độc lập - Tự do - Hạnh phúc"
-PERIOD_CUTS = {"calendar": "chốt số liệu theo kỳ dương lịch",
-               "decree-09": "chốt số liệu theo Nghị định 09/2019/NĐ-CP"}
-LEVEL_LABELS = {1: "Cấp tỉnh", 2: "Cấp huyện", 3: "Cấp xã"}
-
-# cell styles, as XlsxWriter format properties (combined with ``|``)
-FONT = {"font_name": "Times New Roman"}
-BOLD = {"bold": True}
-ITALIC = {"italic": True}
-ITALIC_SMALL = {"italic": True, "font_size": 10}
-BORDER = {"border": 1, "border_color": "#000000"}
-HEADER_FILL = {"pattern": 1, "bg_color": "#DDEBF7"}
-SECTION_FILL = {"pattern": 1, "bg_color": "#F2F2F2"}
-CENTER = {"align": "center", "valign": "vcenter", "text_wrap": True}
-WRAP = {"valign": "vcenter", "text_wrap": True}
-
-_FORMATS = {"count": COUNT_FORMAT, "rate": RATE_FORMAT, "threshold": RATE_FORMAT, "hours": HOURS_FORMAT,
-            "date": DATE_FORMAT, "datetime": DATETIME_FORMAT, "number": NUMBER_FORMAT}
-
-
-def number_format(kind: str) -> dict[str, Any]:
-    """The style of a kind of value: ``count``, ``rate`` (null: N/A), ``threshold`` (a rate, null:
-    blank), ``hours``, ``date``, ``datetime``, ``number``; ``text``: none."""
-    return {"num_format": _FORMATS[kind]} if kind in _FORMATS else {}
-
-
-def empty_of(kind: str) -> str | None:
-    return NOT_AVAILABLE if kind == "rate" else None
-
-
-def _num(value: Any) -> Any:
-    return float(value) if isinstance(value, Decimal) else value
-
-
-def roman(n: int) -> str:
-    out = ""
-    for value, numeral in ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"),
-                           (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")):
-        count, n = divmod(n, value)
-        out += numeral * count
-    return out
-
-
-def vn_date(d: date | datetime) -> str:
-    return f"{d:%d/%m/%Y}"
-
-
-def ratio(num: float, den: float) -> float | None:
-    return None if not den else num / den
-
-
-# ----------------------------------------------------------------------------------------------
-# cells
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Styles:
-    """The formats of one style: ordinary values, formula-like text (quote prefix), counts of a
-    billion or more; and what a null shows (``N/A`` for a rate, else a blank cell)."""
-
-    plain: Format
-    quoted: Format
-    big: Format
-    empty: str | None
-
-
-class Sheet:
-    """One worksheet, addressed 1-based like the report's tables, with the workbook's formats
-    cached by their properties (XlsxWriter needs one Format object per distinct style)."""
-
-    def __init__(self, book: Workbook, formats: dict[tuple, Format], name: str) -> None:
-        self.book, self.name, self._formats = book, name, formats
-        self.ws: Worksheet = book.add_worksheet(name)
-
-    def fmt(self, style: dict[str, Any]) -> Format:
-        key = tuple(sorted(style.items()))
-        found = self._formats.get(key)
-        if found is None:
-            found = self._formats[key] = self.book.add_format({**FONT, **style})
-        return found
-
-    def style(self, style: dict[str, Any] | None = None, empty: str | None = None) -> Styles:
-        style = style or {}
-        plain = self.fmt(style)
-        big = self.fmt(style | {"num_format": BIG_COUNT_FORMAT}) if style.get("num_format") == COUNT_FORMAT else plain
-        return Styles(plain, self.fmt(style | {"quote_prefix": True}), big, empty)
-
-    def put(self, row: int, col: int, value: Any, style: dict[str, Any] | None = None,
-            empty: str | None = None) -> None:
-        """Write one cell. Text that looks like a formula stays text (string cell, quote prefix)."""
-        self.write(row, col, value, self.style(style, empty))
-
-    def write(self, row: int, col: int, value: Any, formats: Styles) -> None:
-        """:meth:`put` with the formats resolved (:meth:`style`): the per-cell path of big tables."""
-        r, c, ws = row - 1, col - 1, self.ws
-        if value is None:
-            value = formats.empty
-        if isinstance(value, str):
-            ws.write_string(r, c, value, formats.quoted if value.startswith(FORMULA_PREFIXES) else formats.plain)
-        elif value is None:
-            ws.write_blank(r, c, None, formats.plain)
-        elif isinstance(value, bool):
-            ws.write_boolean(r, c, value, formats.plain)
-        elif isinstance(value, (int, float, Decimal)):
-            value = _num(value)
-            ws.write_number(r, c, value, formats.big if value >= BIG_COUNT else formats.plain)
-        elif isinstance(value, (date, datetime)):
-            ws.write_datetime(r, c, value, formats.plain)
-        else:
-            ws.write_string(r, c, str(value), formats.plain)
-
-    def formula(self, row: int, col: int, formula: str, value: Any, style: dict[str, Any],
-                empty: str | None = None) -> None:
-        """A formula of ours (a total), with its value cached for readers that do not compute."""
-        formats = self.style(style, empty)
-        value = formats.empty if value is None else _num(value)
-        fmt = formats.big if isinstance(value, (int, float)) and value >= BIG_COUNT else formats.plain
-        self.ws.write_formula(row - 1, col - 1, formula, fmt, "" if value is None else value)
-
-    def merge(self, row: int, col: int, last_row: int, last_col: int, value: Any,
-              style: dict[str, Any] | None = None) -> None:
-        """Merge a range (every cell gets ``style``: borders and fills) and write ``value`` in its
-        first cell; a one-cell range is just the cell."""
-        if (last_row, last_col) != (row, col):
-            self.ws.merge_range(row - 1, col - 1, last_row - 1, last_col - 1, "", self.fmt(style or {}))
-        self.put(row, col, value, style)
-
-    def freeze(self, row: int, col: int) -> None:
-        """Freeze the rows above ``row`` and the columns left of ``col``."""
-        self.ws.freeze_panes(row - 1, col - 1)
-
-
-def cell(row: int, col: int) -> str:
-    """'C12' of a 1-based (row, col)."""
-    return xl_rowcol_to_cell(row - 1, col - 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# what every sheet says: issuing body, national heading, period, report number, signature
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Doc:
-    """The publication and the issuer's settings every sheet repeats."""
-
-    pub: Publication
-    office_name: str
-    report_number: str | None = None  # DVC_REPORT_NUMBER: the text after "Kèm theo Báo cáo số "
-    place: str | None = None  # DVC_REPORT_PLACE: the place of the signature's date line
-
-
-def period_label_text(label: str | None) -> str | None:
-    """'2024-H1' -> '6 tháng đầu năm 2024'; '2024-Q2' -> 'quý II năm 2024'; '2024-06' -> 'tháng 6
-    năm 2024'; '2024' -> 'năm 2024'; anything else as it is."""
-    if not label:
-        return None
-    m = re.fullmatch(r"(\d{4})(?:-(?:(\d{2})|Q([1-4])|H([12])))?", label)
-    if m is None:
-        return label
-    year, month, quarter, half = m.groups()
-    if month:
-        return f"tháng {int(month)} năm {year}"
-    if quarter:
-        return f"quý {roman(int(quarter))} năm {year}"
-    if half:
-        return f"6 tháng {'đầu' if half == '1' else 'cuối'} năm {year}"
-    return f"năm {year}"
-
-
-def period_line(pub: Publication) -> str:
-    """'Kỳ báo cáo: từ ngày 15/12/2023 đến ngày 14/06/2024 (6 tháng đầu năm 2024, chốt số liệu theo
-    Nghị định 09/2019/NĐ-CP)'."""
-    text = f"Kỳ báo cáo: từ ngày {vn_date(pub.period_start)} đến ngày {vn_date(pub.period_end)}"
-    cut = pub.period_cut
-    notes = [t for t in (period_label_text(pub.period_label), PERIOD_CUTS.get(cut or "", cut)) if t]
-    return f"{text} ({', '.join(notes)})" if notes else text
-
-
-def signature_date(doc: Doc) -> str:
-    """'<place>, ngày dd tháng mm năm yyyy' of the data cut's date."""
-    d = doc.pub.as_of
-    when = f"ngày {d:%d} tháng {d:%m} năm {d:%Y}"
-    return f"{doc.place}, {when}" if doc.place else when[0].upper() + when[1:]
-
-
-def _halves(ncols: int) -> tuple[int, int]:
-    """The last column of the left block and the first of the right block."""
-    left = max(2, round(ncols * 0.4))
-    return left, min(left + 1, ncols)
-
-
-def write_heading(ws: Sheet, ncols: int, doc: Doc, title: str, *, form_code: str | None = None,
-                  unit_line: str | None = None) -> int:
-    """Issuing body | national heading, title, period, report number, data cut; returns the next
-    free row."""
-    ncols = max(ncols, 3)
-    left, right = _halves(ncols)
-    row = 1
-    if form_code:
-        ws.merge(row, 1, row, ncols, form_code, BOLD | {"align": "left"})
-        row += 1
-    ws.merge(row, 1, row, left, doc.office_name.upper(), BOLD | CENTER)
-    ws.merge(row, right, row, ncols, NATION, BOLD | CENTER)
-    ws.merge(row + 1, right, row + 1, ncols, MOTTO, BOLD | CENTER | {"underline": 1})
-    row += 3
-    lines = [(title, BOLD | {"font_size": 14}), (period_line(doc.pub), ITALIC)]
-    if doc.report_number:
-        lines.append((f"Kèm theo Báo cáo số {doc.report_number}", ITALIC))
-    lines.append((f"Số liệu tính đến {doc.pub.as_of:%d/%m/%Y %H:%M} (mã công bố {doc.pub.publication_id})",
-                  ITALIC_SMALL))
-    for text, font in lines:
-        ws.merge(row, 1, row, ncols, text, font | CENTER)
-        row += 1
-    if unit_line:
-        ws.merge(row, right, row, ncols, unit_line, ITALIC | {"align": "right"})
-        row += 1
-    return row + 1
-
-
-def write_signature(ws: Sheet, row: int, ncols: int, doc: Doc) -> int:
-    """The signature block from ``row``: the date line above the head of the unit; returns the
-    row after it."""
-    ncols = max(ncols, 3)
-    left, right = _halves(ncols)
-    ws.merge(row, right, row, ncols, signature_date(doc), ITALIC | CENTER)
-    for r, (l_text, r_text, font) in enumerate([("Người lập biểu", "Thủ trưởng đơn vị", BOLD | CENTER),
-                                                 ("(Ký, ghi rõ họ tên)", "(Ký tên, đóng dấu)", ITALIC | CENTER)],
-                                                start=row + 1):
-        ws.merge(r, 1, r, left, l_text, font)
-        ws.merge(r, right, r, ncols, r_text, font)
-    return row + 3
-
-
-# ----------------------------------------------------------------------------------------------
-# a table laid out like the report's: heading, merged multi-row header, sections, total row
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Ratio:
-    """A total rate: =IF(SUM(den)=0, "N/A", (SUM(num1) + ...) / SUM(den)), over the columns whose
-    values are these row keys."""
-
-    num: tuple[str, ...]
-    den: str
-
-
-@dataclass(frozen=True)
-class CountIf:
-    """A total that counts the rows showing ``text`` (=COUNTIF)."""
-
-    text: str
-
-
-# 'sum' (=SUM), Ratio, CountIf, a function of the rows (a fixed figure) or None
-Total = str | Ratio | CountIf | Callable[[list[dict[str, Any]]], Any] | None
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column: ``path`` = its header labels from the top group to the leaf."""
-
-    path: tuple[str, ...]
-    value: str | Callable[[dict[str, Any]], Any] | None  # row key, function, or None (STT)
-    kind: str = "text"  # text | count | rate | threshold | hours | date | datetime | number
-    width: float = 12
-    total: Total = None
-
-    def get(self, row: dict[str, Any]) -> Any:
-        if self.value is None:
-            return None
-        return self.value(row) if callable(self.value) else row.get(self.value)
-
-
-@dataclass(frozen=True)
-class Section:
-    label: str  # e.g. 'I. Cấp huyện'; '' for no section row
-    rows: list[dict[str, Any]]
-
-
-def write_header(ws: Sheet, top: int, columns: Sequence[Column]) -> int:
-    """The multi-row header: a label spanning consecutive columns with the same path prefix is
-    merged across them; a path shorter than the header depth is merged down. Returns its depth."""
-    depth = max(len(c.path) for c in columns)
-    style = BOLD | CENTER | BORDER | HEADER_FILL
-    for level in range(depth):
-        col = 0
-        while col < len(columns):
-            path = columns[col].path
-            if level >= len(path):
-                col += 1
-                continue
-            # extend across the following columns that share this label and its ancestors
-            end = col
-            while (end + 1 < len(columns) and len(columns[end + 1].path) > level
-                   and columns[end + 1].path[: level + 1] == path[: level + 1]
-                   and len(path) > level + 1):
-                end += 1
-            last_level = level if level < len(path) - 1 else depth - 1
-            ws.merge(top + level, col + 1, top + last_level, end + 1, path[level], style)
-            col = end + 1
-    for i, c in enumerate(columns):
-        ws.ws.set_column(i, i, c.width)
-    for r in range(top, top + depth):  # room for labels that wrap onto two lines
-        ws.ws.set_row(r - 1, 30)
-    return depth
-
-
-def print_setup(ws: Sheet, header_top: int, header_bottom: int) -> None:
-    """A4 landscape, one page wide, centred, the header rows repeated on every page."""
-    page = ws.ws
-    page.set_landscape()
-    page.set_paper(9)  # A4
-    page.fit_to_pages(1, 0)
-    page.center_horizontally()
-    page.set_margins(left=0.4, right=0.4, top=0.5, bottom=0.5)
-    page.repeat_rows(header_top - 1, header_bottom - 1)
-
 
 # ----------------------------------------------------------------------------------------------
 # reading a publication
@@ -438,8 +112,6 @@ def build_workbook(engine: Engine, publication: Publication | str | tuple[date, 
                    place: str | None = None) -> Publication:
     """Write the workbook of a publication to ``path`` (no rename, no record: see
     :func:`write_workbook`) and return the publication."""
-    from tasks import workbook_sheets as sheets  # the layouts, which build on this module
-
     pub = resolve_publication(engine, publication)
     data = _load(engine, pub)
     doc = Doc(pub, unit_name or _default_office_name(data["rpt_progress"]), report_number or None, place or None)

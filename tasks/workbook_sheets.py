@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.workbook import (
+from tasks.workbook_cells import (
     BOLD,
     BORDER,
     CENTER,

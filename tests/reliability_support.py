@@ -20,10 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasks.reports import REPORT_TABLES, UNPERIODED_TABLES
-from tasks.warehouse import FINGERPRINT_TABLES, connect, fingerprint
+from tasks.warehouse import connect
+from tests.warehouse_state import FINGERPRINT_TABLES, fingerprint
 
 DVC_ETL = str(Path(sys.executable).with_name("dvc-etl"))
-#: The warehouse tables compared after a crash and a rerun: raw, core, dq (tables.warehouse) and
+#: The warehouse tables compared after a crash and a rerun: raw, core, dq (tests.warehouse_state) and
 #: the current report tables (publication ids and timestamps left out).
 COMPARED_TABLES = [*FINGERPRINT_TABLES, *(f"mart.{t}" for t in REPORT_TABLES)]
 
@@ -197,7 +198,7 @@ class MartPoller:
 
 
 def small_dataset(seed: int = 11, n_dossiers: int = 600):
-    from tasks.simulator.dataset import generate
+    from simulator.dataset import generate
 
     return generate(seed=seed, n_dossiers=n_dossiers, start=date(2024, 1, 1), end=date(2024, 3, 31))
 
@@ -216,7 +217,7 @@ def shared_simulator():
     if not _SIM:
         import atexit
 
-        from tasks.simulator.server import start_server
+        from simulator.server import start_server
 
         server = start_server(small_dataset(), token=TOKEN)
         atexit.register(server.stop)

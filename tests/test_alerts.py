@@ -1,5 +1,7 @@
 """Alerts reach a real local webhook receiver and a real local SMTP server, say what failed, carry
-no secret, and never raise when a channel is down."""
+no secret, and never raise when a channel is down. The one alert decision the flows call,
+``alerts_for_run`` over a run's record (``tasks.runs.RunResult``), is tested on records built from
+real check outcomes, as the pipeline builds them; so is the checks artifact's markdown."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pydantic import SecretStr
 
 from tasks.alerts import Alert, alerts_for_run, failure_alert, send_alert, slack_payload
 from tasks.quality import CheckOutcome, check
+from tasks.runs import EntityResult, RunResult, checks_markdown
 from tasks.settings import Settings
 from tests.test_quality import context, good_dossiers, planted_dossiers
 
@@ -141,28 +144,94 @@ def _body(msg: Message) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Deciding
+# Deciding: one function over one run's record
 # ---------------------------------------------------------------------------------------------
-def test_alerts_for_run_critical_and_warning_threshold(outcomes: list[CheckOutcome]) -> None:
-    settings = make_settings(warning_alert_threshold=5)
-    alerts = alerts_for_run(outcomes, settings, "run-42", "binh-dinh", "/reports/dq/run-42/index.html")
-    assert [a.severity for a in alerts] == ["critical", "warning"]
-    crit = alerts[0]
-    assert crit.counts["quarantined"] == outcomes[0].quarantined_count > 0
-    assert any("dossiers.dossier_status_in_code_list: 1 of 60 rows failed" in line for line in crit.lines)
-    assert "reports are not published" in crit.lines[0]
-    assert any("dossier_due_date_matches_processing_time" in line for line in alerts[1].lines)
-    # Below the warning threshold: the critical alert only.
-    assert [a.severity for a in alerts_for_run(outcomes, make_settings(), "run-42", "x")] == ["critical"]
+DOCS = "/reports/data-docs/run-42/index.html"
+
+
+def run_result(outcomes: dict[str, CheckOutcome], *, blocked: bool = False, run_id: str = "run-42",
+               docs: str | None = DOCS) -> RunResult:
+    """A run's record from real check outcomes, counted as ``tasks.pipeline.process_records`` does."""
+    entities = {}
+    for name, o in outcomes.items():
+        e = EntityResult(name, rows_read=o.rows, rows_loaded=o.loaded_count, rows_quarantined=o.quarantined_count,
+                         warnings=o.warning_count, data_docs=docs)
+        e.add_checks(o.results)
+        entities[name] = e
+    return RunResult(run_id, "binh-dinh", entities, blocked=blocked)
+
+
+def warnings_only() -> CheckOutcome:
+    """The planted dossiers without those that fail a critical rule: warnings, nothing quarantined."""
+    frame, expected = planted_dossiers()
+    critical = {k for k, rules in expected.items() if any(sev == "critical" for _, sev in rules)}
+    keep = [i for i, key in enumerate(frame["ma_ho_so"]) if f"#{i}" not in critical and key not in critical]
+    out = check("dossiers", frame.iloc[keep].reset_index(drop=True), context())
+    assert out.quarantined_count == 0 and out.warning_count >= 5
+    return out
+
+
+def test_a_run_with_critical_failures_gets_one_critical_alert(outcomes: list[CheckOutcome]) -> None:
+    o = outcomes[0]
+    alerts = alerts_for_run(run_result({"dossiers": o}, blocked=True), make_settings(warning_alert_threshold=5))
+    assert len(alerts) == 1  # critical failures and warnings above the threshold: one alert, critical
+    alert = alerts[0]
+    assert (alert.severity, alert.title) == ("critical", "Critical data-quality failures - reports not published")
+    assert alert.counts == {"quarantined": o.quarantined_count, "warnings": o.warning_count} and o.quarantined_count
+    assert alert.lines[0].startswith("dossiers: ") and "dossier_status_in_code_list=1" in alert.lines[0]
+    assert "dossier_due_date_matches_processing_time=1" in alert.lines[0]  # warnings named too, with counts
+    assert (alert.run_id, alert.source, alert.docs_path) == ("run-42", "binh-dinh", DOCS)
+    # the gate open (quarantine within the threshold): the same alert, without "not published"
+    alerts = alerts_for_run(run_result({"dossiers": o}), make_settings())
+    assert [a.title for a in alerts] == ["Critical data-quality failures"]
+
+
+def test_warnings_alert_above_their_threshold_only() -> None:
+    result = run_result({"dossiers": warnings_only()})
+    assert alerts_for_run(result, make_settings(warning_alert_threshold=100)) == []
+    alerts = alerts_for_run(result, make_settings(warning_alert_threshold=result.warnings - 1))
+    assert [(a.severity, a.title) for a in alerts] == [("warning", "Data-quality warnings")]
+    assert alerts[0].counts == {"quarantined": 0, "warnings": result.warnings}
 
 
 def test_no_alert_for_a_clean_run_but_always_for_stale_source() -> None:
-    clean = check("dossiers", good_dossiers(20), context())
-    assert alerts_for_run([clean], make_settings(), "r", "s") == []
+    assert alerts_for_run(run_result({"dossiers": check("dossiers", good_dossiers(20), context())}),
+                          make_settings()) == []
     stale = check("dossiers", good_dossiers(0), context(last_arrival=datetime(2024, 6, 1)))
-    alerts = alerts_for_run({"dossiers": stale}, make_settings(), "r", "s")
-    assert [a.severity for a in alerts] == ["warning"]
-    assert "dossiers.dossier_freshness" in alerts[0].lines[0]
+    alerts = alerts_for_run(run_result({"dossiers": stale}), make_settings())
+    assert [(a.severity, a.title) for a in alerts] == [("warning", "Data-quality warnings")]
+    assert alerts[0].lines[0] == "dossiers: dossier_freshness=1"
+    assert alerts[0].lines[1].startswith("dossiers.dossier_freshness: ")  # the rule's detail: how stale
+
+
+def test_inbox_files_that_could_not_be_read_alert() -> None:
+    result = RunResult("inbox-1", "binh-dinh", failed_files=[("'a\\nb.xlsx'", "not an Excel workbook")])
+    alerts = alerts_for_run(result, make_settings())
+    assert [(a.severity, a.title, a.lines, a.counts) for a in alerts] == [
+        ("warning", "1 inbox file(s) could not be read", ["'a\\nb.xlsx': not an Excel workbook"], {"failed_files": 1})]
+    assert alerts_for_run(RunResult("inbox-2", "binh-dinh"), make_settings()) == []
+
+
+def test_failure_alert_names_the_flow_run_and_its_state() -> None:
+    alert = failure_alert("nightly-1", "binh-dinh", "SourceAuthError: 401", run_name="calm-heron", state="Crashed",
+                          lines=["Prefect flow run 1234"])
+    assert (alert.severity, alert.title) == ("failure", "dvc-etl run calm-heron Crashed")
+    assert alert.lines == ["SourceAuthError: 401", "Prefect flow run 1234"] and alert.run_id == "nightly-1"
+
+
+def test_checks_markdown_lists_counts_failures_docs_and_the_gate(outcomes: list[CheckOutcome]) -> None:
+    o = outcomes[0]
+    md = checks_markdown(run_result({"dossiers": o}, blocked=True, run_id="run-2024-07-01"))
+    assert md.startswith("# dvc-etl run `run-2024-07-01`")
+    assert (f"| dossiers | {o.rows} | {o.loaded_count} | {o.quarantined_count} | {o.warning_count} | yes |"
+            in md.splitlines())
+    assert "| dossiers | dossier_status_in_code_list | critical | 1 | 60 |" in md.splitlines()
+    assert "| dossiers | dossier_due_date_matches_processing_time | warning | 1 | 42 |" in md.splitlines()
+    assert "dossier_key_present | critical | 0" not in md  # rules that passed are not listed
+    assert f"Data docs: `{DOCS}`" in md and "Reports not published" in md
+    clean = checks_markdown(run_result({"dossiers": check("dossiers", good_dossiers(20), context())}, docs=None))
+    assert "Reports not published" not in clean and "Data docs" not in clean
+    assert clean.splitlines()[-1] == "|---|---|---|---:|---:|"  # no failing rule
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,8 +243,8 @@ def test_alert_reaches_webhook_and_smtp_without_secrets(
     caplog.set_level(logging.DEBUG)
     with WebhookReceiver() as hook:
         settings = make_settings(alert_webhook_url=hook.url, smtp_host="127.0.0.1", smtp_port=port)
-        alert = alerts_for_run(outcomes, settings, "run-2024-07-01-nightly", "binh-dinh",
-                               "reports/dq/run-2024-07-01-nightly/index.html")[0]
+        alert = alerts_for_run(run_result({"dossiers": outcomes[0]}, run_id="run-2024-07-01-nightly",
+                                          docs="reports/dq/run-2024-07-01-nightly/index.html"), settings)[0]
         delivery = send_alert(alert, settings, retry_delay=0)
     assert delivery.delivered and delivery.webhook == "sent" and delivery.email == "sent", delivery
     # Webhook: Slack-compatible JSON with the run id, the failing rules and the counts.
@@ -194,7 +263,7 @@ def test_alert_reaches_webhook_and_smtp_without_secrets(
     msg = message_from_bytes(data)
     assert "run-2024-07-01-nightly" in msg["Subject"] and "CRITICAL" in msg["Subject"]
     text = _body(msg)
-    assert "dossiers.dossier_channel_in_code_list" in text
+    assert "dossier_channel_in_code_list=2" in text
     assert f"quarantined: {outcomes[0].quarantined_count}" in text
     assert "Data docs: reports/dq/run-2024-07-01-nightly/index.html" in text
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name != "mail.log")  # not the test server's

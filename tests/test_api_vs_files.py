@@ -19,14 +19,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from simulator.dataset import Dataset, generate
+from simulator.export import export_files
+from simulator.server import start_server
 from tasks import pipeline
 from tasks.calendar import calendar_span, load_calendar
 from tasks.inbox import ingest_file
 from tasks.load import LINEAGE
 from tasks.settings import Settings
-from tasks.simulator.dataset import Dataset, generate
-from tasks.simulator.export import export_files
-from tasks.simulator.server import start_server
 from tasks.source_api import SourceClient
 from tasks.warehouse import connect, upgrade
 
@@ -96,6 +96,26 @@ def exports(dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> dict[
     out = tmp_path_factory.mktemp("exports")
     paths = export_files(dataset, out, layouts=("ugly",), formats=("xlsx", "csv"))
     return {p.name: p for p in paths}
+
+
+@pytest.fixture(scope="module")
+def exports_xls(exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The ugly .xlsx exports as real Excel 97-2003 (BIFF8) workbooks, converted by LibreOffice."""
+    from tests.test_source_files import to_xls
+
+    made = to_xls([exports["dossiers_ugly.xlsx"], exports["payments_ugly.xlsx"]], tmp_path_factory.mktemp("xls"))
+    return {f"{stem}.xls": path for stem, path in made.items()}
+
+
+@pytest.fixture(scope="module")
+def exports_cp1258(exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The ugly CSV exports re-encoded in Windows-1258 (tone marks as combining characters)."""
+    from tests.test_source_files import encode_cp1258
+
+    out = tmp_path_factory.mktemp("cp1258")
+    for name in ("dossiers_ugly.csv", "payments_ugly.csv"):
+        (out / name).write_bytes(encode_cp1258(exports[name].read_text(encoding="utf-8-sig")))
+    return {name: out / name for name in ("dossiers_ugly.csv", "payments_ugly.csv")}
 
 
 def load_through_api(url: str, dataset: Dataset, tmp: Path) -> None:
@@ -182,12 +202,16 @@ def compare(entity: str, api: pd.DataFrame, got: pd.DataFrame, *, quarantined: s
             assert set(got[col].dropna().unique()) == {True, False}, col
 
 
-@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+@pytest.mark.parametrize("fmt", ["xlsx", "csv", "xls", "csv-cp1258"])
 def test_file_loads_equal_api_loads_on_what_files_carry(
     fmt: str, dataset: Dataset, exports: dict[str, Path], api_core: dict[str, pd.DataFrame], wh_url: str,
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
-    files = [exports[f"dossiers_ugly.{fmt}"], exports[f"payments_ugly.{fmt}"]]
+    """Also through a real .xls and a Windows-1258 CSV of the same exports (issue 16)."""
+    made = {"xls": "exports_xls", "csv-cp1258": "exports_cp1258"}
+    files_of = request.getfixturevalue(made[fmt]) if fmt in made else exports
+    fmt = fmt.split("-")[0]
+    files = [files_of[f"dossiers_ugly.{fmt}"], files_of[f"payments_ugly.{fmt}"]]
     outcomes = load_files(wh_url, tmp_path, files)
     assert outcomes["dossiers"].rows_read == dataset.count("dossiers")
     assert outcomes["payments"].rows_read == dataset.count("payments")

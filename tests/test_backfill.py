@@ -1,7 +1,7 @@
 """Backfill by month partitions (stop half-way, resume) and catch-up after downtime in batches.
 
 Real flows (Prefect test server), the simulator on loopback, real DuckDB files. "The same
-warehouse" is :func:`tasks.warehouse.fingerprint` (every raw/core/dq table, run metadata left out).
+warehouse" is :func:`tests.warehouse_state.fingerprint` (every raw/core/dq table, run metadata left out).
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tasks.pipeline import backfill_id, batch_windows, done_partitions
-from tasks.simulator.dataset import generate
-from tasks.simulator.server import FaultConfig, start_server
-from tasks.warehouse import connect, fingerprint
+from simulator.dataset import generate
+from simulator.server import FaultConfig, start_server
+from tasks.pipeline import batch_windows
+from tasks.runs import backfill_id, done_partitions
+from tasks.warehouse import connect
+from tests.warehouse_state import fingerprint
 
 TOKEN = "backfill-token"
 START, END = date(2024, 1, 1), date(2024, 4, 30)  # four month partitions

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from tasks.load import load_batch
 from tasks.normalize import normalize
 from tasks.source_files import parse_file
-from tasks.warehouse import connect, table_fingerprint, upgrade
+from tasks.warehouse import connect, upgrade
+from tests.warehouse_state import table_fingerprint
 
 KEY = b"k"
 NEW_COLUMNS = ["n_tai_lieu_so_hoa", "has_digitised", "n_tai_lieu_kho_dmqg", "has_from_national_store", "n_le_phi",

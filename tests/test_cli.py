@@ -17,17 +17,20 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from simulator.dataset import generate
+from simulator.server import start_server
 from tasks.cli import EXIT_USAGE, app
-from tasks.simulator.dataset import generate
-from tasks.simulator.server import start_server
 
 BIN = Path(sys.executable).parent
 SECRET = "tok-do-not-print-5f3a9"
 
 
 def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path, as `dvc-etl --help` lists them (the lazily loaded `simulate` included)."""
     out = [path]
-    for name, cmd in group.commands.items():
+    ctx = group.make_context("dvc-etl", [], resilient_parsing=True)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
         if hasattr(cmd, "commands"):  # a group (typer vendors its own click)
             out += _commands(cmd, (*path, name))
         else:
@@ -39,11 +42,32 @@ def test_every_command_has_help():
     runner = CliRunner()
     paths = _commands(typer.main.get_command(app))
     names = {" ".join(p) for p in paths}
-    assert {"run", "report", "demo", "backfill", "status", "ingest-files", "db upgrade", "simulate serve"} <= names
+    assert {"run", "report", "demo", "backfill", "status", "ingest-files", "db upgrade", "db purge",
+            "db grant-analyst", "simulate serve", "simulate export"} <= names
     for path in paths:
         res = runner.invoke(app, [*path, "--help"])
         assert res.exit_code == 0, (path, res.output)
         assert "Usage" in res.output and "--help" in res.output, path
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == f"dvc-etl {version('dvc-etl')}"
+    assert "--version" in CliRunner().invoke(app, ["--help"]).output
+
+
+def test_simulate_is_listed_in_the_help_and_runs_from_the_simulator_package(tmp_path):
+    """`simulate` is a command of the simulator's own package, loaded when used; its help and its
+    commands are those of `simulator.cli`."""
+    res = CliRunner().invoke(app, ["--help"])
+    assert res.exit_code == 0 and "simulate" in res.output and "The built-in simulator" in res.output
+    res = CliRunner().invoke(app, ["simulate", "export", "--out", str(tmp_path), "--dossiers", "60", "--format", "csv",
+                                   "--layout", "plain", "--limit", "5"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dossiers_plain.csv", "payments_plain.csv"]
 
 
 @pytest.mark.parametrize("args", [
@@ -340,7 +364,7 @@ def test_headline_lines_read_the_flat_keys_of_all_nine_indicators():
 
 
 def test_headline_rows_keep_their_labels_for_the_artifact():
-    from flows.nightly import headline_rows
+    from flows.steps import headline_rows
 
     for head in (HEADLINE_OLD, HEADLINE_NEW, HEADLINE_FLAT):
         rows = {r["indicator"]: r for r in headline_rows(head)}

@@ -29,11 +29,12 @@ import requests
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from simulator.dataset import generate
+from simulator.server import start_server
 from tasks.reports import REPORT_TABLES
-from tasks.simulator.dataset import generate
-from tasks.simulator.server import start_server
-from tasks.warehouse import connect, fingerprint
+from tasks.warehouse import connect
 from tests.reliability_support import run_cli, sim_env, start_cli
+from tests.warehouse_state import fingerprint
 
 HASH_KEY = "data-at-rest-test-hash-key-0123456789abcdef"  # 32+ bytes
 TOKEN = "rest-token"

@@ -12,8 +12,8 @@ from datetime import date, datetime
 import pytest
 import sqlalchemy as sa
 
-from tasks.simulator.dataset import generate
-from tasks.simulator.server import start_server
+from simulator.dataset import generate
+from simulator.server import start_server
 from tasks.warehouse import connect
 
 P_START, P_END = date(2024, 1, 1), date(2024, 6, 30)

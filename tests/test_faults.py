@@ -1,7 +1,7 @@
 """Source connectors that survive the real provincial system: faults, aborted runs and killed
 processes never change what the warehouse ends up holding.
 
-Every test compares :func:`tasks.warehouse.fingerprint` (every loaded table: raw, core, the status
+Every test compares :func:`tests.warehouse_state.fingerprint` (every loaded table: raw, core, the status
 history, the quarantine, the watermarks) with a clean, fault-free load of the same simulator data.
 The simulator runs on loopback with its own fault injection (``FaultConfig``); nothing is mocked.
 
@@ -30,13 +30,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from simulator.dataset import Dataset, generate
+from simulator.server import FAULT_KINDS, FaultConfig, SimServer, start_server
 from tasks import pipeline
 from tasks.calendar import calendar_span, load_calendar
 from tasks.settings import PROJECT_ROOT, Settings
-from tasks.simulator.dataset import Dataset, generate
-from tasks.simulator.server import FAULT_KINDS, FaultConfig, SimServer, start_server
 from tasks.source_api import SourceClient, SourceUnavailable
-from tasks.warehouse import FINGERPRINT_TABLES, connect, fingerprint, upgrade
+from tasks.warehouse import connect, upgrade
+from tests.warehouse_state import FINGERPRINT_TABLES, fingerprint
 
 TOKEN = "sim-token"
 HASH_KEY = "test-hash-key-of-at-least-32-bytes-0001"

@@ -18,8 +18,8 @@ import requests
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from tasks.simulator.dataset import generate
-from tasks.simulator.server import start_server
+from simulator.dataset import generate
+from simulator.server import start_server
 from tasks.warehouse import connect
 from tests.test_alerts import SMTP_PASSWORD, WebhookReceiver
 from tests.test_alerts import smtp_server as smtp_server  # noqa: F401 - the real SMTP server fixture

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tasks.warehouse import GrantRefused, WarehouseError, connect, grant_analyst, upgrade
+from tasks.grants import GrantRefused, grant_analyst
+from tasks.warehouse import WarehouseError, connect, upgrade
 
 pytestmark = pytest.mark.postgres
 

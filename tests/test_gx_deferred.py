@@ -1,19 +1,23 @@
 """Great Expectations validations deferred to the end of a run (``defer_gx`` + ``settle_gx``).
 
-The nightly flow lets GX (the record; the quarantine masks are the gate) run in its background
-thread while later entities load and the reports publish, and settles every validation of the
-run before it reports. Real GX, real DuckDB warehouse.
+The nightly flow lets GX (the record; the quarantine masks are the gate) validate every chunk in
+its background thread while later chunks and entities load and the reports publish, and settles
+every validation of the run before it reports, saying how many rows GX saw. Real GX, real DuckDB
+warehouse.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import threading
 from datetime import date
 from pathlib import Path
 
+from simulator.dataset import generate
+from tasks import gx as gx_thread
 from tasks import pipeline
 from tasks.settings import Settings
-from tasks.simulator.dataset import generate
 from tasks.warehouse import connect, upgrade
 
 _DS = generate(seed=11, n_dossiers=60, start=date(2024, 1, 1), end=date(2024, 1, 31))
@@ -59,4 +63,83 @@ def test_undeferred_validation_is_done_when_process_records_returns(tmp_path: Pa
     res = _process(engine, settings, "run-c", "units", defer=False)
     assert res.data_docs and Path(res.data_docs).is_file() and res.gx_success is True
     assert pipeline.settle_gx("run-c") == {}
+    engine.dispose()
+
+
+def test_every_chunk_is_validated_and_the_run_says_what_gx_saw(tmp_path: Path) -> None:
+    """Two chunks of 30 dossiers, DVC_GX_ROW_BUDGET=50: GX validates the first 50 rows in full and
+    a deterministic sample of the 10 beyond (the same on a rerun); the entity's record, the run's
+    record file and the site's index say how many rows GX saw of how many; with
+    DVC_DATA_DOCS_KEEP_RUNS=1 the second run's docs replace the first's."""
+    records = [dict(r) for r in itertools.islice(_DS.records("dossiers"), 60)]
+    seen = []
+    for run_id in ("run-d", "run-e"):
+        engine = connect(f"duckdb:///{tmp_path / (run_id + '.duckdb')}")
+        upgrade(engine)
+        settings = Settings(hash_key="k", reports_dir=tmp_path / "reports", gx_row_budget=50, gx_sample_fraction=0.5,
+                            data_docs_keep_runs=1)
+        res = pipeline.EntityResult("dossiers")
+        ctx = pipeline.check_context(engine, settings.source_name, "dossiers", settings, pipeline.now_local())
+        for chunk in (records[:30], records[30:]):
+            pipeline.process_records(engine, "dossiers", chunk, settings=settings, run_id=run_id, result=res,
+                                     context=ctx, defer_gx=True)
+        gx = pipeline.settle_gx(run_id)["dossiers"]["gx"]
+        assert res.gx == gx and res.rows_read == 60
+        assert (gx["rows_checked"], gx["rows_in_full"], gx["rows_beyond_budget"]) == (60, 50, 10)
+        assert (gx["chunks"], gx["chunks_validated"]) == (2, 2) and gx["sampled"]
+        assert gx["rows_validated"] == 50 + gx["rows_sampled"] and 0 <= gx["rows_sampled"] <= 10
+        assert gx["text"].startswith(f"GX validated {gx['rows_validated']} of 60 rows (2 of 2 chunks)")
+        seen.append(gx["rows_sampled"])
+        docs = tmp_path / "reports" / "data-docs"
+        record = json.loads((docs / run_id / "dvc-run.json").read_text(encoding="utf-8"))
+        (validation,) = record["validations"].values()
+        assert validation["rows_validated"] == gx["rows_validated"] and validation["entity"] == "dossiers"
+        index = (docs / "index.html").read_text(encoding="utf-8")
+        assert f'href="{run_id}/index.html"' in index and gx["text"] in index
+        engine.dispose()
+    assert seen[0] == seen[1]  # the same rows sampled on the rerun
+    assert not (tmp_path / "reports" / "data-docs" / "run-d").exists()  # beyond DVC_DATA_DOCS_KEEP_RUNS
+    assert "run-d" not in (tmp_path / "reports" / "data-docs" / "index.html").read_text(encoding="utf-8")
+
+
+def test_the_gx_thread_takes_a_bounded_number_of_batches() -> None:
+    """While BATCHES_IN_FLIGHT batches wait in the GX thread, the next hand-over waits: a slow GX
+    holds the extraction back instead of piling batches up in memory."""
+    release = threading.Event()
+    futures = [gx_thread.submit(release.wait, 10) for _ in range(gx_thread.BATCHES_IN_FLIGHT)]
+    late = threading.Thread(target=lambda: futures.append(gx_thread.submit(lambda: True)))
+    late.start()
+    late.join(0.5)
+    assert late.is_alive() and len(futures) == gx_thread.BATCHES_IN_FLIGHT
+    release.set()
+    late.join(10)
+    assert not late.is_alive() and all(f.result(10) for f in futures)
+
+
+def test_the_normalisers_rules_take_their_severity_from_the_suite(tmp_path: Path, monkeypatch) -> None:
+    """The check record of a parse failure (``parse_ngay_tiep_nhan``) carries the severity the
+    suite's ``dvc_parse`` rule declares, not one written in the pipeline."""
+    from tasks import suites
+
+    folder = tmp_path / "expectations"
+    folder.mkdir()
+    for entity in ("dossiers", "payments", "procedures", "units"):
+        doc = json.loads((suites.EXPECTATIONS_DIR / f"{entity}.json").read_text(encoding="utf-8"))
+        for exp in doc["expectations"]:
+            if exp["type"] == "dvc_parse" and "ngay_tiep_nhan" in exp["kwargs"].get("columns", ()):
+                exp["meta"]["severity"] = "warning"
+        (folder / f"{entity}.json").write_text(json.dumps(doc), encoding="utf-8")
+    assert suites.rule_severity("dossiers", "parse_ngay_tiep_nhan", expectations_dir=folder) == "warning"
+    monkeypatch.setattr(suites, "EXPECTATIONS_DIR", folder)
+    engine = connect(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    upgrade(engine)
+    settings = Settings(hash_key="k", reports_dir=tmp_path / "reports")
+    records = [dict(r) for r in itertools.islice(_DS.records("dossiers"), 10)]
+    records[3]["NgayTiepNhan"] = "31/02/2024 25:61"
+    res = pipeline.EntityResult("dossiers")
+    res.data_docs = ""  # no GX here
+    ctx = pipeline.check_context(engine, settings.source_name, "dossiers", settings, pipeline.now_local())
+    pipeline.process_records(engine, "dossiers", records, settings=settings, run_id="run-p", result=res, context=ctx)
+    assert res.checks["parse_ngay_tiep_nhan"]["unexpected_count"] == 1
+    assert res.checks["parse_ngay_tiep_nhan"]["severity"] == "warning"
     engine.dispose()

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tasks.simulator.dataset import generate
-from tasks.simulator.export import export_files
+from simulator.dataset import generate
+from simulator.export import export_files
 from tasks.warehouse import connect
 
 FIXTURES = Path(__file__).parent / "fixtures" / "files"
@@ -34,7 +34,7 @@ BROKEN = {  # name -> (fixture, what the error must say)
     "e_hong.xlsx": ("broken_corrupt.xlsx", "not a readable .xlsx workbook"),
     "f_thieu_cot.xlsx": ("broken_missing_ma_ho_so.xlsx", "missing required column 'Mã hồ sơ'"),
     "g_excel_cu.xls": ("broken_legacy.xls", "Excel 97-2003"),
-    "h_unicode_text.csv": ("broken_utf16.csv", "UTF-16"),
+    "h_van_ban_hong.csv": ("broken_cp1258.csv", "not UTF-8 text"),  # cp1258 with '?' for letters it lacks
 }
 NOT_AN_EXPORT = "ghi_chu.txt"
 
@@ -182,6 +182,53 @@ def test_cli_ingest_files_exit_codes_and_messages(exports: dict[str, Path], duck
 
     assert len(rows(duckdb_url, "SELECT * FROM dq.file_loads")) == 2
     assert [r[0] for r in rows(duckdb_url, "SELECT status FROM dq.runs ORDER BY started_at")] == ["success", "failed"]
+
+
+# --- the clerks' real files (issue 16) --------------------------------------------------------
+
+
+def test_inbox_loads_xls_html_and_windows_1258_and_parks_a_wrong_format(duckdb_url: str, tmp_path: Path) -> None:
+    """One dossier list as a real .xls (made by LibreOffice), as an HTML table saved as .xls and
+    as a CSV, both in Windows-1258: each loads through the inbox (parsed in the child process)
+    with the rows of the .xlsx. An Excel 2003 XML spreadsheet and a CSV in no encoding that reads
+    go to failed/ with their reason. (Every format and encoding is parsed in test_source_files.)"""
+    from tasks.inbox import process_inbox
+    from tasks.settings import Settings
+    from tasks.warehouse import upgrade
+    from tests.test_source_files import REAL_ROWS, to_xls, write_real_files
+
+    made = write_real_files(tmp_path / "made")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(to_xls([made["so_theo_doi.xlsx"]], tmp_path / "xls")["so_theo_doi"], inbox / "a_so_theo_doi.xls")
+    shutil.copy(made["so_theo_doi_1258.html.xls"], inbox / "b_so_theo_doi_web.xls")
+    shutil.copy(made["so_theo_doi_1258.csv"], inbox / "c_so_theo_doi.csv")
+    wrong = {"x_excel_2003.xls": (b'<?xml version="1.0"?>\n<Workbook xmlns="urn:schemas-microsoft-com:office:'
+                                  b'spreadsheet"/>', "an Excel 2003 XML spreadsheet"),
+             "y_ma_hong.csv": (b"M\x81 h\x81 s\x81;Tr\x81ng th\x81i\n", "not UTF-8 text")}
+    for name, (content, _) in wrong.items():
+        (inbox / name).write_bytes(content)
+    settings = Settings(warehouse_url=duckdb_url, inbox_dir=inbox, hash_key="test-hash-key",
+                        reports_dir=tmp_path / "reports")
+    engine = connect(duckdb_url)
+    upgrade(engine)
+    try:
+        outcomes = {Path(o.path).name: o for o in process_inbox(engine, settings, "real-files")}
+    finally:
+        engine.dispose()
+
+    good = {n: o for n, o in outcomes.items() if n not in wrong}
+    assert sorted(good) == ["a_so_theo_doi.xls", "b_so_theo_doi_web.xls", "c_so_theo_doi.csv"]
+    assert {(o.status, o.entity, o.rows_read, o.rows_loaded, o.rows_quarantined) for o in good.values()} == {
+        ("loaded", "dossiers", len(REAL_ROWS), len(REAL_ROWS), 0)}, outcomes
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == sorted(good)
+    for name, (_, reason) in wrong.items():
+        assert outcomes[name].status == "failed" and reason in outcomes[name].message
+        note = (inbox / "failed" / f"{name}.error.txt").read_text(encoding="utf-8")
+        assert reason in note and name in note
+    assert rows(duckdb_url, "SELECT count(*), count(DISTINCT content_hash) FROM dq.file_loads") == [(3, 3)]
+    assert sorted(rows(duckdb_url, "SELECT ma_ho_so FROM core.dossiers")) == sorted(
+        (cells[0],) for cells, _ in REAL_ROWS)
 
 
 # --- hostile files (issue 14): a bad file never blocks the inbox or kills the run -------------

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from tasks.load import get_watermark, load_batch
 from tasks.normalize import normalize
-from tasks.warehouse import WarehouseBusy, connect, fingerprint, upgrade, writer_lock
+from tasks.warehouse import WarehouseBusy, connect, upgrade, writer_lock
+from tests.warehouse_state import fingerprint
 
 KEY = b"k"
 
@@ -112,7 +113,7 @@ def test_writer_lock_excludes_a_second_writer(engine):
 
 
 def test_a_run_left_running_by_a_dead_process_is_closed_as_crashed(engine):
-    from tasks.pipeline import finish_run, start_run
+    from tasks.runs import finish_run, start_run
 
     start_run(engine, "killed-run", "nightly", "src")  # the process dies: no finish_run
     start_run(engine, "next-run", "nightly", "src")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tasks.normalize import applicant_key, canonical_json, normalize
+from tasks.settings import EXPECTATIONS_DIR
 
 KEY = b"test-key"
 
@@ -231,3 +236,56 @@ def test_a_file_record_has_no_rounds_and_unknown_new_columns():
     assert bool(row["has_e_result"]) and not bool(row["has_reuse"])
     assert n.supplements is not None and n.supplements.empty
     assert list(n.supplements.columns)[:3] == ["ma_ho_so", "ngay_cap_nhat", "lan"]
+
+
+# --- the normaliser's rules come from the suites -----------------------------------------------
+def _suites(tmp_path: Path, entity: str, edit) -> Path:
+    """A copy of the project's suites in which ``edit(expectations)`` changed ``entity``'s."""
+    for f in EXPECTATIONS_DIR.glob("*.json"):
+        shutil.copy(f, tmp_path / f.name)
+    path = tmp_path / f"{entity}.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["expectations"] = edit(doc["expectations"])
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return tmp_path
+
+
+def _without(check: str):
+    return lambda exps: [e for e in exps if not (e["type"] == "dvc_parse" and e["kwargs"]["check"] == check)]
+
+
+@pytest.mark.parametrize(("entity", "edit", "says"), [
+    ("dossiers", _without("typed"), "declares no dvc_parse rule with check 'typed'"),
+    ("dossiers", _without("required"), "declares no dvc_parse rule with check 'required'"),
+    ("dossiers", _without("nested_lists"), "declares no dvc_parse rule with check 'nested_lists'"),
+    ("units", _without("typed"), "declares no dvc_parse rule with check 'typed'"),
+    ("payments", lambda exps: [e for e in exps if e["meta"]["rule"] != "payment_key_unique"],
+     "has no rule payment_key_unique"),
+    ("dossiers", lambda exps: [dict(e, kwargs=dict(e["kwargs"], columns=e["kwargs"]["columns"][:-1]))
+                               if e["type"] == "dvc_parse" and e["kwargs"]["check"] == "typed" else e for e in exps],
+     r"missing: \['ngay_cap_nhat'\]"),
+])
+def test_a_suite_without_the_normalisers_rules_fails_loudly(tmp_path, entity, edit, says):
+    suites = _suites(tmp_path, entity, edit)
+    with pytest.raises(ValueError, match=says) as raised:
+        normalize(entity, [], hash_key=KEY, expectations_dir=suites)
+    assert f"expectations/{entity}.json" in str(raised.value)
+
+
+def test_the_severity_of_the_normalisers_issues_comes_from_the_suite(tmp_path):
+    def soften(exps):
+        for e in exps:
+            if e["meta"]["rule"] in ("dossier_values_typed", "dossier_key_unique"):
+                e["meta"]["severity"] = "warning"
+        return exps
+
+    recs = [_d(MaHoSo="A", NgayTiepNhan="31/02/2024"), _d(MaHoSo="B", TrangThaiHoSo=None),
+            _d(MaHoSo="C", KenhThucHien=1), _d(MaHoSo="C", KenhThucHien=2)]
+    suites = _suites(tmp_path, "dossiers", soften)
+    got = normalize("dossiers", recs, hash_key=KEY, expectations_dir=suites).issues
+    as_shipped = normalize("dossiers", recs, hash_key=KEY).issues
+    rows = {(k, r): s for k, r, s in zip(got["record_key"], got["rule"], got["severity"], strict=True)}
+    assert rows == {("A", "parse_ngay_tiep_nhan"): "warning", ("B", "required_trang_thai"): "critical",
+                    ("C", "dossier_key_unique"): "warning"}
+    assert set(zip(as_shipped["record_key"], as_shipped["rule"], strict=True)) == set(rows)
+    assert set(as_shipped["severity"]) == {"critical"}

@@ -35,11 +35,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from simulator.dataset import Dataset, generate
+from simulator.server import start_server
 from tasks import pipeline, reports
 from tasks.calendar import calendar_span, load_calendar
 from tasks.settings import PROJECT_ROOT, Settings
-from tasks.simulator.dataset import Dataset, generate
-from tasks.simulator.server import start_server
 from tasks.source_api import SourceClient
 from tasks.warehouse import connect, upgrade
 from tests import oracle766 as O
@@ -372,7 +372,7 @@ def _drop_columns(src: Path, dst: Path, labels: tuple[str, ...]) -> None:
 def export_without_flags(ds: Dataset, out: Path) -> tuple[Path, Path, str]:
     """The dossier list without the three Có/Không columns and the payment list, as plain CSV.
     Uses the simulator's own option when it has one, else drops the columns from its export."""
-    from tasks.simulator.export import export_files
+    from simulator.export import export_files
 
     params = inspect.signature(export_files).parameters
     if "flags" in params:

@@ -1,21 +1,18 @@
-"""Reporting periods (``tasks.clock``): every form under both cuts, the month just closed, local
-time on a UTC machine, and the monthly report flow's use of them."""
+"""Reporting periods (``tasks.clock``): every form under both cuts, the month just closed, and the
+monthly report flow's use of them. Local time and months: tests/test_clock.py."""
 
 from __future__ import annotations
 
-import time
 from datetime import date, datetime
 
 import pytest
 
 from tasks.clock import (
     CUTS,
-    TIMEZONE,
     Period,
     PeriodError,
     check_cut,
     closed_month,
-    now_local,
     resolve_period,
 )
 
@@ -159,25 +156,6 @@ def test_the_closed_month_has_ended_and_the_next_has_not(cut):
         following = resolve_period(f"{p.end.year + p.end.month // 12}-{p.end.month % 12 + 1:02d}", cut)
         assert following.end >= d, (d, p, following)
         d = D.fromordinal(d.toordinal() + 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# local time
-# ----------------------------------------------------------------------------------------------
-def test_now_local_is_vietnam_time_on_a_utc_machine(monkeypatch):
-    from datetime import UTC, timedelta
-
-    assert TIMEZONE == "Asia/Ho_Chi_Minh"
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    try:
-        utc = datetime.now(UTC).replace(tzinfo=None)
-        local = now_local()
-        assert local.tzinfo is None and local.microsecond == 0
-        assert abs((local - utc) - timedelta(hours=7)) < timedelta(seconds=5)
-    finally:
-        monkeypatch.undo()
-        time.tzset()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from flows.nightly import UnsafeOverride, _settings, check_overrides
+from flows.lifecycle import UnsafeOverride, check_overrides, run_settings
 from tasks.settings import SAFE_OVERRIDES, Settings
 from tests.test_alerts import WebhookReceiver
 from tests.test_prefect_server import BIN, Processes, _clean_env, _free_port, _tail
@@ -107,7 +107,7 @@ def test_every_setting_outside_the_allow_list_is_refused(name: str, monkeypatch:
     monkeypatch.setenv("DVC_HASH_KEY", HASH_KEY)
     get_settings.cache_clear()
     with pytest.raises(UnsafeOverride) as err:
-        _settings({name: "value-Never-Echoed", "page_size": 10})
+        run_settings({name: "value-Never-Echoed", "page_size": 10})
     text = str(err.value)
     assert name in text and f"DVC_{name.upper()}" in text
     assert "worker's environment" in text and "Prefect Secret block" in text
@@ -154,7 +154,7 @@ CASES = ["nightly-source_url", "reference_sync-source_url", "backfill-warehouse_
 def test_a_flow_run_with_an_unsafe_override_fails_before_touching_anything(
     case: str, prefect_harness: None, dvc_env: Any, tmp_path: Path,
 ) -> None:
-    from tasks.simulator.server import start_server
+    from simulator.server import start_server
     from tests.reliability_support import small_dataset
 
     wh = tmp_path / "wh.duckdb"
@@ -185,7 +185,7 @@ def test_a_flow_run_with_an_unsafe_override_fails_before_touching_anything(
 def test_safe_overrides_apply(prefect_harness: None, dvc_env: Any, tmp_path: Path) -> None:
     """source_name, page_size and period_cut from settings_overrides reach the run."""
     from flows.ops import monthly_report, reference_sync
-    from tasks.simulator.server import start_server
+    from simulator.server import start_server
     from tests.reliability_support import small_dataset
 
     wh = tmp_path / "wh.duckdb"
@@ -209,7 +209,7 @@ def test_safe_overrides_apply(prefect_harness: None, dvc_env: Any, tmp_path: Pat
     assert skipped["skipped"] and skipped["period_cut"] == "decree-09"
     assert not wh.exists()
     with pytest.raises(Exception, match="period_cut"):  # validated like the environment's values
-        _settings({"period_cut": "monthly"})
+        run_settings({"period_cut": "monthly"})
 
 
 # ----------------------------------------------------------------------------------------------

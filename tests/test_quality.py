@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.gx import sample_mask, validate_with_gx
 from tasks.quality import (
     ENTITIES,
     GX_NATIVE_TYPES,
@@ -20,8 +21,7 @@ from tasks.quality import (
     CheckOutcome,
     check,
     load_suite,
-    summary_markdown,
-    validate_with_gx,
+    rule_severity,
 )
 from tasks.settings import EXPECTATIONS_DIR
 
@@ -335,7 +335,7 @@ def test_suites_are_valid_gx_format_with_stable_rule_names() -> None:
         assert doc["name"] == entity
         suite = load_suite(entity)
         for r in suite.rules:
-            assert r.type.startswith(("expect_", "dvc_expect_"))
+            assert r.type.startswith(("expect_", "dvc_expect_")) or r.type == "dvc_parse"
             assert r.severity in ("critical", "warning") and r.description
             assert r.rule not in names, f"rule name {r.rule} reused"
             names.add(r.rule)
@@ -352,7 +352,7 @@ def test_good_batches_pass_every_rule(entity: str) -> None:
     assert out.issues.empty, out.issues.to_string()
     assert all(r.success for r in out.results), [r for r in out.results if not r.success]
     assert out.critical_keys == set() and out.quarantined_count == 0
-    assert {r.rule for r in out.results} == {r.rule for r in load_suite(entity).rules}
+    assert {r.rule for r in out.results} == {r.rule for r in load_suite(entity).rules if r.type != "dvc_parse"}
 
 
 def test_planted_dossiers_land_with_rule_and_severity() -> None:
@@ -459,14 +459,6 @@ def test_missing_column_fails_loudly() -> None:
         check("dossiers", good_dossiers(5).drop(columns=["trang_thai"]), context())
 
 
-def test_summary_markdown_lists_each_entity() -> None:
-    frame, _ = planted_dossiers()
-    out = check("dossiers", frame, context())
-    md = summary_markdown([out], "run-2024-07-01")
-    assert "run-2024-07-01" in md and "## dossiers" in md
-    assert "| `dossier_status_in_code_list` | critical | 1 | 60 | **FAILED** |" in md
-
-
 # ---------------------------------------------------------------------------------------------
 # GX agrees with the masks (GX imported once for this module)
 # ---------------------------------------------------------------------------------------------
@@ -506,10 +498,112 @@ def test_gx_unexpected_counts_equal_mask_counts(gx_docs: Path) -> None:
     assert not (Path.cwd() / "gx").exists() and not (Path.cwd() / "great_expectations").exists()
 
 
-def test_gx_samples_large_frames(gx_docs: Path) -> None:
-    frame = good_procedures()
-    rec = validate_with_gx("procedures", pd.concat([frame] * 2, ignore_index=True), "run-2", gx_docs, max_rows=4)
-    assert rec.sampled and rec.rows_validated == 4
+def test_gx_validates_every_chunk_up_to_the_budget_and_a_stable_sample_beyond(gx_docs: Path) -> None:
+    """Three chunks of 40 dossiers, a budget of 50 rows: GX validates chunk 1 and 10 rows of chunk 2
+    in full, then exactly the rows whose key hash falls in the sample, and counts the failures
+    planted in the rows it saw, and only those."""
+    frame = good_dossiers(120)
+    frame.insert(0, "record_key", frame["ma_ho_so"])  # as the normaliser's core frame carries it
+    planted = [5, 45, 60, 61, 62, 63, 100, 119]  # 2 within the budget, 6 beyond
+    frame.loc[planted, "trang_thai"] = 11
+    seen = np.arange(120) < 50
+    seen[50:] = sample_mask(frame["record_key"].iloc[50:], 0.3)
+    assert 50 < seen.sum() < 120 and not seen[planted].all()  # the sample is not everything
+    rec = validate_with_gx("dossiers", frame, "run-2", gx_docs, row_budget=50, sample_fraction=0.3, chunk_rows=40)
+    cov = rec.coverage
+    assert (cov["rows_checked"], cov["rows_in_full"], cov["rows_beyond_budget"]) == (120, 50, 70)
+    assert rec.rows_validated == int(seen.sum()) == 50 + cov["rows_sampled"] and rec.sampled
+    assert (cov["chunks"], cov["chunks_validated"], cov["chunks_failed"]) == (3, 3, 0)
+    assert rec.unexpected_counts["dossier_status_in_code_list"] == int(seen[planted].sum())
+    assert rec.element_counts["dossier_key_present"] == rec.rows_validated
+    assert f"GX validated {rec.rows_validated} of 120 rows (3 of 3 chunks)" in cov["text"]
+    page = next((gx_docs / "run-2" / "validations").rglob("*.html")).read_text(encoding="utf-8")
+    assert "what GX saw" in page and "rows_beyond_budget" in page
+    # no budget (the default): every row of every chunk
+    rec = validate_with_gx("dossiers", frame, "run-3", gx_docs, chunk_rows=60)
+    assert rec.rows_validated == 120 and not rec.sampled and rec.coverage["chunks_validated"] == 2
+    assert rec.unexpected_counts["dossier_status_in_code_list"] == len(planted)
+
+
+def test_gx_batches_consecutive_chunks_but_never_two_versions_of_a_record(gx_docs: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """GX validates consecutive chunks together (its cost is mostly per validation), up to
+    BATCH_ROWS rows; a chunk that repeats a record of the batch (a dossier updated while the run
+    read it) starts a new batch, so GX's uniqueness rules count what the checks count per chunk."""
+    import tasks.gx as gx
+
+    frame = good_dossiers(100)
+    frame.insert(0, "record_key", frame["ma_ho_so"])
+    monkeypatch.setattr(gx, "BATCH_ROWS", 50)
+    tally = gx.GxTally("dossiers", "run-4", gx_docs)
+    sizes = [[len(b) for b in tally.select(frame.iloc[i:i + 20])] for i in range(0, 100, 20)]
+    assert sizes == [[], [], [60], [], []] and [len(b) for b in tally.flush()] == [40]
+    assert tally.flush() == [] and tally.coverage.chunks == 5
+    monkeypatch.setattr(gx, "BATCH_ROWS", 50_000)
+    again = pd.concat([frame.iloc[:40], frame.iloc[[10]], frame.iloc[40:79]], ignore_index=True)  # #10 read twice
+    assert [len(b) for b in tally.select(again.iloc[:40])] == []
+    assert [len(b) for b in tally.select(again.iloc[40:])] == [40] and [len(b) for b in tally.flush()] == [40]
+    rec = validate_with_gx("dossiers", again, "run-4", gx_docs, chunk_rows=40)
+    assert rec.unexpected_counts["dossier_key_unique"] == 0 and rec.rows_validated == 80
+    assert (rec.coverage["chunks"], rec.coverage["chunks_validated"]) == (2, 2)
+    one_batch = validate_with_gx("dossiers", again, "run-5", gx_docs)  # one chunk: the masks flag both rows
+    assert one_batch.unexpected_counts["dossier_key_unique"] == 2 == sum(
+        r.unexpected_count for r in check("dossiers", again.drop(columns="record_key"), context()).results
+        if r.rule == "dossier_key_unique")
+
+
+def test_sample_mask_is_deterministic_and_per_key() -> None:
+    keys = pd.Series([f"000.00.15.H08-2401-{k:07d}" for k in range(20_000)], dtype="string")
+    mask = sample_mask(keys, 0.1)
+    assert 0.09 < mask.mean() < 0.11
+    assert (sample_mask(keys.iloc[5_000:], 0.1) == mask[5_000:]).all()  # a key's fate ignores the others
+    assert (sample_mask(keys.astype(object), 0.1) == mask).all()
+    assert sample_mask(keys, 1.0).all() and (sample_mask(keys, 0.05) <= sample_mask(keys, 0.1)).all()
+
+
+def _suites_with(tmp_path: Path, entity: str, *extra: dict[str, Any]) -> Path:
+    """The shipped suites in ``tmp_path``, ``entity``'s with its ``dvc_parse`` rules replaced by ``extra``."""
+    for e in ENTITIES:
+        doc = json.loads((EXPECTATIONS_DIR / f"{e}.json").read_text(encoding="utf-8"))
+        if e == entity:
+            doc["expectations"] = [x for x in doc["expectations"] if x["type"] != "dvc_parse"] + list(extra)
+        (tmp_path / f"{e}.json").write_text(json.dumps(doc), encoding="utf-8")
+    return tmp_path
+
+
+def test_dvc_parse_rules_are_declared_in_the_suite_and_left_to_the_normaliser(tmp_path: Path) -> None:
+    """A ``dvc_parse`` rule declares the normaliser's own rules (``parse_<column>`` per column) with
+    their severity: ``check`` and GX skip it (it reads records, not frame columns), and the
+    severity of ``parse_<column>`` is the suite's."""
+    parse = {"type": "dvc_parse",
+             "kwargs": {"check": "typed", "columns": ["ngay_tiep_nhan", "not_a_frame_column"],
+                        "issue_rule": "parse_{column}"},
+             "meta": {"rule": "dossier_dates_typed", "severity": "warning", "description": "dates parse"}}
+    nested = {"type": "dvc_parse", "kwargs": {"check": "nested_lists", "issue_rule": "parse_nested_lists"},
+              "meta": {"rule": "dossier_lists_well_formed", "severity": "critical", "description": "lists parse"}}
+    folder = _suites_with(tmp_path, "dossiers", parse, nested)
+    suite = load_suite("dossiers", folder)
+    assert suite.rule("parse_ngay_tiep_nhan").rule == "dossier_dates_typed"
+    assert suite.rule("dossier_dates_typed").is_parse and suite.rule("parse_ngay_tra") is None
+    assert not {"dossier_dates_typed", "dossier_lists_well_formed"} & {r.rule for r in suite.gx_native}
+    assert "not_a_frame_column" not in suite.columns()
+    frame, _ = planted_dossiers()
+    out = check("dossiers", frame, context(), expectations_dir=folder)
+    assert not {r.rule for r in out.results} & {"dossier_dates_typed", "dossier_lists_well_formed"}
+    assert len(out.results) == len(suite.checked) == len(suite.rules) - 2
+    assert rule_severity("dossiers", "parse_ngay_tiep_nhan", expectations_dir=folder) == "warning"
+    assert rule_severity("dossiers", "parse_nested_lists", "warning", expectations_dir=folder) == "critical"
+    assert rule_severity("dossiers", "parse_nowhere", "critical", expectations_dir=folder) == "critical"
+    assert rule_severity("dossiers", "dossier_procedure_present") == "warning"
+    # the shipped suites declare every rule the normaliser reports under
+    for e in ENTITIES:
+        shipped = load_suite(e)
+        for r in shipped.rules:
+            assert not r.is_parse or all(shipped.rule(name) is r for name in r.issue_rules), (e, r.rule)
+    bad = {"type": "dvc_parse_typo", "kwargs": {}, "meta": {"rule": "parse_x", "severity": "critical"}}
+    (tmp_path / "typo").mkdir()
+    with pytest.raises(ValueError, match="unsupported type dvc_parse_typo"):
+        load_suite("dossiers", _suites_with(tmp_path / "typo", "dossiers", bad))
 
 
 # ---------------------------------------------------------------------------------------------

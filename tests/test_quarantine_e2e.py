@@ -21,9 +21,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tasks.simulator.dataset import Dataset, generate
-from tasks.simulator.inject import inject, planted
-from tasks.simulator.server import start_server
+from simulator.dataset import Dataset, generate
+from simulator.inject import inject, planted
+from simulator.server import start_server
 from tasks.source_api import SourceClient
 from tasks.warehouse import connect
 

@@ -1,6 +1,6 @@
 """Crash consistency: a real ``dvc-etl run`` is SIGKILLed at named points (``tasks/faults.py``,
 env ``DVC_CRASH_AT``) and by timing during extraction; a rerun must converge to the warehouse of an
-uninterrupted run (``tasks.warehouse.fingerprint`` of raw/core/dq + the current report tables), and
+uninterrupted run (``tests.warehouse_state.fingerprint`` of raw/core/dq + the current report tables), and
 on PostgreSQL a reader polling ``mart`` while the run is killed never sees a half-published period.
 
 Three representative points (extraction, mid-load, publication) run in ``make test``, in turn on one PostgreSQL warehouse; the full matrix (22 points on DuckDB, the

@@ -35,11 +35,11 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from simulator.dataset import generate
 from tasks import pipeline
 from tasks.normalize import normalize
 from tasks.quality import CheckContext, check
 from tasks.settings import Settings
-from tasks.simulator.dataset import generate
 from tasks.source_files import DOSSIER_COLUMNS, PAYMENT_COLUMNS, FileFormatError, parse_file
 from tasks.warehouse import connect, upgrade
 
@@ -141,13 +141,14 @@ def _frame_invariant(entity: str, records: list) -> tuple[int, int]:
 class _Loader:
     def __init__(self, path: Path) -> None:
         self.engine = connect(f"duckdb:///{path}")
+        self.reports = path.parent / "reports"  # never the current folder
         upgrade(self.engine)
         self.counter = itertools.count()
         self.tried = 0
 
     def load(self, entity: str, records: list) -> None:
         source = f"h{next(self.counter)}"
-        s = Settings(source_name=source, hash_key="hostile-hash-key", reports_dir=Path("unused"))
+        s = Settings(source_name=source, hash_key="hostile-hash-key", reports_dir=self.reports)
         res = pipeline.EntityResult(entity)
         res.data_docs = ""  # GX data docs are not what is tested here
         ctx = pipeline.check_context(self.engine, source, entity, s, pipeline.now_local())

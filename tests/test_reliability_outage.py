@@ -13,7 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tasks.warehouse import FINGERPRINT_TABLES, connect, fingerprint
+from tasks.warehouse import connect
 from tests.reliability_support import (
     baseline,
     current_periods,
@@ -23,6 +23,7 @@ from tests.reliability_support import (
     sim_env,
 )
 from tests.test_alerts import WebhookReceiver
+from tests.warehouse_state import FINGERPRINT_TABLES, fingerprint
 
 MART = ["mart.publications", "mart.rpt_progress", "mart.rpt_service_indicators", "mart.rpt_unpaid_results"]
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tasks.simulator.server import start_server
+from simulator.server import start_server
 from tests.reliability_support import cli_env, run_cli, small_dataset
 from tests.test_alerts import MailSink, WebhookReceiver
 
@@ -212,7 +212,7 @@ def test_a_failing_run_never_shows_the_warehouse_password(prefect_harness, pg_ur
     assert not leaks, f"the warehouse password leaked into: {leaks}"
 
 
-def test_an_error_embedding_the_dsn_is_scrubbed_in_dq_runs_alerts_and_logs(pg_url):
+def test_an_error_embedding_the_dsn_is_scrubbed_in_dq_runs_alerts_and_logs(pg_url, tmp_path):
     """Where an exception's text embeds the DSN (scheme://user:password@host), the password is
     scrubbed before it reaches dq.runs (tracked_run, a real PostgreSQL), an alert (a real webhook
     and SMTP server) or a log line (the process's log records)."""
@@ -220,7 +220,7 @@ def test_an_error_embedding_the_dsn_is_scrubbed_in_dq_runs_alerts_and_logs(pg_ur
     import json
     import logging
 
-    from flows.nightly import tracked_run
+    from flows.lifecycle import tracked_run
     from tasks.alerts import failure_alert, install_log_scrubber, send_alert
     from tasks.settings import Settings
 
@@ -233,7 +233,7 @@ def test_an_error_embedding_the_dsn_is_scrubbed_in_dq_runs_alerts_and_logs(pg_ur
         with WebhookReceiver() as hook:
             settings = Settings(_env_file=None, warehouse_url=url, hash_key=HASH_KEY, alert_webhook_url=hook.url,
                                 smtp_host="127.0.0.1", smtp_port=port, alert_email_to="ops@example.gov.vn",
-                                reports_dir=Path("unused"))
+                                reports_dir=tmp_path / "reports")
             error = _dsn_error(url)
             with pytest.raises(sa.exc.OperationalError), tracked_run(settings, "nightly", "test"):
                 raise error

@@ -37,7 +37,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tasks import reports
+from tasks import reference, reports
 from tasks.settings import PROJECT_ROOT
 from tasks.warehouse import connect, run_sql_file, upgrade
 
@@ -673,18 +673,8 @@ def test_empty_warehouse_publishes_empty_tables(warehouse_url: str) -> None:
     assert pub.row_counts["rpt_simplified_procedures"] == 1 and pub.row_counts["rpt_delegated_procedures"] == 2
 
 
-def test_monthly_periods() -> None:
-    assert reports.monthly_periods(date(2024, 1, 15), date(2024, 3, 2)) == [
-        (date(2024, 1, 1), date(2024, 1, 31)), (date(2024, 2, 1), date(2024, 2, 29)),
-        (date(2024, 3, 1), date(2024, 3, 31))]
-    assert reports.monthly_periods(date(2024, 12, 5), date(2025, 1, 10), clip=True) == [
-        (date(2024, 12, 5), date(2024, 12, 31)), (date(2025, 1, 1), date(2025, 1, 10))]
-    with pytest.raises(ValueError):
-        reports.monthly_periods(date(2024, 2, 1), date(2024, 1, 1))
-
-
 def test_reference_files_hold_the_2024_report_rows() -> None:
-    ref = reports.load_reference(REFERENCE_DIR)
+    ref = reference.load_reference(REFERENCE_DIR)
     assert [(r["ma_tthc"], r["ngay_quyet_dinh"], r["so_ngay_cat_giam"]) for r in ref.simplifications] == [
         (PS, date(2023, 12, 3), 1.0)]
     assert [(r["ma_tthc"], r["ngay_hieu_luc"]) for r in ref.delegations] == [
@@ -710,11 +700,11 @@ def test_broken_reference_file_is_refused(tmp_path: Path) -> None:
     copy_reference(tmp_path)
     (tmp_path / "delegations.csv").write_text(
         "ma_tthc,van_ban,ngay_hieu_luc,danh_gia\n1.000903.000.00.00.H08,QĐ,14/11/2013,\n", encoding="utf-8")
-    with pytest.raises(reports.ReportError, match="delegations.csv line 2: ngay_hieu_luc '14/11/2013'"):
-        reports.load_reference(tmp_path)
+    with pytest.raises(reference.ReportError, match="delegations.csv line 2: ngay_hieu_luc '14/11/2013'"):
+        reference.load_reference(tmp_path)
     (tmp_path / "delegations.csv").write_text("ma_tthc,van_ban\nx,y\n", encoding="utf-8")
-    with pytest.raises(reports.ReportError, match="delegations.csv line 1: lacks column"):
-        reports.load_reference(tmp_path)
+    with pytest.raises(reference.ReportError, match="delegations.csv line 1: lacks column"):
+        reference.load_reference(tmp_path)
 
 
 TARGETS_HEADER = "ma_don_vi,indicator,year,target\n"
@@ -748,20 +738,20 @@ TARGETS_HEADER = "ma_don_vi,indicator,year,target\n"
 def test_reference_errors_name_the_file_and_line(tmp_path: Path, name: str, text: str, message: str) -> None:
     copy_reference(tmp_path)
     (tmp_path / name).write_text(text, encoding="utf-8")
-    with pytest.raises(reports.ReportError, match=message):
-        reports.load_reference(tmp_path)
+    with pytest.raises(reference.ReportError, match=message):
+        reference.load_reference(tmp_path)
 
 
 def test_missing_or_empty_reference_files_are_empty_lists(tmp_path: Path) -> None:
     """Every reference file is optional and read from the given folder only (no fallback)."""
-    ref = reports.load_reference(tmp_path)  # an empty folder
+    ref = reference.load_reference(tmp_path)  # an empty folder
     assert all(getattr(ref, f) == [] for f in (
         "simplifications", "delegations", "unpaid_thresholds", "targets", "unit_procedures",
         "reuse_exclusions", "collection_windows"))
     (tmp_path / "targets.csv").write_text(TARGETS_HEADER, encoding="utf-8")
     (tmp_path / "collection_windows.csv").write_text("", encoding="utf-8")
-    assert reports.load_reference(tmp_path).targets == []
-    assert reports.load_reference(tmp_path).collection_windows == []
+    assert reference.load_reference(tmp_path).targets == []
+    assert reference.load_reference(tmp_path).collection_windows == []
 
 
 def test_unknown_period_cut_is_refused(warehouse_url: str) -> None:

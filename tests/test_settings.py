@@ -56,7 +56,7 @@ def test_a_duckdb_out_of_memory_failure_names_the_setting(monkeypatch, tmp_path)
     import pytest
     import sqlalchemy as sa
 
-    from flows.nightly import tracked_run
+    from flows.lifecycle import tracked_run
 
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     monkeypatch.setenv("DVC_WAREHOUSE_URL", url)
@@ -168,9 +168,9 @@ def test_a_flow_refuses_an_http_source_url(dvc_env, tmp_path):
     import pydantic
     import pytest
 
-    from flows.nightly import _settings
+    from flows.lifecycle import run_settings
 
     dvc_env(DVC_WAREHOUSE_URL=f"duckdb:///{tmp_path / 'wh.duckdb'}", DVC_SOURCE_URL="http://dvc.example.gov.vn")
     with pytest.raises(pydantic.ValidationError, match="DVC_ALLOW_INSECURE_HTTP"):
-        _settings()
+        run_settings()
     assert not (tmp_path / "wh.duckdb").exists()

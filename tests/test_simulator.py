@@ -24,8 +24,8 @@ import pytest
 import requests
 from openpyxl import load_workbook
 
-from tasks.simulator.dataset import Dataset, generate
-from tasks.simulator.export import export_files
+from simulator.dataset import Dataset, generate
+from simulator.export import export_files
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -454,7 +454,7 @@ def test_ugly_csv_layout(exports: dict[str, Path]) -> None:
 # -- CLI -------------------------------------------------------------------------------------------
 
 def test_cli_serve_prints_url_and_exits_on_sigterm() -> None:
-    code = "from tasks.cli_simulate import simulate_app; simulate_app()"
+    code = "from simulator.cli import simulate_app; simulate_app()"
     proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--dossiers", "300", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1], env={**os.environ})
@@ -475,7 +475,7 @@ def test_cli_serve_prints_url_and_exits_on_sigterm() -> None:
 def test_cli_export(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from tasks.cli_simulate import simulate_app
+    from simulator.cli import simulate_app
 
     res = CliRunner().invoke(simulate_app, ["export", "--out", str(tmp_path), "--dossiers", "200",
                                             "--format", "csv", "--layout", "ugly", "--limit", "50"])

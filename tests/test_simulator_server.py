@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from tasks.simulator.dataset import generate
-from tasks.simulator.server import FaultConfig, SimServer, start_server
+from simulator.dataset import generate
+from simulator.server import FaultConfig, SimServer, start_server
 
 pytestmark = pytest.mark.timeout(60)
 AUTH = {"Authorization": "Bearer sim-token"}

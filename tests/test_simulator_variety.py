@@ -19,8 +19,8 @@ import numpy as np
 import orjson
 import pytest
 
-from tasks.simulator.dataset import Dataset, generate
-from tasks.simulator.export import FLAG_COLUMNS, export_files
+from simulator.dataset import Dataset, generate
+from simulator.export import FLAG_COLUMNS, export_files
 from tasks.source_files import parse_file
 
 pytestmark = pytest.mark.timeout(120)

@@ -15,7 +15,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tasks.entities import REGISTRY
 from tasks.settings import Settings
 from tasks.source_api import (
     ClientStats,
@@ -35,7 +36,6 @@ from tasks.source_api import (
     SourceRequestError,
     SourceResponseError,
     SourceUnavailable,
-    dedupe_latest,
     format_timestamp,
     window_for,
 )
@@ -66,6 +66,7 @@ class FakeApi:
     served_page_size: int | None = None
     grow_after_first_page: list[dict[str, Any]] = field(default_factory=list)
     move_after_first_page: str | None = None
+    ignore_paging: bool = False  # serve the first page whatever the request asks for
     pages_served: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -107,6 +108,8 @@ def _make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             size = api.served_page_size or size
             page = int(query.get("page", "1"))
             frm, to = query.get("updated_from", ""), query.get("updated_to", "99999999999999")
+            if api.ignore_paging:
+                page, frm = 1, ""
             with api.lock:
                 rows = sorted(
                     (r for r in api.records[entity] if frm <= r["NgayCapNhat"] < to),
@@ -218,6 +221,61 @@ def _all(client: SourceClient, entity: str = "dossiers", **kw: Any) -> list[dict
     return dedupe_latest(_raw(client, entity, **kw), "MaHoSo")[0]
 
 
+def dedupe_latest(
+    records: Iterable[dict[str, Any]],
+    key: str | tuple[str, ...],
+    updated_field: str = "NgayCapNhat",
+) -> tuple[list[dict[str, Any]], int]:
+    """What a run keeps of the records read (the normaliser's rule, on plain records): per key,
+    the record with the latest ``updated_field`` (ties: the last one seen).
+
+    Returns ``(records, dropped)``. Records keep the position of their key's first appearance.
+    Timestamps compare as ``yyyyMMddHHmmss`` strings (numbers are compared by their digits); an
+    empty or missing timestamp is older than any other. Records with a missing or empty key are
+    never merged with each other: they are all kept. O(n).
+    """
+    best: dict[Any, tuple[str, dict[str, Any]]] = {}
+    keyless: list[tuple[int, dict[str, Any]]] = []
+    order: dict[Any, int] = {}
+    seen = 0
+    get_key = _key_getter(key)
+    for position, record in enumerate(records):
+        seen += 1
+        k = get_key(record)
+        if k is None:
+            keyless.append((position, record))
+            continue
+        stamp = record.get(updated_field)
+        stamp = "" if stamp is None else str(stamp)
+        current = best.get(k)
+        if current is None:
+            order[k] = position
+            best[k] = (stamp, record)
+        elif stamp >= current[0]:
+            best[k] = (stamp, record)
+    kept = [rec for _, rec in best.values()]
+    if keyless:
+        merged = sorted(
+            [(order[k], rec) for k, (_, rec) in best.items()] + keyless, key=lambda item: item[0]
+        )
+        kept = [rec for _, rec in merged]
+    return kept, seen - len(kept)
+
+
+def _key_getter(key: str | tuple[str, ...]) -> Callable[[dict[str, Any]], Any]:
+    if isinstance(key, str):
+        def single(record: dict[str, Any]) -> Any:
+            value = record.get(key)
+            return None if value is None or value == "" else value
+        return single
+    fields = tuple(key)
+
+    def composite(record: dict[str, Any]) -> Any:
+        values = tuple(record.get(f) for f in fields)
+        return None if any(v is None or v == "" for v in values) else values
+    return composite
+
+
 # --- paging -----------------------------------------------------------------------------------
 
 
@@ -261,6 +319,25 @@ def test_a_page_sharing_one_timestamp_falls_back_to_page_numbers(api: FakeApi) -
     pages = list(client.iter_pages("dossiers"))
     assert [(p.page, p.updated_from) for p in pages] == [(1, None), (2, None), (1, "20240101080900")]
     assert len(dedupe_latest([r for p in pages for r in p.records], "MaHoSo")[0]) == 12
+
+
+def test_a_server_ignoring_the_paging_parameters_is_refused(api: FakeApi) -> None:
+    api.ignore_paging = True
+    client, _ = _client(api)
+    with pytest.raises(SourceResponseError, match="same records twice in a row.*ignore the paging parameters"):
+        _raw(client)
+    assert len(api.requests) == 2
+
+
+def test_pages_are_told_apart_by_the_entity_key_from_the_registry(api: FakeApi) -> None:
+    # ten payments of one dossier, all updated at the same second: pages 1 and 2 differ only by
+    # the payment key (Ma); told apart by MaHoSo they would look like the same page served twice
+    api.records["payments"] = [{"Ma": f"TT-{i}", "MaHoSo": "H08-00001", "NgayCapNhat": "20240101080000"}
+                               for i in range(10)]
+    client, _ = _client(api)
+    pages = list(client.iter_pages("payments"))
+    assert [r["Ma"] for p in pages for r in p.records] == [f"TT-{i}" for i in range(10)]
+    assert [p.page for p in pages] == [1, 2]
 
 
 def test_stops_when_total_reached_without_an_empty_extra_page(api: FakeApi) -> None:
@@ -321,7 +398,7 @@ def test_survives_every_retriable_fault_and_counts_them(api: FakeApi, caplog: py
         Fault("reset"),
     ]
     client, sleep = _client(api, max_retries=6, backoff_base=0.5, backoff_max=60)
-    caplog.set_level(logging.WARNING, logger="tasks.source_api")
+    caplog.set_level(logging.WARNING, logger="tasks.http_transport")
     assert len(_all(client)) == 12
     assert client.stats.retries == 6
     assert client.stats.by_reason == {"429": 1, "5xx": 4, "connection": 1}
@@ -533,30 +610,14 @@ def test_dedupe_latest_composite_key_and_ties() -> None:
     assert kept == [a2, b] and dropped == 1
 
 
-def test_dedupe_latest_keeps_the_latest_version_at_scale() -> None:
-    """Correctness on a realistic batch (speed is measured in bench/, never in unit tests)."""
-    n = 200_000
-    records = [{"MaHoSo": f"K{i % 140_000}", "NgayCapNhat": f"2024{i % 12 + 1:02d}01000000", "i": i} for i in range(n)]
-    kept, dropped = dedupe_latest(records, "MaHoSo")
-    assert len(kept) == 140_000 and dropped == 60_000
-    latest = {}
-    for r in records:
-        k = r["MaHoSo"]
-        if k not in latest or r["NgayCapNhat"] >= latest[k]["NgayCapNhat"]:
-            latest[k] = r
-    assert {r["MaHoSo"]: r["i"] for r in kept} == {k: r["i"] for k, r in latest.items()}
-
-
 # --- the project's simulator (if present) -----------------------------------------------------
 
 _HAS_SIMULATOR = all(
-    importlib.util.find_spec(m) is not None for m in ("tasks.simulator.server", "tasks.simulator.dataset")
+    importlib.util.find_spec(m) is not None for m in ("simulator.server", "simulator.dataset")
 )
 
 
-_SIM_KEYS: dict[str, str | tuple[str, ...]] = {
-    "dossiers": "MaHoSo", "payments": "Ma", "procedures": "MaTTHC", "units": ("MaDonVi", "HieuLucTu"),
-}
+_SIM_KEYS: dict[str, tuple[str, ...]] = {name: e.key for name, e in REGISTRY.items()}
 
 
 def _read_simulator(url: str, page_size: int = 50) -> tuple[dict[str, dict[Any, Any]], SourceClient]:
@@ -566,15 +627,14 @@ def _read_simulator(url: str, page_size: int = 50) -> tuple[dict[str, dict[Any, 
     out: dict[str, dict[Any, Any]] = {}
     for entity, key in _SIM_KEYS.items():
         kept, _ = dedupe_latest(client.iter_records(entity), key)
-        fields = key if isinstance(key, tuple) else (key,)
-        out[entity] = {tuple(r[f] for f in fields): r for r in kept}
+        out[entity] = {tuple(r[f] for f in key): r for r in kept}
     return out, client
 
 
-@pytest.mark.skipif(not _HAS_SIMULATOR, reason="tasks/simulator/server.py and dataset.py not built yet")
+@pytest.mark.skipif(not _HAS_SIMULATOR, reason="simulator/server.py and dataset.py not built yet")
 def test_simulator_with_faults_yields_the_fault_free_records() -> None:
-    from tasks.simulator.dataset import generate
-    from tasks.simulator.server import FaultConfig, start_server
+    from simulator.dataset import generate
+    from simulator.server import FaultConfig, start_server
 
     dataset = generate(seed=11, n_dossiers=600)
     with start_server(dataset, "127.0.0.1", port=0, token="sim-token", faults=FaultConfig()) as clean:
@@ -592,10 +652,10 @@ def test_simulator_with_faults_yields_the_fault_free_records() -> None:
     assert client.stats.retries > 0 and set(client.stats.by_reason) <= {"429", "5xx", "connection", "timeout"}
 
 
-@pytest.mark.skipif(not _HAS_SIMULATOR, reason="tasks/simulator/server.py and dataset.py not built yet")
+@pytest.mark.skipif(not _HAS_SIMULATOR, reason="simulator/server.py and dataset.py not built yet")
 def test_simulator_records_moving_while_paging_are_not_lost() -> None:
-    from tasks.simulator.dataset import generate
-    from tasks.simulator.server import FaultConfig, start_server
+    from simulator.dataset import generate
+    from simulator.server import FaultConfig, start_server
 
     dataset = generate(seed=12, n_dossiers=400)
     expected = {r["MaHoSo"] for r in dataset.dossiers}

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from simulator.dataset import generate
 from tasks import pipeline
 from tasks.calendar import load_calendar
 from tasks.settings import Settings
-from tasks.simulator.dataset import generate
-from tasks.warehouse import connect, fingerprint, upgrade
+from tasks.warehouse import connect, upgrade
+from tests.warehouse_state import fingerprint
 
 PERIOD = (date(2024, 1, 1), date(2024, 3, 31))
 

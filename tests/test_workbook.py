@@ -26,7 +26,7 @@ import xlsxwriter
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from tasks import reports, workbook
+from tasks import reports, workbook, workbook_cells
 from tasks.calendar import load_calendar
 from tests.test_reports import (
     AS_OF,
@@ -321,12 +321,12 @@ def test_heading_texts(golden_workbook: tuple[sa.Engine, reports.Publication, Pa
     engine, pub, path = golden_workbook
     h1 = dataclasses.replace(pub, period_start=date(2023, 12, 15), period_end=date(2024, 6, 14),
                              period_cut="decree-09", period_label="2024-H1")
-    assert workbook.period_line(h1) == ("Kỳ báo cáo: từ ngày 15/12/2023 đến ngày 14/06/2024 (6 tháng đầu năm 2024, "
+    assert workbook_cells.period_line(h1) == ("Kỳ báo cáo: từ ngày 15/12/2023 đến ngày 14/06/2024 (6 tháng đầu năm 2024, "
                                         "chốt số liệu theo Nghị định 09/2019/NĐ-CP)")
     q2 = dataclasses.replace(pub, period_label="2024-Q2")
-    assert workbook.period_line(q2).endswith("(quý II năm 2024, chốt số liệu theo kỳ dương lịch)")
+    assert workbook_cells.period_line(q2).endswith("(quý II năm 2024, chốt số liệu theo kỳ dương lịch)")
     ranged = dataclasses.replace(pub, period_label=None)
-    assert workbook.period_line(ranged).endswith("31/03/2024 (chốt số liệu theo kỳ dương lịch)")
+    assert workbook_cells.period_line(ranged).endswith("31/03/2024 (chốt số liệu theo kỳ dương lịch)")
     bare = openpyxl.load_workbook(workbook.write_workbook(engine, pub.publication_id, path.with_name("bare.xlsx")))
     for ws in bare.worksheets:
         shown = texts(ws)
@@ -428,7 +428,7 @@ def formats_probe(path: Path) -> Path:
               ("rate", 0.9993), ("rate", None), ("hours", 12.5)]
     for row, (kind, value) in enumerate(values, start=1):
         sheet.put(row, 1, kind)
-        sheet.put(row, 2, value, workbook.number_format(kind), workbook.empty_of(kind))
+        sheet.put(row, 2, value, workbook_cells.number_format(kind), workbook_cells.empty_of(kind))
     sheet.put(len(values) + 1, 1, "control")
     sheet.put(len(values) + 1, 2, 0.9993, {"num_format": "0.00%"})
     book.close()

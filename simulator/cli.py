@@ -39,8 +39,8 @@ def serve(
     mutate_rate: Annotated[float, typer.Option(help="Records re-stamped per page read, as a fraction of page_size.")] = 0.0,
 ) -> None:
     """Serve the API until SIGTERM/SIGINT; prints `Simulator listening on <url>` once ready."""
-    from tasks.simulator.dataset import generate
-    from tasks.simulator.server import FaultConfig, serve_forever
+    from simulator.dataset import generate
+    from simulator.server import FaultConfig, serve_forever
 
     ds = generate(seed=seed, n_dossiers=dossiers, start=_date(start, "--start"), end=_date(end, "--end"))
     faults = FaultConfig(fault_rate=fault_rate, slow_seconds=slow_seconds, mutate_rate=mutate_rate, seed=seed)
@@ -74,8 +74,8 @@ def export_cmd(
     layouts = {"plain": ("plain",), "ugly": ("ugly",), "both": ("plain", "ugly")}
     if format not in formats or layout not in layouts:
         raise typer.BadParameter("--format must be xlsx|csv|both and --layout plain|ugly|both")
-    from tasks.simulator.dataset import generate
-    from tasks.simulator.export import export_files
+    from simulator.dataset import generate
+    from simulator.export import export_files
 
     ds = generate(seed=seed, n_dossiers=dossiers)
     for path in export_files(ds, out, formats=formats[format], layouts=layouts[layout], seed=seed, limit=limit,

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
 
-from tasks.simulator import catalog as C
-
-if TYPE_CHECKING:
-    from tasks.simulator.dataset import Dataset
+from simulator import catalog as C
+from simulator.state import DOSSIER_TS, PAYMENT_TS, State, ascii_fold, local_code
+from simulator.workcal import DAY
 
 RESULT_URL = "https://motcua.binhdinh.gov.vn/ketqua/{}.pdf"
 
 
 @lru_cache(maxsize=64)
 def _doc_names(proc_i: int) -> tuple[tuple[str, str], ...]:
-    from tasks.simulator.dataset import _ascii
-
     p = C.PROCEDURES[proc_i]
     names = (*p.documents, "Giấy tờ khác")
-    return tuple((n, _ascii(n).replace(" ", "_").replace(",", "") + ".pdf") for n in names)
+    return tuple((n, ascii_fold(n).replace(" ", "_").replace(",", "") + ".pdf") for n in names)
 
 
 def _people_names(loai: list[int], nf: list[int], nm: list[int], ng: list[int], nb: list[int]) -> list[str]:
@@ -80,11 +77,10 @@ def _fees(p: C.Procedure, code: str, phi: int, lephi: int, thu: int, zero: int =
 _D_INTS = ("proc", "unit", "kenh", "loai", "nf", "nm", "ng", "nb", "cmnd", "idno", "phone", "status",
            "hinhthuc", "tttt", "m_sohoa", "m_reuse", "m_kho", "ndocs", "eresult", "official", "phi",
            "lephi", "thu", "nsupp", "fee0")
-_D_TS = ("nop", "tiepnhan", "hentra", "ketthuc", "tra", "tuchoi", "capnhat", "s1_req", "s1_recv",
-         "s2_req", "s2_recv", "due0", "due1", "due2")
+_D_TS = DOSSIER_TS
 
 
-def render_dossiers(ds: Dataset, idx: np.ndarray) -> list[dict[str, Any]]:
+def render_dossiers(ds: State, idx: np.ndarray) -> list[dict[str, Any]]:
     """Dossier dicts for row indices `idx`, fields in the contract's order."""
     d = ds._d
     c = _cols(d, idx, _D_INTS)
@@ -103,7 +99,7 @@ def render_dossiers(ds: Dataset, idx: np.ndarray) -> list[dict[str, Any]]:
         kenh = c["kenh"][j]
         out.append({
             "MaHoSo": key, "MaTTHC": pr["MaTTHC"], "TenTTHC": pr["TenTTHC"], "MaLinhVuc": pr["MaLinhVuc"],
-            "TenLinhVuc": pr["TenLinhVuc"], "MaDonVi": _unit_code(unit_codes[ui], sc), "TenDonVi": units[ui],
+            "TenLinhVuc": pr["TenLinhVuc"], "MaDonVi": local_code(unit_codes[ui], sc), "TenDonVi": units[ui],
             "KenhThucHien": kenh or None, "LoaiDoiTuong": c["loai"][j], "ChuHoSo": names[j],
             "SoGiayToChuHoSo": f"{c['idno'][j]:09d}" if c["cmnd"][j] else f"{c['idno'][j]:012d}",
             "SoDienThoai": f"0{c['phone'][j]:09d}",
@@ -123,12 +119,8 @@ def render_dossiers(ds: Dataset, idx: np.ndarray) -> list[dict[str, Any]]:
     return out
 
 
-def _unit_code(code: str, sc: str) -> str:
-    return code if sc == "H08" else code.replace(".H08", f".{sc}")
-
-
 _P_INTS = ("dossier", "phi", "lephi", "status", "method", "thu", "kenh")
-_P_TS = ("yeucau", "thuphi", "hoanphi", "huy", "capnhat")
+_P_TS = PAYMENT_TS
 
 
 def _transaction_id(i: int, method: int, kenh: int, status: int, day: str | None) -> str | None:
@@ -138,7 +130,7 @@ def _transaction_id(i: int, method: int, kenh: int, status: int, day: str | None
     return f"{prefix}{day[2:8]}{(i * 7919 + 104729) % 10**9:09d}"
 
 
-def render_payments(ds: Dataset, idx: np.ndarray) -> list[dict[str, Any]]:
+def render_payments(ds: State, idx: np.ndarray) -> list[dict[str, Any]]:
     """Payment-request dicts for row indices `idx`, fields in the contract's order."""
     p = ds._p
     c = _cols(p, idx, _P_INTS)
@@ -170,11 +162,11 @@ def _j(v: Any) -> str:
 class _Fragments:
     """Cached JSON fragments of a dataset (procedures, units, officials, nested lists)."""
 
-    def __init__(self, ds: Dataset) -> None:
+    def __init__(self, ds: State) -> None:
         sc = ds._ctx.source_code
         self.procs = [",".join(f'"{k}":{_j(p[k])}' for k in ("MaTTHC", "TenTTHC", "MaLinhVuc", "TenLinhVuc"))
                       for p in ds.procedures]
-        self.units = [f'"MaDonVi":{_j(_unit_code(code, sc))},"TenDonVi":{_j(name)}'
+        self.units = [f'"MaDonVi":{_j(local_code(code, sc))},"TenDonVi":{_j(name)}'
                       for code, name in zip(ds._ctx.unit_index, ds._ctx.unit_names, strict=True)]
         self.offs = [f'"MaCanBoXuLy":{_j(o.code)},"CanBoXuLy":{_j(o.name)}' for o in ds._ctx.officials.officials]
         self.result_names = [_j(p.result_name) for p in C.PROCEDURES]
@@ -188,7 +180,7 @@ class _Fragments:
             s = self.docs[key] = _j(_documents(*key))
         return s
 
-    def fee(self, ds: Dataset, key: tuple[int, int, int, int, int]) -> str:
+    def fee(self, ds: State, key: tuple[int, int, int, int, int]) -> str:
         s = self.fees.get(key)
         if s is None:
             pi, phi, lephi, thu, zero = key
@@ -196,7 +188,7 @@ class _Fragments:
         return s
 
 
-def _ts_json(ds: Dataset, arr: np.ndarray, quirky: list[bool]) -> list[str]:
+def _ts_json(ds: State, arr: np.ndarray, quirky: list[bool]) -> list[str]:
     """Timestamps -> JSON texts ('"yyyyMMddHHmmss"', 'null', or '""' for a quirky record)."""
     d0 = ds._ctx.cal.d0
     days = _quoted_days(ds)
@@ -204,7 +196,7 @@ def _ts_json(ds: Dataset, arr: np.ndarray, quirky: list[bool]) -> list[str]:
             for v, q in zip(arr.tolist(), quirky, strict=True)]
 
 
-def _quoted_days(ds: Dataset) -> list[str]:
+def _quoted_days(ds: State) -> list[str]:
     base = ds._day_strings()
     cached = getattr(ds, "_quoted_days_cache", None)
     if cached is None or cached[0] is not base:
@@ -213,7 +205,7 @@ def _quoted_days(ds: Dataset) -> list[str]:
     return cached[1]
 
 
-def dossiers_json(ds: Dataset, idx: np.ndarray, quirky: list[bool]) -> list[str]:
+def dossiers_json(ds: State, idx: np.ndarray, quirky: list[bool]) -> list[str]:
     """One JSON object text per dossier, equal to `render_dossiers` + the quirks where `quirky`."""
     fr: _Fragments | None = getattr(ds, "_fragments", None)
     if fr is None:
@@ -254,11 +246,10 @@ def dossiers_json(ds: Dataset, idx: np.ndarray, quirky: list[bool]) -> list[str]
     return out
 
 
-def _supp_ts(ds: Dataset, i: int) -> dict[str, list[str | None]]:
+def _supp_ts(ds: State, i: int) -> dict[str, list[str | None]]:
     d = ds._d
     cols = ("s1_req", "s1_recv", "s2_req", "s2_recv", "due0", "due1", "due2")
     return {n: ds._ts_strings(d[n][[i]]) for n in cols}
 
 
-_TOD_J = [f'{s // 3600:02d}{s // 60 % 60:02d}{s % 60:02d}"' for s in range(86400)]
-DAY = 86400
+_TOD_J = [f'{s // 3600:02d}{s // 60 % 60:02d}{s % 60:02d}"' for s in range(DAY)]

@@ -32,9 +32,9 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import orjson
 
-from tasks.simulator import inject
-from tasks.simulator.dataset import Dataset
-from tasks.simulator.workcal import from_ts, to_ts
+from simulator import inject
+from simulator.dataset import Dataset
+from simulator.workcal import from_ts, to_ts
 
 PAGED = ("dossiers", "payments", "procedures", "units")
 FAULT_KINDS = ("429", "500", "502", "503", "504", "reset", "slow")
@@ -148,7 +148,7 @@ def _render_page(state: _State, entity: str, frm: int | None, to: int | None, pa
     """(body, window start position, window end position) for one page."""
     ds = state.dataset
     with state.lock:
-        if inject.has_planted(ds, entity):  # planted records (tasks/simulator/inject.py): merged, uncached
+        if inject.has_planted(ds, entity):  # planted records (simulator/inject.py): merged, uncached
             return inject.render_page(ds, entity, frm, to, page, size)
         key = (entity, frm, to, page, size, ds.version)
         if key in state.cache:

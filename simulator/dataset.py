@@ -24,51 +24,17 @@ submission or never accepted (status 1), and dossiers rejected at intake (status
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, overload
 
 import numpy as np
 import orjson
 
-from tasks.simulator import catalog as C
-from tasks.simulator.workcal import DAY, WORKDAY, WorkCalendar, day_number, from_ts, to_ts
-
-ENTITIES = ("dossiers", "payments", "procedures", "units")
-MISSING = 0  # timestamp columns use 0 for "no value"
-
-DOSSIER_TS = ("nop", "tiepnhan", "hentra", "ketthuc", "tra", "tuchoi", "capnhat",
-              "s1_req", "s1_recv", "s2_req", "s2_recv", "due0", "due1", "due2")
-PAYMENT_TS = ("yeucau", "thuphi", "hoanphi", "huy", "capnhat")
-_TOD = [f"{s // 3600:02d}{s // 60 % 60:02d}{s % 60:02d}" for s in range(DAY)]
-
-
-@dataclass
-class _Ctx:
-    """Everything the generators need besides the random stream."""
-
-    seed: int
-    start: date
-    end: date
-    source_code: str
-    units: list[C.UnitRow]
-    procs: tuple[C.Procedure, ...]
-    unit_index: dict[str, int]
-    unit_names: list[str]
-    officials: C.OfficialPool
-    cal: WorkCalendar
-    seq: dict[tuple[int, int], int] = field(default_factory=dict)
-
-
-def _code(s: str, source_code: str) -> str:
-    return s if source_code == "H08" else s.replace(".H08", f".{source_code}")
-
-
-def _ascii(s: str) -> str:
-    s = s.replace("đ", "d").replace("Đ", "D")
-    return "".join(ch for ch in unicodedata.normalize("NFD", s) if not unicodedata.combining(ch)).lower()
+from simulator import advance, render
+from simulator import catalog as C
+from simulator.state import Ctx, State, ascii_fold, due_times, local_code, proc_arrays
+from simulator.workcal import DAY, WORKDAY, WorkCalendar, day_number, from_ts, to_ts
 
 
 def _build_officials(rng: np.random.Generator, codes: list[str]) -> C.OfficialPool:
@@ -79,17 +45,17 @@ def _build_officials(rng: np.random.Generator, codes: list[str]) -> C.OfficialPo
             name = " ".join((C.FAMILY_NAMES[rng.integers(len(C.FAMILY_NAMES))],
                              C.MIDDLE_NAMES[rng.integers(len(C.MIDDLE_NAMES))],
                              C.GIVEN_NAMES[rng.integers(len(C.GIVEN_NAMES))]))
-            login = f"{code.split('.')[2]}.{_ascii(name).replace(' ', '')}{len(pool.officials) % 97:02d}"
+            login = f"{code.split('.')[2]}.{ascii_fold(name).replace(' ', '')}{len(pool.officials) % 97:02d}"
             pool.officials.append(C.Official(login, name, code))
         pool.ranges[code] = (lo, len(pool.officials))
     return pool
 
 
-def _make_ctx(seed: int, start: date, end: date, last_day: date, source_code: str) -> _Ctx:
+def _make_ctx(seed: int, start: date, end: date, last_day: date, source_code: str) -> Ctx:
     rng = np.random.default_rng([seed, 7])
     units = C.unit_rows(start, end)
     codes = list(dict.fromkeys(u.code for u in units))
-    return _Ctx(
+    return Ctx(
         seed=seed, start=start, end=end, source_code=source_code, units=units, procs=C.PROCEDURES,
         unit_index={c: i for i, c in enumerate(codes)},
         unit_names=[next(u.name for u in units if u.code == c) for c in codes],
@@ -102,7 +68,7 @@ def _make_ctx(seed: int, start: date, end: date, last_day: date, source_code: st
 # generation of a block of dossiers (vectorised)
 # ----------------------------------------------------------------------------------------------
 
-def _period_handlers(ctx: _Ctx, proc: C.Procedure, post: bool) -> tuple[list[int], np.ndarray]:
+def _period_handlers(ctx: Ctx, proc: C.Procedure, post: bool) -> tuple[list[int], np.ndarray]:
     """Candidate handling units (indices) and weights for a procedure before/after 2025-07-01."""
     if post and proc.handler != C.SO_TU_PHAP:
         codes = [c for c, _n, _o in C.NEW_COMMUNES]
@@ -115,13 +81,13 @@ def _period_handlers(ctx: _Ctx, proc: C.Procedure, post: bool) -> tuple[list[int
     return [ctx.unit_index[c] for c in codes], weights / weights.sum()
 
 
-def _desk(ctx: _Ctx, unit_idx: np.ndarray) -> np.ndarray:
+def _desk(ctx: Ctx, unit_idx: np.ndarray) -> np.ndarray:
     """The one-stop desk whose code prefixes MaHoSo: district departments use the district desk."""
     district_depts = [ctx.unit_index[c] for c in (C.P_TUPHAP, C.P_VHTT, C.P_KTHT, C.P_TCKH, C.VP_UBND)]
     return np.where(np.isin(unit_idx, district_depts), ctx.unit_index[C.DISTRICT], unit_idx)
 
 
-def _receipt_times(ctx: _Ctx, rng: np.random.Generator, n: int, t_lo: int, t_hi: int) -> np.ndarray:
+def _receipt_times(ctx: Ctx, rng: np.random.Generator, n: int, t_lo: int, t_hi: int) -> np.ndarray:
     days = np.arange(t_lo // DAY, t_hi // DAY + 1)
     work = days[ctx.cal.is_working(days)]
     pool = work if len(work) else days
@@ -133,20 +99,7 @@ def _receipt_times(ctx: _Ctx, rng: np.random.Generator, n: int, t_lo: int, t_hi:
     return np.clip(d * DAY + tod, t_lo, t_hi)
 
 
-def _due(ctx: _Ctx, proc_time: np.ndarray, proc_unit: np.ndarray, recv: np.ndarray) -> np.ndarray:
-    """Due timestamps: working hours for `ngay-lam-viec`/`gio`, calendar days for `ngay`."""
-    cal = ctx.cal
-    hours = np.where(proc_unit == 2, proc_time, proc_time * 8)
-    due = cal.from_work(cal.to_work(recv) + hours * 3600)
-    cal_day = proc_unit == 1
-    if cal_day.any():
-        r = recv[cal_day]
-        tod = np.minimum(r % DAY, 17 * 3600)
-        due[cal_day] = cal.next_working(r // DAY + proc_time[cal_day]) * DAY + tod
-    return due
-
-
-def _supplements(ctx: _Ctx, rng: np.random.Generator, b: dict[str, np.ndarray], w_recv: np.ndarray,
+def _supplements(ctx: Ctx, rng: np.random.Generator, b: dict[str, np.ndarray], w_recv: np.ndarray,
                  w_end: np.ndarray, w_due: np.ndarray, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Draw up to two supplement rounds; move the due date and planned end by each pause.
 
@@ -229,7 +182,7 @@ def _channels(rng: np.random.Generator, mucdo: np.ndarray) -> np.ndarray:
     return np.where((kenh == 1) & (rng.random(n) < 0.015), 0, kenh).astype(np.int8)
 
 
-def _submission(ctx: _Ctx, rng: np.random.Generator, kenh: np.ndarray, recv: np.ndarray) -> np.ndarray:
+def _submission(ctx: Ctx, rng: np.random.Generator, kenh: np.ndarray, recv: np.ndarray) -> np.ndarray:
     """NgayNopHoSo. Online: most are accepted within a few working hours (often the morning after an
     evening or weekend submission); about one in ten waits more than 8 working hours."""
     n, cal = len(kenh), ctx.cal
@@ -243,7 +196,7 @@ def _submission(ctx: _Ctx, rng: np.random.Generator, kenh: np.ndarray, recv: np.
     return np.where(kenh == 2, online, np.where(kenh == 3, postal, desk))
 
 
-def _assign_units(ctx: _Ctx, rng: np.random.Generator, proc: np.ndarray, recv: np.ndarray) -> np.ndarray:
+def _assign_units(ctx: Ctx, rng: np.random.Generator, proc: np.ndarray, recv: np.ndarray) -> np.ndarray:
     unit = np.zeros(len(proc), dtype=np.int16)
     post = recv >= day_number(C.RESTRUCTURE_DAY) * DAY
     for p_i, p in enumerate(ctx.procs):
@@ -255,14 +208,14 @@ def _assign_units(ctx: _Ctx, rng: np.random.Generator, proc: np.ndarray, recv: n
     return unit
 
 
-def _assign_officials(ctx: _Ctx, rng: np.random.Generator, unit: np.ndarray) -> np.ndarray:
+def _assign_officials(ctx: Ctx, rng: np.random.Generator, unit: np.ndarray) -> np.ndarray:
     codes = list(ctx.unit_index)
     lo = np.array([ctx.officials.ranges[c][0] for c in codes])
     hi = np.array([ctx.officials.ranges[c][1] for c in codes])
     return (lo[unit] + (rng.random(len(unit)) * (hi[unit] - lo[unit])).astype(np.int64)).astype(np.int16)
 
 
-def _status(ctx: _Ctx, rng: np.random.Generator, b: dict[str, np.ndarray], end: np.ndarray,
+def _status(ctx: Ctx, rng: np.random.Generator, b: dict[str, np.ndarray], end: np.ndarray,
             now: int, has_fee: np.ndarray, thu: np.ndarray, uncollected: np.ndarray) -> None:
     """Status codes and the timestamps that go with them, as of `now`."""
     n, recv = len(end), b["tiepnhan"]
@@ -326,7 +279,7 @@ def _open_supplements(b: dict[str, np.ndarray], progress: np.ndarray, now: int) 
     b["due0"] = np.where(b["nsupp"] > 0, b["due0"], 0)
 
 
-def _return_times(ctx: _Ctx, rng: np.random.Generator, end: np.ndarray, thu: np.ndarray) -> np.ndarray:
+def _return_times(ctx: Ctx, rng: np.random.Generator, end: np.ndarray, thu: np.ndarray) -> np.ndarray:
     n = len(end)
     u = rng.random(n)
     sau = thu == C.THU_SAU
@@ -363,7 +316,7 @@ def _results(rng: np.random.Generator, b: dict[str, np.ndarray], paper: np.ndarr
     b["eresult"] = np.where(resolved, np.where(link, 2, np.where(no_list, 0, 1)), 0).astype(np.int8)
 
 
-def _keys(ctx: _Ctx, desk: np.ndarray, nop: np.ndarray) -> np.ndarray:
+def _keys(ctx: Ctx, desk: np.ndarray, nop: np.ndarray) -> np.ndarray:
     """MaHoSo `<desk>-<yymmdd>-<seq>`, seq per desk and submission day, continuing across blocks."""
     day = nop // DAY
     order = np.lexsort((nop, day, desk))
@@ -377,7 +330,7 @@ def _keys(ctx: _Ctx, desk: np.ndarray, nop: np.ndarray) -> np.ndarray:
             count, last = ctx.seq.get(k, 0), k
         count += 1
         ctx.seq[k] = count
-        out[i] = f"{_code(codes[k[0]], ctx.source_code)}-{_yymmdd(k[1])}-{count:05d}".encode()
+        out[i] = f"{local_code(codes[k[0]], ctx.source_code)}-{_yymmdd(k[1])}-{count:05d}".encode()
     return np.array(out, dtype="S40")
 
 
@@ -386,29 +339,9 @@ def _yymmdd(dn: int) -> str:
     return f"{d.year % 100:02d}{d.month:02d}{d.day:02d}"
 
 
-def _proc_arrays(procs: Sequence[C.Procedure]) -> dict[str, np.ndarray]:
-    unit_code = {"ngay-lam-viec": 0, "ngay": 1, "gio": 2}
-    return {
-        "time": np.array([p.time for p in procs]),
-        "unit": np.array([unit_code[p.time_unit] for p in procs]),
-        "mucdo": np.array([p.mucdo for p in procs]),
-        "fee": np.array([p.has_fee for p in procs]),
-        "phi": np.array([p.phi for p in procs]),
-        "lephi": np.array([p.lephi for p in procs]),
-        "mult": np.array([p.multiplier_max for p in procs]),
-        "sau": np.array([p.thu_sau_share for p in procs]),
-        "ndocs": np.array([len(p.documents) for p in procs]),
-        "paper": np.array([p.paper_result for p in procs]),
-        "uncollected": np.array([p.uncollected_share for p in procs]),
-        "business": np.array([p.documents[0] == "Giấy đề nghị" for p in procs]),
-        "online_pay": np.array([p.online_payment for p in procs]),
-        "weight": np.array([p.weight for p in procs], dtype=float),
-    }
-
-
-def _gen_block(ctx: _Ctx, rng: np.random.Generator, n: int, t_lo: int, t_hi: int, now: int) -> dict[str, np.ndarray]:
+def _gen_block(ctx: Ctx, rng: np.random.Generator, n: int, t_lo: int, t_hi: int, now: int) -> dict[str, np.ndarray]:
     """Generate `n` dossiers received in [t_lo, t_hi], with statuses as of `now` (no payments yet)."""
-    pa = _proc_arrays(ctx.procs)
+    pa = proc_arrays(ctx.procs)
     b: dict[str, np.ndarray] = {}
     proc = rng.choice(len(ctx.procs), n, p=pa["weight"] / pa["weight"].sum()).astype(np.int16)
     recv = _receipt_times(ctx, rng, n, t_lo, t_hi)
@@ -419,7 +352,7 @@ def _gen_block(ctx: _Ctx, rng: np.random.Generator, n: int, t_lo: int, t_hi: int
     b["nop"] = _submission(ctx, rng, b["kenh"], recv)
     b["hinhthuc"] = np.where(b["kenh"] == 3, 1, (rng.random(n) < 0.02).astype(np.int8)).astype(np.int8)
     _people(rng, b, pa["business"][proc])
-    due = _due(ctx, pa["time"][proc], pa["unit"][proc], recv)
+    due = due_times(ctx, pa["time"][proc], pa["unit"][proc], recv)
     w_recv, w_due = ctx.cal.to_work(recv), ctx.cal.to_work(due)
     w_end, cls = _planned_end(rng, w_recv, w_due)
     eligible = (pa["unit"][proc] != 2) & (pa["time"][proc] >= 2)
@@ -459,7 +392,7 @@ def _gen_block(ctx: _Ctx, rng: np.random.Generator, n: int, t_lo: int, t_hi: int
 # payments (vectorised)
 # ----------------------------------------------------------------------------------------------
 
-def _gen_payments(ctx: _Ctx, rng: np.random.Generator, d: dict[str, np.ndarray], first: int,
+def _gen_payments(ctx: Ctx, rng: np.random.Generator, d: dict[str, np.ndarray], first: int,
                   online_pay: np.ndarray, now: int, first_payment: int) -> dict[str, np.ndarray]:
     """Payment requests for dossiers d[first:] (fee-bearing, not status 1)."""
     rows = np.flatnonzero((d["thu"][first:] != C.THU_NONE) & (d["status"][first:] != 1)) + first
@@ -487,7 +420,7 @@ def _empty_payments(n: int) -> dict[str, np.ndarray]:
             "huy": z.copy()}
 
 
-def _main_payments(ctx: _Ctx, rng: np.random.Generator, d: dict[str, np.ndarray], rows: np.ndarray,
+def _main_payments(ctx: Ctx, rng: np.random.Generator, d: dict[str, np.ndarray], rows: np.ndarray,
                    online_pay: np.ndarray, now: int) -> dict[str, np.ndarray]:
     n = len(rows)
     p = _empty_payments(n)
@@ -615,20 +548,17 @@ class RecordView(Sequence[dict[str, Any]]):
             yield from self._ds.render(self._entity, np.arange(lo, min(n, lo + 2000)))
 
 
-class Dataset:
+class Dataset(State):
     """The simulated one-stop system's data. Build it with `generate()`.
 
     Row indices are stable: records are only appended (by `advance`), never removed.
     """
 
-    def __init__(self, ctx: _Ctx, d: dict[str, np.ndarray], p: dict[str, np.ndarray], now: int) -> None:
-        self._ctx, self._d, self._p, self.now_ts = ctx, d, p, now
+    def __init__(self, ctx: Ctx, d: dict[str, np.ndarray], p: dict[str, np.ndarray], now: int) -> None:
+        super().__init__(ctx, d, p, now)
         self.version = 0
         self._order: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._json_cache: dict[str, tuple[int, np.ndarray]] = {}
-        self._pa = _proc_arrays(ctx.procs)
-        self.procedures: list[dict[str, Any]] = [self._procedure_dict(p) for p in ctx.procs]
-        self.units: list[dict[str, Any]] = [self._unit_dict(u) for u in ctx.units]
         self._reindex("dossiers", None)
         self._reindex("payments", None)
 
@@ -653,14 +583,6 @@ class Dataset:
         """All payment requests as canonical API dicts (list-like)."""
         return RecordView(self, "payments")
 
-    def count(self, entity: str) -> int:
-        """Number of records of an entity."""
-        if entity == "dossiers":
-            return len(self._d["key"])
-        if entity == "payments":
-            return len(self._p["key"])
-        return len(self.procedures if entity == "procedures" else self.units)
-
     def records(self, entity: str, quirks: bool = False) -> list[dict[str, Any]]:
         """Every record of an entity (for small datasets; use `render` on slices for big ones)."""
         return self.render(entity, np.arange(self.count(entity)), quirks=quirks)
@@ -672,9 +594,9 @@ class Dataset:
         missing timestamps as "" (both allowed by the contract), as the server sends them.
         """
         if entity == "dossiers":
-            recs = self._render_dossiers(np.asarray(idx, dtype=np.int64))
+            recs = render.render_dossiers(self, np.asarray(idx, dtype=np.int64))
         elif entity == "payments":
-            recs = self._render_payments(np.asarray(idx, dtype=np.int64))
+            recs = render.render_payments(self, np.asarray(idx, dtype=np.int64))
         else:
             src = self.procedures if entity == "procedures" else self.units
             return [dict(src[int(i)]) for i in idx]
@@ -727,10 +649,8 @@ class Dataset:
     def _render_texts(self, entity: str, idx: np.ndarray) -> list[bytes]:
         if entity == "payments":
             return [orjson.dumps(r) for r in self.render(entity, idx, quirks=True)]
-        from tasks.simulator.render import dossiers_json
-
         quirky = [_quirky(i, entity) for i in idx.tolist()]
-        return [t.encode() for t in dossiers_json(self, idx, quirky)]
+        return [t.encode() for t in render.dossiers_json(self, idx, quirky)]
 
     # -- ordering and windows (used by the server) ---------------------------------------------
     def ordered(self, entity: str) -> tuple[np.ndarray, np.ndarray]:
@@ -772,7 +692,7 @@ class Dataset:
         n_new = int(round(n_changes * new_fraction)) if n_changes > 1 else 0
         n_upd = n_changes - n_new
         old_now = self.now_ts
-        stats = self._update_existing(rng, n_upd, old_now, now_ts)
+        stats = advance.update_existing(self, rng, n_upd, old_now, now_ts)
         first_d, first_p = self.count("dossiers"), self.count("payments")
         if n_new:
             self._append_new(rng, n_new, old_now + 1, now_ts)
@@ -798,11 +718,6 @@ class Dataset:
         p["capnhat"] = np.maximum(p["capnhat"], t_lo)
         self._p = {k: np.concatenate([self._p[k], p[k].astype(self._p[k].dtype)]) for k in self._p}
 
-    def _update_existing(self, rng: np.random.Generator, n: int, t_lo: int, t_hi: int) -> dict[str, Any]:
-        from tasks.simulator.advance import update_existing
-
-        return update_existing(self, rng, n, t_lo, t_hi)
-
     def _reindex(self, entity: str, changed: np.ndarray | None) -> None:
         cols = self._d if entity == "dossiers" else self._p
         upd, keys = cols["capnhat"], cols["key"]
@@ -821,55 +736,6 @@ class Dataset:
             else:
                 order = np.concatenate([keep, tail])
         self._order[entity] = (order, upd[order])
-
-    # -- rendering ------------------------------------------------------------------------------
-    def _ts_strings(self, arr: np.ndarray) -> list[str | None]:
-        d0 = self._ctx.cal.d0
-        days = self._day_strings()
-        out: list[str | None] = []
-        for v in arr.tolist():
-            out.append(days[v // DAY - d0] + _TOD[v % DAY] if v else None)
-        return out
-
-    def _day_strings(self) -> list[str]:
-        cal = self._ctx.cal
-        cache = getattr(self, "_days_cache", None)
-        if cache is None or cache[0] != (cal.d0, len(cal.is_work)):
-            base = date(1970, 1, 1).toordinal()
-            strs = [date.fromordinal(base + cal.d0 + k).strftime("%Y%m%d") for k in range(len(cal.is_work))]
-            cache = ((cal.d0, len(cal.is_work)), strs)
-            self._days_cache = cache
-        return cache[1]
-
-    def _render_dossiers(self, idx: np.ndarray) -> list[dict[str, Any]]:
-        from tasks.simulator.render import render_dossiers
-
-        return render_dossiers(self, idx)
-
-    def _render_payments(self, idx: np.ndarray) -> list[dict[str, Any]]:
-        from tasks.simulator.render import render_payments
-
-        return render_payments(self, idx)
-
-    def _procedure_dict(self, p: C.Procedure) -> dict[str, Any]:
-        sc = self._ctx.source_code
-        return {
-            "MaTTHC": _code(p.code, sc), "TenTTHC": p.name, "MaLinhVuc": p.sector_code,
-            "TenLinhVuc": p.sector_name, "CapThucHien": list(p.levels), "ThoiHanGiaiQuyet": p.time,
-            "DonViThoiHan": p.time_unit, "MucDoDVC": p.mucdo, "CoPhiLePhi": int(p.has_fee),
-            "CoThanhToanTrucTuyen": p.online_payment, "KetQuaGiay": p.paper_result,
-        }
-
-    def _unit_dict(self, u: C.UnitRow) -> dict[str, Any]:
-        sc = self._ctx.source_code
-        return {
-            "MaDonVi": _code(u.code, sc), "TenDonVi": u.name, "CapDonVi": u.level,
-            "MaDonViCha": _code(u.parent, sc) if u.parent else None,
-            "HieuLucTu": u.valid_from.strftime("%Y%m%d"),
-            "HieuLucDen": u.valid_to.strftime("%Y%m%d") if u.valid_to else None,
-            "MaDonViKeNhiem": _code(u.successor, sc) if u.successor else None,
-        }
-
 
 def _quirky(i: int, entity: str) -> bool:
     salt = 17 if entity == "dossiers" else 91
@@ -910,7 +776,7 @@ def generate(seed: int = 42, n_dossiers: int = 3000, start: date = date(2024, 1,
     rng = np.random.default_rng([seed, 1])
     d = _gen_block(ctx, rng, n_dossiers, t_lo, t_hi, now_ts)
     d["capnhat"] = np.zeros(n_dossiers, dtype=np.int64)
-    pa = _proc_arrays(ctx.procs)
+    pa = proc_arrays(ctx.procs)
     p = _gen_payments(ctx, rng, d, 0, pa["online_pay"], now_ts, 0)
     _dossier_updated(rng, d, p, 0, now_ts)
     return Dataset(ctx, d, p, now_ts)

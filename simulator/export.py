@@ -32,8 +32,8 @@ import numpy as np
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 
-from tasks.simulator import catalog as C
-from tasks.simulator.dataset import Dataset
+from simulator import catalog as C
+from simulator.dataset import Dataset
 
 SECTION_LABELS = {2: "I. Cấp huyện", 3: "II. Cấp xã", 1: "III. Cấp tỉnh"}
 TOTAL_LABEL = "Tổng cộng"

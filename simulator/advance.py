@@ -8,14 +8,12 @@ a minor edit (another official takes the dossier).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from tasks.simulator import catalog as C
-
-if TYPE_CHECKING:
-    from tasks.simulator.dataset import Dataset
+from simulator import catalog as C
+from simulator.state import State, due_times, proc_arrays
 
 
 class _Payments:
@@ -30,7 +28,7 @@ class _Payments:
         return self.order[lo:hi]
 
 
-def _candidates(ds: Dataset, rng: np.random.Generator, n: int) -> np.ndarray:
+def _candidates(ds: State, rng: np.random.Generator, n: int) -> np.ndarray:
     d, p = ds._d, ds._p
     open_pay = np.isin(p["status"], (C.PAY_UNPAID, C.PAY_WAITING))
     cand = np.union1d(np.flatnonzero(np.isin(d["status"], (1, 2, 4, 5, 6, 9))), p["dossier"][open_pay])
@@ -41,7 +39,7 @@ def _candidates(ds: Dataset, rng: np.random.Generator, n: int) -> np.ndarray:
     return np.concatenate([cand, extra])
 
 
-def update_existing(ds: Dataset, rng: np.random.Generator, n: int, t_lo: int, t_hi: int) -> dict[str, Any]:
+def update_existing(ds: State, rng: np.random.Generator, n: int, t_lo: int, t_hi: int) -> dict[str, Any]:
     """Apply `n` one-step changes with times in (t_lo, t_hi]; returns counts and changed rows."""
     stats: dict[str, Any] = {"updated_dossiers": 0, "payments_paid": 0}
     if n <= 0 or ds.count("dossiers") == 0:
@@ -63,7 +61,7 @@ def update_existing(ds: Dataset, rng: np.random.Generator, n: int, t_lo: int, t_
     return stats
 
 
-def _step(ds: Dataset, rng: np.random.Generator, i: int, t: int, pay_rows: np.ndarray,
+def _step(ds: State, rng: np.random.Generator, i: int, t: int, pay_rows: np.ndarray,
           changed_p: list[int]) -> str:
     d = ds._d
     s = int(d["status"][i])
@@ -93,21 +91,19 @@ def _step(ds: Dataset, rng: np.random.Generator, i: int, t: int, pay_rows: np.nd
     return "minor_edit"
 
 
-def _intake(ds: Dataset, rng: np.random.Generator, i: int, t: int) -> str:
-    from tasks.simulator.dataset import _due, _proc_arrays
-
+def _intake(ds: State, rng: np.random.Generator, i: int, t: int) -> str:
     d = ds._d
     if rng.random() < 0.15:
         d["status"][i], d["tuchoi"][i] = 3, t
         return "rejected"
-    pa = _proc_arrays(ds._ctx.procs)
+    pa = proc_arrays(ds._ctx.procs)
     pi = int(d["proc"][i])
-    due = _due(ds._ctx, pa["time"][[pi]], pa["unit"][[pi]], np.array([t], dtype=np.int64))
+    due = due_times(ds._ctx, pa["time"][[pi]], pa["unit"][[pi]], np.array([t], dtype=np.int64))
     d["status"][i], d["tiepnhan"][i], d["hentra"][i] = 2, t, int(due[0])
     return "received"
 
 
-def _resolve(ds: Dataset, rng: np.random.Generator, i: int, t: int, open_rows: list[int],
+def _resolve(ds: State, rng: np.random.Generator, i: int, t: int, open_rows: list[int],
              changed_p: list[int]) -> str:
     d = ds._d
     d["ketthuc"][i] = t
@@ -121,7 +117,7 @@ def _resolve(ds: Dataset, rng: np.random.Generator, i: int, t: int, open_rows: l
     return "resolved"
 
 
-def _supplement_received(ds: Dataset, i: int, t: int) -> str:
+def _supplement_received(ds: State, i: int, t: int) -> str:
     d, cal = ds._d, ds._ctx.cal
     k = int(d["nsupp"][i])
     req = int(d[f"s{k}_req"][i])
@@ -133,7 +129,7 @@ def _supplement_received(ds: Dataset, i: int, t: int) -> str:
     return "supplement_received"
 
 
-def _pay(ds: Dataset, rng: np.random.Generator, i: int, rows: list[int], t: int, changed_p: list[int]) -> None:
+def _pay(ds: State, rng: np.random.Generator, i: int, rows: list[int], t: int, changed_p: list[int]) -> None:
     p = ds._p
     for r in rows:
         if p["thu"][r] == C.THU_MIEN:

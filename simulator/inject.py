@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from tasks.simulator.workcal import to_ts
+from simulator.state import ENTITIES
+from simulator.workcal import to_ts
 
 if TYPE_CHECKING:
-    from tasks.simulator.dataset import Dataset
+    from simulator.dataset import Dataset
 
-ENTITIES = ("dossiers", "payments", "procedures", "units")
 VERSIONED = ("dossiers", "payments")
 _ATTR = "_planted"
 

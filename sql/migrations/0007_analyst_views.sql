@@ -1,0 +1,411 @@
+-- 0007: what analysts see (issue 16). Portable SQL: DuckDB and PostgreSQL.
+--
+-- core.dossiers_public: core.dossiers without the pseudonymous applicant key and its key id, so
+-- that SELECT * works for the analyst role (tasks/grants.py). A core table that gains a restricted
+-- column gets a <table>_public view the same way, granted to PUBLIC on PostgreSQL by its migration.
+--
+-- COMMENT ON every mart table and column: docs/data-dictionary.md on the objects, so BI tools show
+-- it. Publications replace rows and never recreate mart tables, so the comments stay. A migration
+-- adding a mart table or column comments it too (tests/test_analyst_access.py checks every one).
+
+CREATE VIEW core.dossiers_public AS
+SELECT source, ma_ho_so, ma_tthc, ten_tthc, ma_linh_vuc, ten_linh_vuc, ma_don_vi, ten_don_vi,
+       kenh_thuc_hien, loai_doi_tuong, ngay_nop_ho_so, ngay_tiep_nhan, ngay_hen_tra,
+       ngay_ket_thuc_xu_ly, ngay_tra, ngay_tu_choi, trang_thai, hinh_thuc,
+       duoc_thanh_toan_truc_tuyen, co_thanh_phan_so_hoa, n_tai_lieu, n_tai_lieu_tai_su_dung,
+       has_reuse, n_ket_qua, has_e_result, n_bo_sung, tong_le_phi_khai, ma_can_bo_xu_ly,
+       can_bo_xu_ly, ngay_cap_nhat, _source, _run_id, _loaded_at, n_tai_lieu_so_hoa, has_digitised,
+       n_tai_lieu_kho_dmqg, has_from_national_store, n_le_phi, n_le_phi_co_gia
+FROM core.dossiers;
+COMMENT ON VIEW core.dossiers_public IS 'One row per dossier: core.dossiers without the applicant key (readable by analysts)';
+
+COMMENT ON TABLE mart.publications IS 'One row per publication of the report tables for one period. Exactly one current publication per period';
+COMMENT ON COLUMN mart.publications.publication_id IS 'Publication id: period start, period end, publication time and a random suffix';
+COMMENT ON COLUMN mart.publications.period_start IS 'First day of the published period (inclusive)';
+COMMENT ON COLUMN mart.publications.period_end IS 'Last day of the published period (inclusive)';
+COMMENT ON COLUMN mart.publications.as_of IS 'Data cut: the latest NgayCapNhat loaded in core.dossiers and core.payments';
+COMMENT ON COLUMN mart.publications.published_at IS 'When the publication was committed (local time)';
+COMMENT ON COLUMN mart.publications.run_id IS 'Run that published';
+COMMENT ON COLUMN mart.publications.workbook_path IS 'Workbook written for the publication, if any';
+COMMENT ON COLUMN mart.publications.is_current IS 'True for the current publication of the period (earlier ones stay in the _history tables)';
+COMMENT ON COLUMN mart.publications.period_cut IS 'Period cut: calendar or decree-09 (DVC_PERIOD_CUT)';
+COMMENT ON COLUMN mart.publications.period_label IS 'Named period (2024-06, 2024-Q2, 2024-H1, 2024), null for a from/to range';
+
+COMMENT ON TABLE mart.rpt_progress IS 'Dossier-handling results (form 06/VPCP/KSTT): one row per period x unit (x level as of receipt)';
+COMMENT ON COLUMN mart.rpt_progress.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_progress.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_progress.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_progress.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_progress.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_progress.received_total IS 'Received in the period (status not 1 or 3, date(NgayTiepNhan) in the period)';
+COMMENT ON COLUMN mart.rpt_progress.received_online IS 'Received in the period online (KenhThucHien 2)';
+COMMENT ON COLUMN mart.rpt_progress.received_direct IS 'Received in the period in person (KenhThucHien 1 or empty)';
+COMMENT ON COLUMN mart.rpt_progress.received_postal IS 'Received in the period by post (KenhThucHien 3)';
+COMMENT ON COLUMN mart.rpt_progress.carried_over IS 'Received before the period and not resolved before it';
+COMMENT ON COLUMN mart.rpt_progress.to_handle_total IS 'received_total + carried_over (= resolved_total + in_progress_total)';
+COMMENT ON COLUMN mart.rpt_progress.resolved_total IS 'Dossiers resolved in the period (status 7-10 with date(end) in the period)';
+COMMENT ON COLUMN mart.rpt_progress.resolved_before_due IS 'Resolved in the period before date(NgayHenTra)';
+COMMENT ON COLUMN mart.rpt_progress.resolved_on_time IS 'Resolved in the period on the due date (or without a due date, or status 7)';
+COMMENT ON COLUMN mart.rpt_progress.resolved_late IS 'Resolved in the period after date(NgayHenTra)';
+COMMENT ON COLUMN mart.rpt_progress.in_progress_total IS 'Not resolved at period_end';
+COMMENT ON COLUMN mart.rpt_progress.in_progress_in_time IS 'Not resolved at period_end and not overdue (status 5 counts in time)';
+COMMENT ON COLUMN mart.rpt_progress.in_progress_overdue IS 'Not resolved at period_end and date(NgayHenTra) before period_end';
+COMMENT ON COLUMN mart.rpt_progress.on_time_rate IS '(resolved before due + on time) / resolved_total, null when nothing was resolved';
+COMMENT ON COLUMN mart.rpt_progress.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_progress.publication_id IS 'Publication that wrote the row (mart.publications)';
+COMMENT ON COLUMN mart.rpt_progress.rejected_at_intake IS 'Rejected at intake (status 3) in the period, counted in no other column';
+
+COMMENT ON TABLE mart.rpt_progress_history IS 'Every publication of mart.rpt_progress ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_progress_history.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_progress_history.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_progress_history.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_progress_history.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_progress_history.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_progress_history.received_total IS 'Received in the period (status not 1 or 3, date(NgayTiepNhan) in the period)';
+COMMENT ON COLUMN mart.rpt_progress_history.received_online IS 'Received in the period online (KenhThucHien 2)';
+COMMENT ON COLUMN mart.rpt_progress_history.received_direct IS 'Received in the period in person (KenhThucHien 1 or empty)';
+COMMENT ON COLUMN mart.rpt_progress_history.received_postal IS 'Received in the period by post (KenhThucHien 3)';
+COMMENT ON COLUMN mart.rpt_progress_history.carried_over IS 'Received before the period and not resolved before it';
+COMMENT ON COLUMN mart.rpt_progress_history.to_handle_total IS 'received_total + carried_over (= resolved_total + in_progress_total)';
+COMMENT ON COLUMN mart.rpt_progress_history.resolved_total IS 'Dossiers resolved in the period (status 7-10 with date(end) in the period)';
+COMMENT ON COLUMN mart.rpt_progress_history.resolved_before_due IS 'Resolved in the period before date(NgayHenTra)';
+COMMENT ON COLUMN mart.rpt_progress_history.resolved_on_time IS 'Resolved in the period on the due date (or without a due date, or status 7)';
+COMMENT ON COLUMN mart.rpt_progress_history.resolved_late IS 'Resolved in the period after date(NgayHenTra)';
+COMMENT ON COLUMN mart.rpt_progress_history.in_progress_total IS 'Not resolved at period_end';
+COMMENT ON COLUMN mart.rpt_progress_history.in_progress_in_time IS 'Not resolved at period_end and not overdue (status 5 counts in time)';
+COMMENT ON COLUMN mart.rpt_progress_history.in_progress_overdue IS 'Not resolved at period_end and date(NgayHenTra) before period_end';
+COMMENT ON COLUMN mart.rpt_progress_history.on_time_rate IS '(resolved before due + on time) / resolved_total, null when nothing was resolved';
+COMMENT ON COLUMN mart.rpt_progress_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_progress_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+COMMENT ON COLUMN mart.rpt_progress_history.rejected_at_intake IS 'Rejected at intake (status 3) in the period, counted in no other column';
+
+COMMENT ON TABLE mart.rpt_form06 IS 'Form 06/VPCP/KSTT (Circular 01/2020/TT-VPCP): one row per period x level x field, the counts of rpt_progress regrouped';
+COMMENT ON COLUMN mart.rpt_form06.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_form06.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_form06.cap_don_vi IS 'Level as of receipt: 1 province, 2 district, 3 commune, null when the unit is unknown';
+COMMENT ON COLUMN mart.rpt_form06.stt IS 'Row number of the field within its level (by ma_linh_vuc, a null field last)';
+COMMENT ON COLUMN mart.rpt_form06.ma_linh_vuc IS 'Field code, from core.procedures, else from the dossier';
+COMMENT ON COLUMN mart.rpt_form06.ten_linh_vuc IS 'Field name, from core.procedures, else from the dossier';
+COMMENT ON COLUMN mart.rpt_form06.received_total IS 'Form column (1): received_online + received_direct_postal + carried_over';
+COMMENT ON COLUMN mart.rpt_form06.received_online IS 'Form column (2): received in the period online (KenhThucHien 2)';
+COMMENT ON COLUMN mart.rpt_form06.received_direct_postal IS 'Form column (3): received in the period in person or by post';
+COMMENT ON COLUMN mart.rpt_form06.carried_over IS 'Form column (4): carried over from the previous period';
+COMMENT ON COLUMN mart.rpt_form06.resolved_total IS 'Form column (5): resolved in the period';
+COMMENT ON COLUMN mart.rpt_form06.resolved_before_due IS 'Form column (6): resolved before the due date';
+COMMENT ON COLUMN mart.rpt_form06.resolved_on_time IS 'Form column (7): resolved on the due date';
+COMMENT ON COLUMN mart.rpt_form06.resolved_late IS 'Form column (8): resolved late';
+COMMENT ON COLUMN mart.rpt_form06.in_progress_total IS 'Form column (9): not resolved at period_end';
+COMMENT ON COLUMN mart.rpt_form06.in_progress_in_time IS 'Form column (10): in progress, in time (status 5 counts in time)';
+COMMENT ON COLUMN mart.rpt_form06.in_progress_overdue IS 'Form column (11): in progress, overdue';
+COMMENT ON COLUMN mart.rpt_form06.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_form06.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_form06_history IS 'Every publication of mart.rpt_form06 ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_form06_history.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_form06_history.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_form06_history.cap_don_vi IS 'Level as of receipt: 1 province, 2 district, 3 commune, null when the unit is unknown';
+COMMENT ON COLUMN mart.rpt_form06_history.stt IS 'Row number of the field within its level (by ma_linh_vuc, a null field last)';
+COMMENT ON COLUMN mart.rpt_form06_history.ma_linh_vuc IS 'Field code, from core.procedures, else from the dossier';
+COMMENT ON COLUMN mart.rpt_form06_history.ten_linh_vuc IS 'Field name, from core.procedures, else from the dossier';
+COMMENT ON COLUMN mart.rpt_form06_history.received_total IS 'Form column (1): received_online + received_direct_postal + carried_over';
+COMMENT ON COLUMN mart.rpt_form06_history.received_online IS 'Form column (2): received in the period online (KenhThucHien 2)';
+COMMENT ON COLUMN mart.rpt_form06_history.received_direct_postal IS 'Form column (3): received in the period in person or by post';
+COMMENT ON COLUMN mart.rpt_form06_history.carried_over IS 'Form column (4): carried over from the previous period';
+COMMENT ON COLUMN mart.rpt_form06_history.resolved_total IS 'Form column (5): resolved in the period';
+COMMENT ON COLUMN mart.rpt_form06_history.resolved_before_due IS 'Form column (6): resolved before the due date';
+COMMENT ON COLUMN mart.rpt_form06_history.resolved_on_time IS 'Form column (7): resolved on the due date';
+COMMENT ON COLUMN mart.rpt_form06_history.resolved_late IS 'Form column (8): resolved late';
+COMMENT ON COLUMN mart.rpt_form06_history.in_progress_total IS 'Form column (9): not resolved at period_end';
+COMMENT ON COLUMN mart.rpt_form06_history.in_progress_in_time IS 'Form column (10): in progress, in time (status 5 counts in time)';
+COMMENT ON COLUMN mart.rpt_form06_history.in_progress_overdue IS 'Form column (11): in progress, overdue';
+COMMENT ON COLUMN mart.rpt_form06_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_form06_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_online_payment IS 'Online payment, system vs paid-only: one row per period x unit x procedure with a dossier received in the period that carries a financial obligation';
+COMMENT ON COLUMN mart.rpt_online_payment.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_online_payment.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_online_payment.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_online_payment.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_online_payment.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_online_payment.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_online_payment.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_online_payment.with_obligation IS 'Dossiers received in the period with a financial obligation (system denominator)';
+COMMENT ON COLUMN mart.rpt_online_payment.obligation_completed IS '... of which every fee is paid (paid-only denominator)';
+COMMENT ON COLUMN mart.rpt_online_payment.paid_online IS 'Paid online (system numerator)';
+COMMENT ON COLUMN mart.rpt_online_payment.paid_online_completed IS 'Paid online and obligation completed (paid-only numerator)';
+COMMENT ON COLUMN mart.rpt_online_payment.paid_offline IS 'Obligation completed, not paid online';
+COMMENT ON COLUMN mart.rpt_online_payment.unpaid_result_issued IS 'Obligation not completed, result issued';
+COMMENT ON COLUMN mart.rpt_online_payment.unpaid_in_progress IS 'Obligation not completed, result not issued yet';
+COMMENT ON COLUMN mart.rpt_online_payment.excluded_unpaid IS 'with_obligation - obligation_completed';
+COMMENT ON COLUMN mart.rpt_online_payment.amount_due IS 'VND still unpaid on the excluded dossiers';
+COMMENT ON COLUMN mart.rpt_online_payment.rate_system IS 'paid_online / with_obligation, null when the denominator is 0';
+COMMENT ON COLUMN mart.rpt_online_payment.rate_paid_only IS 'paid_online_completed / obligation_completed, null when the denominator is 0';
+COMMENT ON COLUMN mart.rpt_online_payment.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_online_payment.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_online_payment_history IS 'Every publication of mart.rpt_online_payment ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_online_payment_history.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_online_payment_history.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_online_payment_history.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_online_payment_history.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_online_payment_history.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_online_payment_history.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_online_payment_history.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_online_payment_history.with_obligation IS 'Dossiers received in the period with a financial obligation (system denominator)';
+COMMENT ON COLUMN mart.rpt_online_payment_history.obligation_completed IS '... of which every fee is paid (paid-only denominator)';
+COMMENT ON COLUMN mart.rpt_online_payment_history.paid_online IS 'Paid online (system numerator)';
+COMMENT ON COLUMN mart.rpt_online_payment_history.paid_online_completed IS 'Paid online and obligation completed (paid-only numerator)';
+COMMENT ON COLUMN mart.rpt_online_payment_history.paid_offline IS 'Obligation completed, not paid online';
+COMMENT ON COLUMN mart.rpt_online_payment_history.unpaid_result_issued IS 'Obligation not completed, result issued';
+COMMENT ON COLUMN mart.rpt_online_payment_history.unpaid_in_progress IS 'Obligation not completed, result not issued yet';
+COMMENT ON COLUMN mart.rpt_online_payment_history.excluded_unpaid IS 'with_obligation - obligation_completed';
+COMMENT ON COLUMN mart.rpt_online_payment_history.amount_due IS 'VND still unpaid on the excluded dossiers';
+COMMENT ON COLUMN mart.rpt_online_payment_history.rate_system IS 'paid_online / with_obligation, null when the denominator is 0';
+COMMENT ON COLUMN mart.rpt_online_payment_history.rate_paid_only IS 'paid_online_completed / obligation_completed, null when the denominator is 0';
+COMMENT ON COLUMN mart.rpt_online_payment_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_online_payment_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_service_indicators IS 'The 766 service indicators, system vs paid-only: one row per period x unit (x level) x indicator, ma_don_vi ''*'' is the whole jurisdiction';
+COMMENT ON COLUMN mart.rpt_service_indicators.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_service_indicators.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_service_indicators.ma_don_vi IS 'Unit code (MaDonVi), ''*'' for the whole jurisdiction';
+COMMENT ON COLUMN mart.rpt_service_indicators.ten_don_vi IS 'Unit name valid at receipt (''Toàn địa bàn'' for ''*'')';
+COMMENT ON COLUMN mart.rpt_service_indicators.cap_don_vi IS 'Unit level as of receipt (1 province, 2 district, 3 commune), null for ''*''';
+COMMENT ON COLUMN mart.rpt_service_indicators.indicator IS 'Indicator code: on_time, online_submission, online_payment, e_result, digitised, reuse, from_national_store, online_service_uptake, online_payment_uptake';
+COMMENT ON COLUMN mart.rpt_service_indicators.indicator_order IS 'Display order of the indicator (1..9)';
+COMMENT ON COLUMN mart.rpt_service_indicators.indicator_label IS 'Vietnamese label of the indicator on the 766 dashboard';
+COMMENT ON COLUMN mart.rpt_service_indicators.numerator_system IS 'Hits among the members with a known hit (the dashboard formula)';
+COMMENT ON COLUMN mart.rpt_service_indicators.denominator_system IS 'Members with a known hit (the dashboard formula)';
+COMMENT ON COLUMN mart.rpt_service_indicators.rate_system IS 'numerator_system / denominator_system, null when the denominator is 0';
+COMMENT ON COLUMN mart.rpt_service_indicators.numerator_paid_only IS 'Hits among the fee-settled members';
+COMMENT ON COLUMN mart.rpt_service_indicators.denominator_paid_only IS 'denominator_system - excluded_unpaid - excluded_by_list';
+COMMENT ON COLUMN mart.rpt_service_indicators.rate_paid_only IS 'numerator_paid_only / denominator_paid_only, null when the denominator is 0';
+COMMENT ON COLUMN mart.rpt_service_indicators.excluded_unpaid IS 'Members of the system denominator whose fees are not settled (excluded_result_issued + excluded_in_progress)';
+COMMENT ON COLUMN mart.rpt_service_indicators.excluded_result_issued IS 'Excluded unpaid dossiers whose result is issued';
+COMMENT ON COLUMN mart.rpt_service_indicators.excluded_in_progress IS 'Excluded unpaid dossiers whose result is not issued yet';
+COMMENT ON COLUMN mart.rpt_service_indicators.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_service_indicators.publication_id IS 'Publication that wrote the row (mart.publications)';
+COMMENT ON COLUMN mart.rpt_service_indicators.code_766 IS 'Decision 766 index (''2.1'', ''3.3'', ''3.6'', ''4.1'', ''4.2'', ''4.3'', ''4.4'', ''3.2''), null for online_payment_uptake';
+COMMENT ON COLUMN mart.rpt_service_indicators.unknown IS 'Dossiers left out because a flag is unknown (null is unknown, never false)';
+COMMENT ON COLUMN mart.rpt_service_indicators.excluded_by_list IS 'reuse only: settled dossiers whose procedure is in reference/reuse_exclusions.csv';
+COMMENT ON COLUMN mart.rpt_service_indicators.full_score_at IS 'Rate the dashboard scores in full (0.80 or 0.50), null otherwise';
+COMMENT ON COLUMN mart.rpt_service_indicators.target IS 'Target from reference/targets.csv for the year of period_end, null without one';
+COMMENT ON COLUMN mart.rpt_service_indicators.meets_target IS 'rate_system >= target, null when either is null';
+
+COMMENT ON TABLE mart.rpt_service_indicators_history IS 'Every publication of mart.rpt_service_indicators ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.ma_don_vi IS 'Unit code (MaDonVi), ''*'' for the whole jurisdiction';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.ten_don_vi IS 'Unit name valid at receipt (''Toàn địa bàn'' for ''*'')';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.cap_don_vi IS 'Unit level as of receipt (1 province, 2 district, 3 commune), null for ''*''';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.indicator IS 'Indicator code: on_time, online_submission, online_payment, e_result, digitised, reuse, from_national_store, online_service_uptake, online_payment_uptake';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.indicator_order IS 'Display order of the indicator (1..9)';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.indicator_label IS 'Vietnamese label of the indicator on the 766 dashboard';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.numerator_system IS 'Hits among the members with a known hit (the dashboard formula)';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.denominator_system IS 'Members with a known hit (the dashboard formula)';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.rate_system IS 'numerator_system / denominator_system, null when the denominator is 0';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.numerator_paid_only IS 'Hits among the fee-settled members';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.denominator_paid_only IS 'denominator_system - excluded_unpaid - excluded_by_list';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.rate_paid_only IS 'numerator_paid_only / denominator_paid_only, null when the denominator is 0';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.excluded_unpaid IS 'Members of the system denominator whose fees are not settled (excluded_result_issued + excluded_in_progress)';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.excluded_result_issued IS 'Excluded unpaid dossiers whose result is issued';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.excluded_in_progress IS 'Excluded unpaid dossiers whose result is not issued yet';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.code_766 IS 'Decision 766 index (''2.1'', ''3.3'', ''3.6'', ''4.1'', ''4.2'', ''4.3'', ''4.4'', ''3.2''), null for online_payment_uptake';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.unknown IS 'Dossiers left out because a flag is unknown (null is unknown, never false)';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.excluded_by_list IS 'reuse only: settled dossiers whose procedure is in reference/reuse_exclusions.csv';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.full_score_at IS 'Rate the dashboard scores in full (0.80 or 0.50), null otherwise';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.target IS 'Target from reference/targets.csv for the year of period_end, null without one';
+COMMENT ON COLUMN mart.rpt_service_indicators_history.meets_target IS 'rate_system >= target, null when either is null';
+
+COMMENT ON TABLE mart.rpt_simplified_procedures IS 'Table 2a of the 2024 report: one row per period x row of reference/simplifications.csv';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.stt IS 'Row number (order of the reference file)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.quyet_dinh IS 'Provincial decision approving the simplification';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.ngay_quyet_dinh IS 'Date of the decision';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.so_ngay_cat_giam IS 'Days cut from the processing time';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.noi_dung_cat_giam IS 'What was cut';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.resolved_on_time IS 'Resolved in the period on time or before due, received on or after the decision date';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.resolved_late IS 'Resolved late in the period, received on or after the decision date';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.danh_gia IS 'Assessment text of the report';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_simplified_procedures_history IS 'Every publication of mart.rpt_simplified_procedures ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.stt IS 'Row number (order of the reference file)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.quyet_dinh IS 'Provincial decision approving the simplification';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.ngay_quyet_dinh IS 'Date of the decision';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.so_ngay_cat_giam IS 'Days cut from the processing time';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.noi_dung_cat_giam IS 'What was cut';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.resolved_on_time IS 'Resolved in the period on time or before due, received on or after the decision date';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.resolved_late IS 'Resolved late in the period, received on or after the decision date';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.danh_gia IS 'Assessment text of the report';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_simplified_procedures_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_delegated_procedures IS 'Table 2đ of the 2024 report: one row per period x row of reference/delegations.csv';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.stt IS 'Row number (order of the reference file)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.van_ban IS 'Document delegating the procedure';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.ngay_hieu_luc IS 'Effective date of the delegation';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.resolved_on_time IS 'Resolved in the period on time or before due, received on or after the effective date';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.resolved_late IS 'Resolved late in the period, received on or after the effective date';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.danh_gia IS 'Assessment text of the report';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_delegated_procedures_history IS 'Every publication of mart.rpt_delegated_procedures ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.stt IS 'Row number (order of the reference file)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.van_ban IS 'Document delegating the procedure';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.ngay_hieu_luc IS 'Effective date of the delegation';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.resolved_on_time IS 'Resolved in the period on time or before due, received on or after the effective date';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.resolved_late IS 'Resolved late in the period, received on or after the effective date';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.danh_gia IS 'Assessment text of the report';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_delegated_procedures_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_late_by_official IS 'Officials with late dossiers: one row per period x month x official x unit (x level), only where something is late';
+COMMENT ON COLUMN mart.rpt_late_by_official.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_late_by_official.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_late_by_official.month IS 'Month yyyy-mm (each month the period touches)';
+COMMENT ON COLUMN mart.rpt_late_by_official.ma_can_bo IS 'Official''s code (MaCanBoXuLy): who holds or last held the dossier';
+COMMENT ON COLUMN mart.rpt_late_by_official.can_bo IS 'Official''s name (CanBoXuLy)';
+COMMENT ON COLUMN mart.rpt_late_by_official.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_late_by_official.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_late_by_official.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_late_by_official.late_resolved IS 'Resolved late with date(end) in the month (and in the period)';
+COMMENT ON COLUMN mart.rpt_late_by_official.late_in_progress IS 'Not resolved at the month''s end and overdue then (status 5 is in time)';
+COMMENT ON COLUMN mart.rpt_late_by_official.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_late_by_official.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_late_by_official_history IS 'Every publication of mart.rpt_late_by_official ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.month IS 'Month yyyy-mm (each month the period touches)';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.ma_can_bo IS 'Official''s code (MaCanBoXuLy): who holds or last held the dossier';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.can_bo IS 'Official''s name (CanBoXuLy)';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.late_resolved IS 'Resolved late with date(end) in the month (and in the period)';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.late_in_progress IS 'Not resolved at the month''s end and overdue then (status 5 is in time)';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_late_by_official_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_unpaid_results IS 'Work list of results issued with fees unpaid at the data cut: one row per dossier, no period columns, replaced by every publication';
+COMMENT ON COLUMN mart.rpt_unpaid_results.source IS 'Source system (DVC_SOURCE_NAME) of the dossier';
+COMMENT ON COLUMN mart.rpt_unpaid_results.ma_ho_so IS 'Dossier code (MaHoSo)';
+COMMENT ON COLUMN mart.rpt_unpaid_results.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_unpaid_results.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_unpaid_results.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_unpaid_results.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_unpaid_results.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_unpaid_results.trang_thai IS 'Dossier status TrangThaiHoSo (1..10, source contract 1.5)';
+COMMENT ON COLUMN mart.rpt_unpaid_results.ngay_ket_thuc_xu_ly IS 'End of processing (NgayKetThucXuLy): when the result was produced';
+COMMENT ON COLUMN mart.rpt_unpaid_results.amount_due IS 'VND not yet paid';
+COMMENT ON COLUMN mart.rpt_unpaid_results.days_outstanding IS 'date(as_of) - date(ngay_ket_thuc_xu_ly), null for an electronic result before the end of processing';
+COMMENT ON COLUMN mart.rpt_unpaid_results.threshold_days IS 'The procedure''s threshold (reference/unpaid_thresholds.csv), else DVC_UNPAID_THRESHOLD_DAYS';
+COMMENT ON COLUMN mart.rpt_unpaid_results.over_threshold IS 'days_outstanding > threshold_days';
+COMMENT ON COLUMN mart.rpt_unpaid_results.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_unpaid_results.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_unpaid_results_history IS 'Every publication of mart.rpt_unpaid_results ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.source IS 'Source system (DVC_SOURCE_NAME) of the dossier';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.ma_ho_so IS 'Dossier code (MaHoSo)';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.trang_thai IS 'Dossier status TrangThaiHoSo (1..10, source contract 1.5)';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.ngay_ket_thuc_xu_ly IS 'End of processing (NgayKetThucXuLy): when the result was produced';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.amount_due IS 'VND not yet paid';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.days_outstanding IS 'date(as_of) - date(ngay_ket_thuc_xu_ly), null for an electronic result before the end of processing';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.threshold_days IS 'The procedure''s threshold (reference/unpaid_thresholds.csv), else DVC_UNPAID_THRESHOLD_DAYS';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.over_threshold IS 'days_outstanding > threshold_days';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_unpaid_results_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_uncollected_results IS 'Work list of results ready (status 9) and not collected (no NgayTra): one row per dossier, no period columns, replaced by every publication';
+COMMENT ON COLUMN mart.rpt_uncollected_results.source IS 'Source system (DVC_SOURCE_NAME) of the dossier';
+COMMENT ON COLUMN mart.rpt_uncollected_results.ma_ho_so IS 'Dossier code (MaHoSo)';
+COMMENT ON COLUMN mart.rpt_uncollected_results.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_uncollected_results.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_uncollected_results.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_uncollected_results.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_uncollected_results.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_uncollected_results.ngay_ket_thuc_xu_ly IS 'When the result was ready (NgayKetThucXuLy)';
+COMMENT ON COLUMN mart.rpt_uncollected_results.days_waiting IS 'date(as_of) - date(ngay_ket_thuc_xu_ly)';
+COMMENT ON COLUMN mart.rpt_uncollected_results.window_days IS 'The procedure''s collection window in days (reference/collection_windows.csv), null without one';
+COMMENT ON COLUMN mart.rpt_uncollected_results.can_cu IS 'Legal basis of the collection window';
+COMMENT ON COLUMN mart.rpt_uncollected_results.over_window IS 'days_waiting > window_days, null without a window';
+COMMENT ON COLUMN mart.rpt_uncollected_results.fees_unpaid IS 'A financial obligation not completed';
+COMMENT ON COLUMN mart.rpt_uncollected_results.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_uncollected_results.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_uncollected_results_history IS 'Every publication of mart.rpt_uncollected_results ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.source IS 'Source system (DVC_SOURCE_NAME) of the dossier';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.ma_ho_so IS 'Dossier code (MaHoSo)';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.ngay_ket_thuc_xu_ly IS 'When the result was ready (NgayKetThucXuLy)';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.days_waiting IS 'date(as_of) - date(ngay_ket_thuc_xu_ly)';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.window_days IS 'The procedure''s collection window in days (reference/collection_windows.csv), null without one';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.can_cu IS 'Legal basis of the collection window';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.over_window IS 'days_waiting > window_days, null without a window';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.fees_unpaid IS 'A financial obligation not completed';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_uncollected_results_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_late_acceptance IS 'Online dossiers (KenhThucHien 2) submitted in the period and accepted or rejected more than 8 working hours later, or still waiting at the data cut: one row per period x dossier';
+COMMENT ON COLUMN mart.rpt_late_acceptance.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_late_acceptance.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_late_acceptance.source IS 'Source system (DVC_SOURCE_NAME) of the dossier';
+COMMENT ON COLUMN mart.rpt_late_acceptance.ma_ho_so IS 'Dossier code (MaHoSo)';
+COMMENT ON COLUMN mart.rpt_late_acceptance.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_late_acceptance.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_late_acceptance.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_late_acceptance.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_late_acceptance.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_late_acceptance.trang_thai IS 'Dossier status TrangThaiHoSo (1..10, source contract 1.5)';
+COMMENT ON COLUMN mart.rpt_late_acceptance.ngay_nop_ho_so IS 'Submitted (NgayNopHoSo)';
+COMMENT ON COLUMN mart.rpt_late_acceptance.ngay_tiep_nhan IS 'Accepted or rejected: coalesce(NgayTiepNhan, NgayTuChoi), null when neither yet';
+COMMENT ON COLUMN mart.rpt_late_acceptance.working_hours_waited IS 'Working hours from submission to acceptance (or as_of), 07:00-11:30 and 13:30-17:00 on working days, 2 decimals, always more than 8';
+COMMENT ON COLUMN mart.rpt_late_acceptance.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_late_acceptance.publication_id IS 'Publication that wrote the row (mart.publications)';
+
+COMMENT ON TABLE mart.rpt_late_acceptance_history IS 'Every publication of mart.rpt_late_acceptance ever made (same columns, same order), keyed by publication_id';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.period_start IS 'First day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.period_end IS 'Last day of the period (local date, inclusive)';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.source IS 'Source system (DVC_SOURCE_NAME) of the dossier';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.ma_ho_so IS 'Dossier code (MaHoSo)';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.ma_tthc IS 'Procedure code (MaTTHC)';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.ten_tthc IS 'Procedure name, from core.procedures, else from its dossiers';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.ma_don_vi IS 'Unit code (MaDonVi)';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.ten_don_vi IS 'Unit name valid at the dossier''s receipt';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.cap_don_vi IS 'Unit level as of receipt: 1 province, 2 district, 3 commune';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.trang_thai IS 'Dossier status TrangThaiHoSo (1..10, source contract 1.5)';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.ngay_nop_ho_so IS 'Submitted (NgayNopHoSo)';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.ngay_tiep_nhan IS 'Accepted or rejected: coalesce(NgayTiepNhan, NgayTuChoi), null when neither yet';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.working_hours_waited IS 'Working hours from submission to acceptance (or as_of), 07:00-11:30 and 13:30-17:00 on working days, 2 decimals, always more than 8';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.as_of IS 'Data cut of the publication: the latest NgayCapNhat loaded (naive local time)';
+COMMENT ON COLUMN mart.rpt_late_acceptance_history.publication_id IS 'Publication that wrote the row (mart.publications)';
+

@@ -1,0 +1,490 @@
+"""Great Expectations: the record of the data-quality gate, and its data docs.
+
+The vectorised masks of ``tasks.quality.check`` are the gate: they decide which rows are
+quarantined. Great Expectations is the record, readable by humans: it validates the GX-native
+rules of the suites (types ``expect_*``; not the ``dvc_expect_*`` project rules, nor the
+normaliser's ``dvc_parse`` rules) on the same core-shaped rows, and its data docs show them.
+
+What GX sees, exactly: every chunk of a run, per entity,
+
+* in full, until the entity's rows handed to GX reach ``DVC_GX_ROW_BUDGET`` (by default more than
+  a nightly run reads; 0: no budget, every row of every chunk);
+* beyond the budget (a backfill, a full refresh), a deterministic sample: the rows whose record
+  key hashes below ``DVC_GX_SAMPLE_FRACTION`` (:func:`sample_mask`), so a rerun samples the same
+  rows.
+
+A :class:`GxTally` follows one entity through a run. :meth:`GxTally.select` picks a chunk's rows
+in the caller's thread (GX's columns only, so the chunk itself can be freed) and gathers
+consecutive chunks into batches of up to :data:`BATCH_ROWS` rows, since a GX validation costs
+mostly per call; a batch never holds two versions of one record, so GX's uniqueness rules count
+what the masks count chunk by chunk. One background thread validates the batches (:func:`submit`:
+at most :data:`BATCHES_IN_FLIGHT` waiting, so a slow GX holds the extraction back instead of
+piling rows up in memory) and adds GX's results up. :meth:`GxTally.finish` stores the entity's
+result, builds the run's data docs (``tasks.data_docs``) and returns what GX saw: rows and chunks
+validated of the rows and chunks the checks read. A test shows that GX and the masks count the
+same failing rows.
+
+The pipeline's side (``tasks.runs.EntityResult`` per entity): :func:`gx_chunk` for each checked
+chunk, :func:`close_gx` when an entity's chunks are all read (its record is written in the
+background), :func:`wait_gx` to wait for one entity, :func:`settle_gx` for a whole run.
+
+``great_expectations`` is imported only when a batch is validated (the import costs seconds).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from tasks.clock import now_local
+from tasks.data_docs import (
+    Coverage,
+    coverage_text,
+    data_docs_link,
+    docs_root,
+    gx_context,
+    html_safe,
+    record_validation,
+    safe_name,
+    update_index,
+)
+from tasks.quality import load_suite, record_keys
+from tasks.settings import Settings
+
+__all__ = ["BATCHES_IN_FLIGHT", "BATCH_ROWS", "GxTally", "close_gx", "data_docs_link", "gx_chunk", "html_safe",
+           "sample_mask", "settle_gx", "validate_with_gx", "wait_gx"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: Rows of consecutive chunks GX validates in one go (a validation costs mostly per call, not per row).
+BATCH_ROWS = 50_000
+#: Batches handed to the GX thread and not validated yet, at most (the caller waits beyond).
+BATCHES_IN_FLIGHT = 2
+#: Unexpected values kept per rule in the data docs (GX's ``partial_unexpected_list``).
+PARTIAL = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# The GX thread
+# ---------------------------------------------------------------------------------------------
+_SLOTS = threading.BoundedSemaphore(BATCHES_IN_FLIGHT)
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    # one thread: GX's contexts are not thread-safe, and one validation at a time overlaps well
+    # enough with the next pages' fetch and the chunk's load (which release the GIL)
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-record")
+
+
+def submit(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """Run ``fn(*args)`` (a batch's validation) in the GX thread; blocks while
+    :data:`BATCHES_IN_FLIGHT` batches are already waiting or running there."""
+    _SLOTS.acquire()
+    try:
+        future = _pool().submit(fn, *args)
+    except BaseException:
+        _SLOTS.release()
+        raise
+    future.add_done_callback(lambda _f: _SLOTS.release())
+    return future
+
+
+def in_gx_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in the GX thread, after the work already queued there, and wait for it."""
+    return _pool().submit(fn, *args).result()
+
+
+# ---------------------------------------------------------------------------------------------
+# Which rows GX sees
+# ---------------------------------------------------------------------------------------------
+def sample_mask(keys: pd.Series, fraction: float) -> np.ndarray:
+    """The rows whose record key falls in the sample: a 53-bit hash of the key (pandas' SipHash
+    with its fixed key, the same on every machine and run) below ``fraction`` of its range."""
+    if fraction >= 1:
+        return np.ones(len(keys), dtype=bool)
+    hashed = pd.util.hash_pandas_object(keys.astype("string"), index=False).to_numpy() >> np.uint64(11)
+    return hashed < np.uint64(int(fraction * 2**53))
+
+
+def gx_columns(entity: str, expectations_dir: Path | None = None) -> list[str]:
+    """The frame columns the GX-native rules of ``entity``'s suite read."""
+    return sorted(set().union(*(r.columns() for r in load_suite(entity, expectations_dir).gx_native)))
+
+
+# ---------------------------------------------------------------------------------------------
+# One entity of one run
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class GxTally:
+    """Great Expectations over the chunks of one entity in one run (see the module docstring)."""
+
+    entity: str
+    run_id: str
+    root: Path  # the data-docs site
+    keep_runs: int = 30
+    coverage: Coverage = field(default_factory=Coverage)
+    expectations_dir: Path | None = None
+    started_at: datetime = field(default_factory=now_local)
+    run_time: datetime = field(default_factory=lambda: datetime.now(UTC))  # GX's run time
+    success: bool | None = None  # None until a chunk is validated
+    docs_index: str | None = None
+    futures: list[Future] = field(default_factory=list, repr=False)
+    hand_over: Callable[[pd.DataFrame], None] | None = field(default=None, repr=False)  # validates a batch
+    _batch: list[pd.DataFrame] = field(default_factory=list, repr=False)  # chunks gathered for GX
+    _batch_keys: set[str] = field(default_factory=set, repr=False)
+    _merged: Any = field(default=None, repr=False)  # GX's result, the chunks added up
+    _stored: int = field(default=-1, repr=False)  # chunks counted when the result was last stored
+    _gx: Any = field(default=None, repr=False)  # (context, batch definition, suite), made in the GX thread
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def for_settings(cls, entity: str, run_id: str, settings: Settings) -> GxTally:
+        return cls(entity, run_id, docs_root(settings), settings.data_docs_keep_runs,
+                   Coverage(row_budget=settings.gx_row_budget, sample_fraction=settings.gx_sample_fraction))
+
+    @property
+    def folder(self) -> Path:
+        return self.root / safe_name(self.run_id)
+
+    # -- in the caller's thread ------------------------------------------------------------------
+    def select(self, frame: pd.DataFrame) -> list[pd.DataFrame]:
+        """Count one checked chunk and gather the rows of it GX validates (GX's columns only);
+        returns the batches ready for GX. A batch gathers consecutive chunks up to
+        :data:`BATCH_ROWS` rows and never holds two versions of one record, so GX's uniqueness
+        rules count what the checks count chunk by chunk; :meth:`flush` returns the last one."""
+        cov, n = self.coverage, len(frame)
+        keys = frame["record_key"] if "record_key" in frame else record_keys(load_suite(self.entity), frame)
+        with self._lock:
+            room = n if cov.row_budget <= 0 else max(0, min(n, cov.row_budget - cov.rows_in_full))
+            take = np.zeros(n, dtype=bool)
+            take[:room] = True
+            take[room:] = sample_mask(keys.iloc[room:], cov.sample_fraction)
+            cov.chunks += 1
+            cov.rows_checked += n
+            cov.rows_in_full += room
+            cov.rows_beyond_budget += n - room
+            cov.rows_sampled += int(take[room:].sum())
+            if not take.any():
+                return []
+            cols = gx_columns(self.entity, self.expectations_dir)
+            data = (frame[cols] if take.all() else frame.loc[take, cols]).reset_index(drop=True)
+            chunk_keys = set(keys[take].tolist())
+            ready = [self._take_batch()] if not self._batch_keys.isdisjoint(chunk_keys) else []
+            self._batch.append(data)
+            self._batch_keys |= chunk_keys
+            if sum(map(len, self._batch)) >= BATCH_ROWS:
+                ready.append(self._take_batch())
+            return ready
+
+    def flush(self) -> list[pd.DataFrame]:
+        """The batch being gathered, if any (the entity's chunks are all selected)."""
+        with self._lock:
+            return [self._take_batch()] if self._batch else []
+
+    def _take_batch(self) -> pd.DataFrame:
+        batch = pd.concat(self._batch, ignore_index=True) if len(self._batch) > 1 else self._batch[0]
+        batch.attrs["chunks"] = len(self._batch)
+        self._batch, self._batch_keys = [], set()
+        return batch
+
+    def wait(self) -> None:
+        """Wait for the batches (and the finish) handed to the GX thread so far."""
+        for f in self.futures:
+            f.result()
+        self.futures.clear()
+
+    # -- in the GX thread ------------------------------------------------------------------------
+    def validate(self, data: pd.DataFrame) -> None:
+        """Validate one batch (:meth:`select`) and add GX's result to the entity's (never raises:
+        the chunks of a batch GX could not run on are logged and counted in ``chunks_failed``)."""
+        chunks, started = int(data.attrs.get("chunks", 1)), time.perf_counter()
+        try:
+            from great_expectations.validator.v1_validator import Validator
+
+            _ctx, batch_def, suite = self._context()
+            part = Validator(batch_definition=batch_def, batch_parameters={"dataframe": html_safe(data)},
+                             result_format="SUMMARY").validate_expectation_suite(suite)
+        except Exception:  # noqa: BLE001 - the record must not break the load
+            log.exception("%s: Great Expectations could not validate %d rows", self.entity, len(data))
+            self.coverage.chunks_failed += chunks
+            return
+        finally:
+            self.coverage.seconds += time.perf_counter() - started
+        self._merged = part if self._merged is None else _add_up(self._merged, part)
+        self.coverage.rows_validated += len(data)
+        self.coverage.chunks_validated += chunks
+
+    def finish(self) -> dict[str, Any]:
+        """Store the entity's result so far and build the run's data docs and the site's index;
+        returns ``{"data_docs", "gx_success", "gx"}`` (``data_docs``: the run's page; None when no
+        chunk was handed to GX, "" when GX could not run on any)."""
+        return finish_all([self])[0]
+
+    def record(self) -> dict[str, Any]:
+        return {"data_docs": self.docs_index, "gx_success": self.success, "gx": self.coverage.as_dict()}
+
+    def _context(self) -> tuple[Any, Any, Any]:
+        if self._gx is None:
+            from great_expectations.core.expectation_suite import ExpectationSuite
+            from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+            from tasks.warehouse import private_dir
+
+            private_dir(self.folder)  # data docs show failing values (personal data): 0700 folders, 0600 files
+            ctx = gx_context(self.folder)
+            batch_def = (ctx.data_sources.add_pandas(f"{self.entity}_source").add_dataframe_asset(self.entity)
+                         .add_batch_definition_whole_dataframe("batch"))
+            suite = ExpectationSuite(name=self.entity, meta={"entity": self.entity, "run_id": self.run_id})
+            for r in load_suite(self.entity, self.expectations_dir).gx_native:
+                suite.add_expectation_configuration(ExpectationConfiguration(type=r.type, kwargs=r.kwargs,
+                                                                             meta=r.meta))
+            self._gx = (ctx, batch_def, ctx.suites.add_or_update(suite))
+        return self._gx
+
+    def _store(self) -> list[Any]:
+        """Store the entity's result (chunks added up); returns its and its suite's identifiers."""
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        merged = self._merged
+        for r in merged.results:
+            _percentages(r.result)
+        ok = sum(bool(r.success) for r in merged.results)
+        merged.success = self.success = ok == len(merged.results)
+        merged.statistics = {"evaluated_expectations": len(merged.results), "successful_expectations": ok,
+                             "unsuccessful_expectations": len(merged.results) - ok,
+                             "success_percent": 100.0 * ok / len(merged.results) if merged.results else None}
+        run = RunIdentifier(run_name=self.run_id, run_time=self.run_time)
+        merged.meta.get("batch_markers", {}).pop("pandas_data_fingerprint", None)  # the first chunk's only
+        merged.meta.update({"run_id": run, "validation_time": run.run_time,
+                            "batch_parameters": {"what GX saw": coverage_text(asdict(self.coverage)),
+                                                 **{k: v for k, v in asdict(self.coverage).items() if k != "seconds"}}})
+        suite_id = ExpectationSuiteIdentifier(name=self.entity)
+        result_id = ValidationResultIdentifier(suite_id, run, self.entity)
+        self._context()[0].validation_results_store.store_validation_results(merged, result_id, suite_id)
+        self._stored = self.coverage.chunks
+        return [result_id, suite_id]
+
+    def _publish(self) -> None:
+        from tasks.warehouse import make_private
+
+        make_private(self.folder, recursive=True)  # whatever the umask GX wrote them under
+        self.docs_index = str(self.folder / "index.html")
+        failed = [r.expectation_config.meta["rule"] for r in self._merged.results if not r.success]
+        record_validation(self.folder, self.run_id, f"{self.entity}@{self.started_at.isoformat()}",
+                          {"entity": self.entity, "success": self.success, "failed_rules": failed,
+                           **self.coverage.as_dict()}, self.started_at)
+        update_index(self.root, self.keep_runs, current=self.folder.name)
+
+
+def finish_all(tallies: list[GxTally]) -> list[dict[str, Any]]:
+    """:meth:`GxTally.finish` for tallies of one run, in the GX thread: the results added up since
+    their last finish stored, and their data docs pages built in one go."""
+    stored, ids = [], []
+    for t in tallies:
+        if t._merged is None:
+            t.docs_index = "" if t.coverage.chunks_failed else None
+        elif t._stored != t.coverage.chunks:  # else no chunk since the last finish
+            try:
+                ids += t._store()
+                stored.append(t)
+            except Exception:  # noqa: BLE001 - the record must not break the run
+                log.exception("%s: the Great Expectations result could not be stored", t.entity)
+                t.docs_index = ""
+    if stored:
+        try:  # the run's pages of these results, and its index (it lists every entity of the run)
+            stored[-1]._context()[0].build_data_docs(resource_identifiers=ids)
+            for t in stored:
+                t._publish()
+        except Exception:  # noqa: BLE001 - the record must not break the run
+            log.exception("the Great Expectations data docs of run %s could not be written", stored[0].run_id)
+            for t in stored:
+                t.docs_index = ""
+    return [t.record() for t in tallies]
+
+
+# ---------------------------------------------------------------------------------------------
+# The entities of a run (``tasks.runs.EntityResult``: ``data_docs``, ``gx_success``, ``gx``)
+# ---------------------------------------------------------------------------------------------
+#: entities with chunks handed to GX and not finished yet, by run id: what :func:`settle_gx` finishes
+_PENDING: dict[str, list[Any]] = {}
+_PENDING_LOCK = threading.Lock()
+
+
+def gx_chunk(entity: str, frame: pd.DataFrame, run_id: str, settings: Settings, result: Any, *,
+             validate: Callable[..., None], defer: bool) -> None:
+    """Hand one checked chunk of ``result``'s entity to GX: :meth:`GxTally.select` picks its rows,
+    ``validate(entity, rows, run_id, settings, result)`` validates them in the GX thread. Without
+    ``defer`` this waits for it and writes the data docs (:func:`wait_gx`)."""
+    tally: GxTally | None = getattr(result, "_gx", None)  # an attribute, not a field: asdict() leaves it out
+    if tally is None:
+        tally = result._gx = GxTally.for_settings(entity, run_id, settings)
+    with _PENDING_LOCK:
+        pending = _PENDING.setdefault(run_id, [])
+        if not any(r is result for r in pending):
+            pending.append(result)
+    tally.hand_over = lambda batch: validate(entity, batch, run_id, settings, result)
+    _hand_over(tally, tally.select(frame))
+    if not defer:
+        wait_gx(result)
+
+
+def _hand_over(tally: GxTally, batches: list[pd.DataFrame]) -> None:
+    for batch in batches:
+        if tally.hand_over is not None:
+            tally.futures.append(submit(tally.hand_over, batch))
+
+
+def _settled(result: Any, record: dict[str, Any]) -> None:
+    result.data_docs, result.gx_success, result.gx = record["data_docs"], record["gx_success"], record["gx"]
+
+
+def wait_gx(result: Any) -> None:
+    """Wait for the chunks of ``result`` handed to GX and write its data docs: afterwards
+    ``data_docs``, ``gx_success`` and ``gx`` (what GX saw) are set."""
+    tally: GxTally | None = getattr(result, "_gx", None)
+    if tally is None:
+        return
+    with _PENDING_LOCK:
+        for run_id, pending in list(_PENDING.items()):
+            pending[:] = [r for r in pending if r is not result]
+            if not pending:
+                del _PENDING[run_id]
+    _hand_over(tally, tally.flush())
+    tally.wait()
+    _settled(result, in_gx_thread(tally.finish))
+
+
+def close_gx(result: Any) -> None:
+    """Every chunk of ``result`` is handed to GX: its record and data docs are written in the GX
+    thread, in the background, while the run goes on; :func:`settle_gx` waits for them."""
+    tally: GxTally | None = getattr(result, "_gx", None)
+    if tally is not None:
+        _hand_over(tally, tally.flush())
+        tally.futures.append(_pool().submit(tally.finish))
+
+
+def settle_gx(run_id: str) -> dict[str, dict[str, Any]]:
+    """Wait for every GX validation of ``run_id`` not finished yet (the entities read with
+    ``defer_gx=True``), write the run's data docs once, and return their record, ``{entity:
+    {"data_docs": ..., "gx_success": ..., "gx": what GX saw (Coverage.as_dict)}}``. A run that
+    defers its validations calls this once, after the loads and the publication they overlapped
+    with, before it reports (an entity closed with :func:`close_gx` is finished by then)."""
+    with _PENDING_LOCK:
+        pending = _PENDING.pop(run_id, [])
+    for result in pending:
+        _hand_over(result._gx, result._gx.flush())
+    for result in pending:
+        result._gx.wait()
+    records = in_gx_thread(finish_all, [r._gx for r in pending]) if pending else []
+    for result, record in zip(pending, records, strict=True):
+        _settled(result, record)
+    return {result.entity: record for result, record in zip(pending, records, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------------
+# GX's results of several chunks, added up
+# ---------------------------------------------------------------------------------------------
+def _add_up(total: Any, part: Any) -> Any:
+    """``part`` (one batch's suite result) added into ``total``: counts summed, success when every
+    batch succeeded, the first :data:`PARTIAL` unexpected values kept."""
+    by_rule = {r.expectation_config.meta["rule"]: r for r in part.results}
+    for t in total.results:
+        p = by_rule[t.expectation_config.meta["rule"]]
+        t.success = bool(t.success) and bool(p.success)
+        if p.exception_info and p.exception_info.get("raised_exception") and not (
+                t.exception_info or {}).get("raised_exception"):
+            t.exception_info = p.exception_info
+        tr, pr = t.result, p.result or {}
+        for k in ("element_count", "unexpected_count", "missing_count"):
+            if k in pr:
+                tr[k] = int(tr.get(k) or 0) + int(pr[k] or 0)
+        if "partial_unexpected_list" in pr:
+            tr["partial_unexpected_list"] = [*(tr.get("partial_unexpected_list") or []),
+                                             *pr["partial_unexpected_list"]][:PARTIAL]
+        if "partial_unexpected_counts" in pr:
+            counts: dict[str, dict[str, Any]] = {}
+            for c in [*(tr.get("partial_unexpected_counts") or []), *pr["partial_unexpected_counts"]]:
+                slot = counts.setdefault(repr(c["value"]), {"value": c["value"], "count": 0})
+                slot["count"] += int(c["count"])
+            tr["partial_unexpected_counts"] = sorted(counts.values(), key=lambda c: -c["count"])[:PARTIAL]
+        tr.pop("partial_unexpected_index_list", None)  # positions within one chunk: meaningless added up
+    return total
+
+
+def _percentages(r: dict[str, Any]) -> None:
+    """GX's percentages of a result dict, recomputed from its summed counts."""
+    n, missing, bad = int(r.get("element_count") or 0), int(r.get("missing_count") or 0), r.get("unexpected_count")
+    present = n - missing
+
+    def pct(a: int, b: int) -> float | None:
+        return 100.0 * a / b if b else None
+
+    if "missing_percent" in r:
+        r["missing_percent"] = pct(missing, n)
+    if bad is not None:
+        for key, base in (("unexpected_percent", present), ("unexpected_percent_nonmissing", present),
+                          ("unexpected_percent_total", n)):
+            if key in r:
+                r[key] = pct(int(bad), base)
+
+
+@dataclass(frozen=True)
+class GxRecord:
+    """The result of :func:`validate_with_gx`: GX's counts per rule and what it saw."""
+
+    entity: str
+    run_id: str
+    success: bool
+    rows_validated: int
+    sampled: bool
+    unexpected_counts: dict[str, int]
+    element_counts: dict[str, int]
+    successes: dict[str, bool]
+    docs_index: str
+    coverage: dict[str, Any]
+
+
+def validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, docs_dir: Path | str, *, row_budget: int = 0,
+                     sample_fraction: float = 0.1, keep_runs: int = 0, chunk_rows: int | None = None,
+                     expectations_dir: Path | None = None) -> GxRecord:
+    """Validate ``frame`` as one run's chunks of ``entity`` (``chunk_rows`` each; default: one
+    chunk) in this thread, as the pipeline does in its GX thread, and write the data docs under
+    ``<docs_dir>/<run_id>/``."""
+    tally = GxTally(entity, run_id, Path(docs_dir).resolve(), keep_runs, expectations_dir=expectations_dir,
+                    coverage=Coverage(row_budget=row_budget, sample_fraction=sample_fraction))
+    step = chunk_rows or max(len(frame), 1)
+    for start in range(0, len(frame), step):
+        for batch in tally.select(frame.iloc[start:start + step]):
+            tally.validate(batch)
+    for batch in tally.flush():
+        tally.validate(batch)
+    tally.finish()
+    counts: dict[str, dict[str, Any]] = {"unexpected": {}, "elements": {}, "success": {}}
+    for er in tally._merged.results if tally._merged is not None else []:
+        rule = er.expectation_config.meta["rule"]
+        raised = bool(er.exception_info and er.exception_info.get("raised_exception"))
+        if raised:
+            log.warning("GX raised on %s.%s: %s", entity, rule, er.exception_info.get("exception_message"))
+        counts["success"][rule] = bool(er.success) and not raised
+        counts["unexpected"][rule] = int(er.result.get("unexpected_count") or 0)
+        counts["elements"][rule] = int(er.result.get("element_count") or 0)
+    cov = tally.coverage.as_dict()
+    return GxRecord(entity, run_id, all(counts["success"].values()), cov["rows_validated"], cov["sampled"],
+                    counts["unexpected"], counts["elements"], counts["success"], tally.docs_index or "", cov)
