@@ -45,6 +45,7 @@ from tasks.cli_common import (
     show_progress,
 )
 from tasks.cli_common import settings_error_lines as settings_error_lines  # re-exported
+from tasks.cli_quarantine import quarantine_app
 from tasks.clock import resolve_period
 
 __all__ = ["EXIT_BLOCKED", "EXIT_BUSY", "EXIT_FAILED", "EXIT_USAGE", "app", "headline_lines", "main",
@@ -384,6 +385,7 @@ def backfill(
 # commands of other modules, after the pipeline's (in this order in --help); such a module builds on
 # tasks.cli_common, never on this module (no import cycle)
 cli_admin.register(app)  # status, db ...
+app.add_typer(quarantine_app, name="quarantine")
 
 
 def main() -> None:
