@@ -25,6 +25,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from tasks.analyst import refresh_analyst_copy
 from tasks.clock import CALENDAR, data_cut, nightly_periods, now_local
 from tasks.entities import CATALOGUES, INCREMENTAL
 from tasks.faults import crash_point
@@ -122,7 +123,9 @@ def run_nightly(
             result.published.append(steps.run(
                 "publish-period", publish_period, engine=engine, settings=settings, period=tuple(period),
                 run_id=run_id, workbook=workbook, period_cut=period_cut, period_label=label,
-                on_publication=steps.published))
+                on_publication=steps.published, analyst_copy=False))
+        if result.published:  # one analyst copy for the run's publications
+            refresh_analyst_copy(engine, settings)
     result.purged = purge_personal_data(engine, settings)  # retention, Decree 13/2023
     for entity, record in settle_gx(run_id).items():  # GX validated in the background since step 2
         for key, value in record.items():  # data_docs, gx_success, gx
@@ -417,14 +420,15 @@ def ingest_records(
 def publish_period(
     engine: Engine, settings: Settings, period: tuple[date, date], run_id: str, *, workbook: bool = True,
     period_cut: str | None = None, period_label: str | None = None,
-    on_publication: Callable[[Engine, Publication], None] | None = None,
+    on_publication: Callable[[Engine, Publication], None] | None = None, analyst_copy: bool = True,
 ) -> dict[str, Any]:
     """Publish the report tables of one period atomically and write its workbook. Returns the
     publication's record: period, publication id, data cut, workbook, cut and label.
 
     ``period_cut`` ('calendar', the default, or 'decree-09') and ``period_label`` ('2024-H1'; None
     for a free range) are recorded in mart.publications and named on the workbook.
-    ``on_publication(engine, publication)`` is called once both are done."""
+    ``on_publication(engine, publication)`` is called once both are done. With ``analyst_copy``,
+    the analysts' DuckDB copy (``tasks.analyst``) is refreshed last."""
     from tasks.reports import publish
 
     if engine.dialect.name == "duckdb":
@@ -449,6 +453,8 @@ def publish_period(
         crash_point("workbook.after_write")  # write_workbook has recorded mart.publications.workbook_path
     if on_publication is not None:
         on_publication(engine, pub)
+    if analyst_copy:
+        refresh_analyst_copy(engine, settings)
     return {"period": [str(period[0]), str(period[1])], "publication_id": pub.publication_id,
             "as_of": str(pub.as_of), "workbook": str(written), "period_cut": pub.period_cut,
             "period_label": pub.period_label}

@@ -1,0 +1,217 @@
+"""The analysts' DuckDB: a read-only copy of ``mart`` and the non-personal ``core`` relations.
+
+Plain functions, no Prefect. DuckDB admits one writing process per file, so analysts never open
+the warehouse itself: after each publication the run writes :func:`publish_analyst_copy`, a
+separate file (``<warehouse file stem>-analyst.duckdb`` beside the warehouse, or
+``DVC_ANALYST_DUCKDB``) that analysts open read-only (``duckdb -readonly data/dvc-analyst.duckdb``,
+``duckdb.connect(path, read_only=True)``, DBeaver's read-only flag).
+
+- Atomic: the copy is built in a temporary file beside the target (same folder, same file
+  system), checkpointed, fsynced, then ``os.replace``-d over the target. A reader sees the old
+  copy or the new one, never a half-written file.
+- Never blocking: analysts never hold the writer's lock (they open another file), and a run never
+  waits for an analyst's open connection: the rename leaves a reader on the old file (its snapshot
+  stays readable until it closes), the next connection opens the new one.
+- Content: every ``mart`` table; from ``core``, what the analyst role of a PostgreSQL warehouse
+  reads with ``SELECT *``: every relation without a restricted column (:data:`tasks.grants.CORE_RESTRICTED`)
+  and the ``*_public`` views (``core.dossiers_public``), stored as tables. Never ``raw`` or ``dq``
+  and never the applicant key. Table and column comments (the data dictionary) come along.
+- Mode 0400: read-only, owner-only like every file the pipeline writes (the warehouse's folder is
+  private); to share it with other accounts, point ``DVC_ANALYST_DUCKDB`` at a shared folder and
+  hand the file over (a copy, a file share) from there.
+
+On a PostgreSQL warehouse there is no file to copy: analysts use the role of
+``dvc-etl db grant-analyst`` and the ``core.*_public`` views (:mod:`tasks.grants`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from pathlib import Path
+
+from sqlalchemy.engine import Connection, Engine
+
+from tasks.grants import CORE_RESTRICTED
+from tasks.settings import Settings
+from tasks.warehouse import WarehouseError, dialect_name
+
+log = logging.getLogger(__name__)
+
+#: The schemas of the copy.
+SCHEMAS = ("mart", "core")
+#: Mode of the published copy: read-only for its owner.
+COPY_MODE = 0o400
+_ALIAS = "dvc_analyst_copy"
+
+
+class AnalystCopyError(WarehouseError):
+    """The analyst copy could not be written (the publication itself is committed and unaffected)."""
+
+
+def default_analyst_path(warehouse_file: Path | str) -> Path:
+    """``<stem>-analyst.duckdb`` beside the warehouse file: ``data/dvc.duckdb`` -> ``data/dvc-analyst.duckdb``."""
+    db = Path(warehouse_file)
+    return db.with_name(f"{db.stem}-analyst.duckdb")
+
+
+def analyst_copy_path(settings: Settings) -> Path | None:
+    """Where the analyst copy of a DuckDB warehouse goes: ``DVC_ANALYST_DUCKDB`` if set, else beside
+    the warehouse file. None for a PostgreSQL or in-memory warehouse (no copy is made)."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(settings.warehouse_url)
+    if url.get_backend_name() != "duckdb" or not url.database or url.database == ":memory:":
+        return None
+    if settings.analyst_duckdb:
+        return Path(settings.analyst_duckdb).expanduser()
+    return default_analyst_path(Path(url.database).expanduser())
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _relations(conn: Connection) -> list[tuple[str, str]]:
+    """(schema, name) of what the copy holds, in a stable order."""
+    rows = conn.exec_driver_sql(
+        "SELECT t.table_schema, t.table_name, list(c.column_name) FROM information_schema.tables t "
+        "JOIN information_schema.columns c ON c.table_schema = t.table_schema AND c.table_name = t.table_name "
+        "WHERE t.table_catalog = current_database() AND c.table_catalog = current_database() "
+        "AND t.table_schema IN ('mart', 'core') GROUP BY ALL ORDER BY 1 DESC, 2"
+    ).fetchall()
+    out = []
+    for schema, name, columns in rows:
+        restricted = CORE_RESTRICTED.get(f"{schema}.{name}", set())
+        if restricted & set(columns):
+            continue  # its *_public view is copied instead
+        out.append((schema, name))
+    return out
+
+
+def _comments(conn: Connection, relations: list[tuple[str, str]]) -> list[str]:
+    """COMMENT statements re-creating, on the copy, the comments of the copied relations and their
+    columns (a view's comment goes to the table it becomes)."""
+    copied = set(relations)
+    stmts = []
+    for schema, name, comment in conn.exec_driver_sql(
+        "SELECT schema_name, table_name, comment FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND comment IS NOT NULL UNION ALL SELECT schema_name, view_name, comment FROM duckdb_views() "
+        "WHERE database_name = current_database() AND comment IS NOT NULL"
+    ).fetchall():
+        if (schema, name) in copied and comment:
+            stmts.append(f"COMMENT ON TABLE {_ALIAS}.{_q(schema)}.{_q(name)} IS {_lit(comment)}")
+    for schema, name, column, comment in conn.exec_driver_sql(
+        "SELECT schema_name, table_name, column_name, comment FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND comment IS NOT NULL"
+    ).fetchall():
+        if (schema, name) in copied and comment:
+            stmts.append(f"COMMENT ON COLUMN {_ALIAS}.{_q(schema)}.{_q(name)}.{_q(column)} IS {_lit(comment)}")
+    return stmts
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Temporary copies left by a process that died while writing one (a crash, a kill)."""
+    for leftover in target.parent.glob(f".{target.name}.*.tmp*"):
+        pid = leftover.name[len(target.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # its writer is alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        leftover.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_analyst_copy(engine: Engine, target: Path | str | None = None) -> Path | None:
+    """Write the analyst copy of a DuckDB warehouse atomically; returns its path.
+
+    ``target`` defaults to :func:`default_analyst_path` of the warehouse file. Call it after a
+    publication has committed, in the process that holds the warehouse (the run), with the run's
+    engine: DuckDB lets one process open the file, so the copy is read through the same engine.
+    Returns None, doing nothing, on a PostgreSQL or in-memory warehouse. Raises
+    :class:`AnalystCopyError` when the copy cannot be written; the previous copy then stays.
+    """
+    if dialect_name(engine) != "duckdb":
+        log.debug("analyst copy: a PostgreSQL warehouse has none (analysts use the views)")
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:":
+        return None
+    source = Path(database).expanduser().resolve()
+    target = Path(target).expanduser() if target is not None else default_analyst_path(source)
+    target = target.absolute()
+    if target.resolve() == source:
+        raise AnalystCopyError(f"the analyst copy {target} cannot be the warehouse file itself")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(target)
+        with engine.connect() as conn:
+            relations = _relations(conn)
+            conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
+            try:
+                for schema in SCHEMAS:
+                    conn.exec_driver_sql(f"CREATE SCHEMA {_ALIAS}.{_q(schema)}")
+                # one transaction (the ATTACH began it): every table from the same snapshot
+                for schema, name in relations:
+                    conn.exec_driver_sql(f"CREATE TABLE {_ALIAS}.{_q(schema)}.{_q(name)} AS "  # noqa: S608
+                                         f"SELECT * FROM {_q(schema)}.{_q(name)}")  # names from the catalog, quoted
+                for stmt in _comments(conn, relations):
+                    conn.exec_driver_sql(stmt)
+                conn.commit()
+                conn.exec_driver_sql(f"CHECKPOINT {_ALIAS}")
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                conn.exec_driver_sql(f"DETACH {_ALIAS}")
+                conn.commit()
+                raise
+            conn.exec_driver_sql(f"DETACH {_ALIAS}")
+            conn.commit()
+        wal = tmp.with_name(tmp.name + ".wal")
+        if wal.exists():  # checkpointed: nothing left in it
+            wal.unlink()
+        tmp.chmod(COPY_MODE)
+        _fsync(tmp)
+        os.replace(tmp, target)
+        _fsync(target.parent)
+    except Exception as exc:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        if isinstance(exc, AnalystCopyError):
+            raise
+        raise AnalystCopyError(f"cannot write the analyst copy {target}: {exc}") from exc
+    log.info("analyst copy %s: %d tables of mart and core", target, len(relations))
+    return target
+
+
+def refresh_analyst_copy(engine: Engine, settings: Settings) -> Path | None:
+    """:func:`publish_analyst_copy` to :func:`analyst_copy_path`, for a run after a publication: a
+    failure is logged as an error and returns None instead of failing the run (the publication is
+    committed; analysts keep the previous copy until the next one)."""
+    target = analyst_copy_path(settings)
+    if target is None:
+        return None
+    try:
+        return publish_analyst_copy(engine, target)
+    except AnalystCopyError as exc:
+        log.error("%s; analysts keep the previous copy", exc)
+        return None
