@@ -140,7 +140,18 @@ def test_nightly_flow_end_to_end(prefect_harness, dataset, warehouse_url, dvc_en
         ).one()
         assert tuple(int(x) for x in op) == exp["online_payment"]
         assert exp["online_payment"][1] > exp["online_payment"][3]  # some obligations are unpaid
+        progress = c.execute(sa.text("SELECT count(*) FROM mart.rpt_progress")).scalar_one()
     engine.dispose()
+
+    # DuckDB: the nightly left the analysts' read-only copy beside the warehouse, with its figures
+    if warehouse_url.startswith("duckdb"):
+        import duckdb
+
+        from tasks.analyst import default_analyst_path
+
+        copy = default_analyst_path(warehouse_url.removeprefix("duckdb:///"))
+        with duckdb.connect(str(copy), read_only=True) as reader:
+            assert reader.execute("SELECT count(*) FROM mart.rpt_progress").fetchone()[0] == progress > 0
 
     # the headline figures, system and paid-only side by side, as a Prefect table artifact
     rows = {r["indicator"]: r for r in latest_table_artifact("dvc-headline")}
