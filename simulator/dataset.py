@@ -1,8 +1,9 @@
 """Deterministic, realistic dataset of the provincial one-stop system (source contract section 1).
 
-Dossiers and payments are stored column-wise in numpy arrays (about 200 bytes a dossier) and
-rendered to the API's dicts on demand, so a million dossiers fit in a few hundred MB and are
-generated in seconds. Procedures and units are small lists of dicts.
+Dossiers and payments are stored column-wise in numpy arrays (one array element a field, no
+Python object per record) and rendered to the API's dicts on demand, so a province-scale dataset
+fits in memory (what the bench's sizes take: ``bench/README.md``). Procedures and units are small
+lists of dicts.
 
     ds = generate(seed=42, n_dossiers=3000)
     ds.dossiers[0]            # one API dict (canonical: ints are ints, missing timestamps are None)

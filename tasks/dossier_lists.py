@@ -168,35 +168,32 @@ def _dossier_lists_fast(rec: dict) -> tuple[Any, ...] | None:
             if type(f) is not int or (f != 0 and f != 1):
                 return None
             n_store += f
-    has_e = False
-    for r in results:
-        if type(r) is not dict:
-            return None
-        link = r.get("DuongDanTepTinKetQua")
-        if link is None:
-            continue
-        if type(link) is not str:
-            return None
-        if link and not has_e and link.strip():
-            has_e = True
-    fee_total = 0
-    n_priced = 0
-    for f in fees:
-        if type(f) is not dict:
-            return None
-        g = f.get("Gia")
-        if g is None:
-            continue
-        if type(g) is not int:
-            return None
-        fee_total += g
-        if g > 0:
-            n_priced += 1
+    links = _present(results, "DuongDanTepTinKetQua", str)
+    prices = _present(fees, "Gia", int)
+    if links is None or prices is None:
+        return None
     for s in sups:
         if type(s) is not dict:
             return None
-    return (len(docs), n_reused, n_reused > 0, len(results), has_e, len(sups), fee_total,
-            n_digitised, n_digitised > 0, n_store, n_store > 0, len(fees), n_priced, sups)
+    return (len(docs), n_reused, n_reused > 0, len(results), any(map(str.strip, links)), len(sups), sum(prices),
+            n_digitised, n_digitised > 0, n_store, n_store > 0, len(fees), sum(map((0).__lt__, prices)), sups)
+
+
+def _present(items: list, key: str, kind: type) -> list | None:
+    """The values of ``key`` present (not None) in ``items``, a list of dicts, all exactly of type
+    ``kind`` (a bool is not an int); None when an item is not a dict or a value is of another type."""
+    values = []
+    for item in items:
+        if type(item) is not dict:
+            return None
+        value = item.get(key)
+        if value is None:
+            continue
+        if type(value) is not kind:
+            return None
+        values.append(value)
+    return values
+
 
 def _supplement_rounds(lists: Sequence[list | None], list_bad: np.ndarray, list_detail: list[str]) -> pd.DataFrame:
     """Every supplement round of every record read: ``_pos`` (the record's position), ``lan`` and

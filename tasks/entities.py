@@ -14,7 +14,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Entity:
-    """One entity of the provincial export (``docs/architecture.md``, source-contract 1.1-1.4)."""
+    """One entity of the provincial export (the source contract, sections 1.1-1.4)."""
 
     name: str
     #: API key field(s): the record key of raw rows and quarantine rows, and what tells the
@@ -33,6 +33,8 @@ class Entity:
     #: The suite's rule for a key seen twice in one batch with different content: the normaliser
     #: raises it, with the rule's severity, for a tie it cannot break.
     key_unique_rule: str
+    #: What the offices call it (work lists, the clerks' quarantine export).
+    label_vi: str = ""
     #: True: the clerk's file exports (``tasks/source_files.py``) carry this entity.
     in_files: bool = False
 
@@ -59,6 +61,7 @@ REGISTRY: dict[str, Entity] = {
     for e in (
         Entity(
             name="dossiers",
+            label_vi="Hồ sơ",
             key=("MaHoSo",),
             core_key=("ma_ho_so",),
             required=("MaHoSo", "TrangThaiHoSo", "NgayCapNhat"),
@@ -69,6 +72,7 @@ REGISTRY: dict[str, Entity] = {
         ),
         Entity(
             name="payments",
+            label_vi="Thanh toán",
             key=("Ma",),
             core_key=("ma",),
             required=("Ma", "MaHoSo", "TrangThai", "NgayCapNhat"),
@@ -79,6 +83,7 @@ REGISTRY: dict[str, Entity] = {
         ),
         Entity(
             name="procedures",
+            label_vi="Thủ tục",
             key=("MaTTHC",),
             core_key=("ma_tthc",),
             required=("MaTTHC",),
@@ -88,6 +93,7 @@ REGISTRY: dict[str, Entity] = {
         ),
         Entity(
             name="units",
+            label_vi="Đơn vị",
             key=("MaDonVi", "HieuLucTu"),
             core_key=("ma_don_vi", "hieu_luc_tu"),
             required=("MaDonVi", "HieuLucTu"),

@@ -119,8 +119,8 @@ def _csv_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
     """``frame`` as CSV for ``COPY`` and the COPY options that read it back.
 
     Arrow's C++ writer (every valid value quoted, nulls as unquoted empty fields: an empty string
-    stays an empty string) is ~10x faster than ``DataFrame.to_csv``; frames Arrow cannot convert
-    (mixed object columns) go through pandas."""
+    stays an empty string) is much faster than ``DataFrame.to_csv`` (``bench/README.md``); frames
+    Arrow cannot convert (mixed object columns) go through pandas."""
     try:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         sink = pa.BufferOutputStream()
@@ -200,8 +200,8 @@ def _load(
     entity = norm.entity
     now = now_local()
     if dialect_name(conn) == "duckdb":
-        # a chunk's WAL (~100 MB with the raw JSON) is over DuckDB's default 16 MB threshold, so
-        # every commit would also checkpoint; checkpointing every few chunks halves commit time
+        # a chunk's WAL (the raw JSON included) is over DuckDB's default 16 MB threshold, so every
+        # commit would also checkpoint; checkpointing every few chunks commits faster (bench/README.md)
         conn.execute(sa.text(f"SET checkpoint_threshold = '{DUCKDB_CHECKPOINT_THRESHOLD}'"))
     critical = issues[issues["severity"] == "critical"] if len(issues) else issues
     warn = issues[issues["severity"] == "warning"] if len(issues) else issues

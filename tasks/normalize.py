@@ -44,9 +44,7 @@ from tasks.entities import Entity
 from tasks.entities import entity as entity_of
 from tasks.field_types import FIELDS, parse_column, string_array
 from tasks.settings import hash_key_id
-from tasks.suites import PARSE_TYPE, Rule, load_suite
-
-ISSUE_COLUMNS = ["record_key", "rule", "severity", "detail"]
+from tasks.suites import ISSUE_COLUMNS, PARSE_TYPE, Rule, load_suite
 
 
 @dataclass
@@ -320,7 +318,8 @@ def _conflicting_ties(ent: Entity, rule: IssueRule, keys: pd.Series, core: pd.Da
 
 class RecordTexts(Mapping[str, str]):
     """record_key -> canonical JSON text, read from the batch's Arrow column on demand (only the
-    quarantined rows' texts are ever needed; a dict of 50k Python strings is ~100 MB)."""
+    quarantined rows' texts are ever needed; a dict of every text as a Python string would hold a
+    second copy of the chunk's JSON)."""
 
     def __init__(self, positions: dict[str, int], texts: pa.ChunkedArray) -> None:
         self._pos, self._texts = positions, texts

@@ -33,6 +33,7 @@ from tasks.quality_rules import EVALUATORS, Batch, CheckContext
 from tasks.suites import (
     ENTITIES,
     GX_NATIVE_TYPES,
+    ISSUE_COLUMNS,
     PARSE_TYPE,
     SEVERITIES,
     Rule,
@@ -47,8 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ISSUE_COLUMNS: list[str] = ["record_key", "rule", "severity", "detail"]
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from tasks.entities import REGISTRY
+
 #: Fields of a source record that are personal data (source contract 1.1); never output.
 PERSONAL_FIELDS = ("ChuHoSo", "SoGiayToChuHoSo", "SoDienThoai")
 #: File formats of an export, by the file's extension.
@@ -43,7 +45,7 @@ NO_UNIT = ""
 NO_UNIT_LABEL = "(không rõ đơn vị)"
 
 #: What each entity is called in Vietnamese.
-ENTITY_VI = {"dossiers": "Hồ sơ", "payments": "Thanh toán", "procedures": "Thủ tục", "units": "Đơn vị"}
+ENTITY_VI = {name: e.label_vi for name, e in REGISTRY.items()}
 
 #: The Vietnamese reason of each critical rule of the suites (``expectations/*.json``); the
 #: normaliser's ``parse_<column>`` / ``required_<column>`` / ``parse_nested_lists`` are built by

@@ -104,8 +104,8 @@ def read_ahead(pages: Iterator[T], depth: int = 2) -> Iterator[T]:
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while pages are read and chunks processed: parsed pages
     are millions of small dicts and lists (no cycles) that it would otherwise traverse again and
-    again (2-3x the cost of the JSON parse); reference counting frees them. ``read_ahead`` pauses
-    it for its lifetime and collects the young generations every 50 pages."""
+    again (what that costs: ``bench/README.md``); reference counting frees them. ``read_ahead``
+    pauses it for its lifetime and collects the young generations every 50 pages."""
     was = gc.isenabled()
     gc.disable()
     try:

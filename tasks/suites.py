@@ -60,6 +60,9 @@ PROJECT_TYPES: frozenset[str] = frozenset({
 })
 #: A rule the normaliser evaluates on the records it parses.
 PARSE_TYPE = "dvc_parse"
+#: The columns of an issues frame, one row per failing row and rule: what the normaliser and the
+#: checks return, and the loader writes to ``dq.quarantine`` (critical) or ``dq.warnings``.
+ISSUE_COLUMNS: list[str] = ["record_key", "rule", "severity", "detail"]
 _FRAME_COLUMN_KWARGS = ("column", "column_A", "column_B", "column_earlier", "column_later", "date_column",
                         "procedure_column", "received_column", "due_column", "supplements_column",
                         "group_column", "start_column", "end_column")

@@ -1,4 +1,4 @@
-"""The sheets of the official workbook (shared/spec/reports.md section 6), in their order.
+"""The sheets of the official workbook (the reports specification, section 6), in their order.
 
 :func:`write_table` lays out one report table with the machinery of :mod:`tasks.workbook` (heading,
 merged header, sections, total row with formulas, signature); each :class:`TableSheet` describes

@@ -2,7 +2,7 @@
 and the two work lists, computed record by record in plain Python from the source system's
 records (source contract field names), never through the project's SQL.
 
-It implements ``shared/spec/reports.md`` (sections 1, 3, 4) as fixed by
+It implements the reports specification (reports.md, sections 1, 3, 4) as fixed by
 ``docs/official-figures.md``:
 
 - the latest version of each dossier (by ``NgayCapNhat``) counts; payments are read as they stand

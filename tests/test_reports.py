@@ -1,4 +1,4 @@
-"""Golden tests of the report tables (shared/spec/reports.md), on DuckDB and PostgreSQL.
+"""Golden tests of the report tables (the reports specification), on DuckDB and PostgreSQL.
 
 One hand-made dataset (``GOLDEN_*`` below) is loaded straight into core.*, published for March
 2024, and every expected figure is worked out by hand in the comments next to the assertions.

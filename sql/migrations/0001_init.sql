@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS core.dossiers (
     ngay_ket_thuc_xu_ly         TIMESTAMP,
     ngay_tra                    TIMESTAMP,
     ngay_tu_choi                TIMESTAMP,
-    trang_thai                  SMALLINT NOT NULL,  -- 1..10, source-contract 1.5
+    trang_thai                  SMALLINT NOT NULL,  -- 1..10, the source contract 1.5
     hinh_thuc                   SMALLINT,
     duoc_thanh_toan_truc_tuyen  SMALLINT,   -- 0/1/2
     co_thanh_phan_so_hoa        SMALLINT,
@@ -282,7 +282,7 @@ CREATE TABLE IF NOT EXISTS dq.file_loads (
 );
 
 -- ---------------------------------------------------------------------------------------------
--- mart: report tables (shared/spec/reports.md section 4). Each mart.rpt_X holds the current
+-- mart: report tables (the reports specification, section 4). Each mart.rpt_X holds the current
 -- publication of every period; mart.rpt_X_history keeps every publication (restatements).
 -- A publication replaces a period's rows in mart.rpt_X and appends to history in ONE transaction.
 -- ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
--- 0002: the report tables (shared/spec/reports.md section 4). Portable SQL: DuckDB and PostgreSQL.
+-- 0002: the report tables (the reports specification, reports.md, section 4). Portable SQL: DuckDB
+-- and PostgreSQL.
 --
 -- Publication model: every `mart.rpt_X` holds the CURRENT publication of each period (a period is
 -- [period_start, period_end]); `mart.rpt_X_history` keeps EVERY publication, same columns in the

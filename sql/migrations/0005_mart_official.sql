@@ -1,5 +1,5 @@
--- 0005: the official figures in the report tables (shared/spec/reports.md sections 3-5,
--- docs/official-figures.md). Portable SQL: DuckDB and PostgreSQL.
+-- 0005: the official figures in the report tables (the reports specification, reports.md,
+-- sections 3-5; docs/official-figures.md). Portable SQL: DuckDB and PostgreSQL.
 --
 -- New columns are appended at the END of both tables of a pair, in the same order (0002's rule:
 -- mart.rpt_X and mart.rpt_X_history keep the same columns in the same order). They are nullable:

@@ -1,4 +1,4 @@
--- The definitions of shared/spec/reports.md section 1, implemented ONCE.
+-- The definitions of the reports specification (reports.md), section 1, implemented ONCE.
 -- Grain: one row per dossier (source, ma_ho_so) of core.dossiers that can count in the period
 -- (see `dossiers` below), with the flags every report reads. Built as the session temp table
 -- tmp_dossier_facts inside the publishing transaction; every sql/reports/rpt_*.sql reads it (and
