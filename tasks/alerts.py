@@ -9,11 +9,25 @@
 * :func:`send_alert` delivers one alert to every configured channel. It never raises: a channel
   that cannot be reached is logged at WARNING and reported in the returned :class:`AlertDelivery`.
 
-No secret reaches an alert body or a log line: bodies carry only run ids, rule names, counts and
-the data-docs path, and every text that leaves this module (bodies, error messages, logs) is
+What every alert carries (:func:`send_alert` completes what its builder left out):
+
+* a link to the flow run in the Prefect UI (:func:`flow_run_link`: Prefect's ``PREFECT_UI_URL``
+  and the flow run in progress or ``RunResult.flow_run_id``; none outside a flow run);
+* a link to the run's data docs and to the site's index (``tasks.data_docs``: under
+  ``DVC_DATA_DOCS_URL``, else the file path);
+* a data-quality alert: the top failing rules with their counts (:data:`TOP_RULES`), and the first
+  records the run quarantined (:data:`FIRST_RECORDS`), by their codes (``MaHoSo``; a payment's
+  ``Ma`` and ``MaHoSo``) and rules, with the checks' details scrubbed of personal values
+  (``tasks.runs.first_failing_records``). Never the applicant's name, ID or phone number, never
+  the raw record.
+
+No secret reaches an alert body or a log line: bodies carry only run ids, codes, rule names,
+counts and links, and every text that leaves this module (bodies, error messages, logs) is
 scrubbed of the settings' secret values, of the warehouse URL's password, of any
 ``scheme://user:password@`` and of the webhook URL (whose path is a credential on Slack-style
-services). :func:`install_log_scrubber` does the same for every log record of the process.
+services). :func:`install_log_scrubber` does the same for every log record of the process. In the
+webhook's Block Kit text, ``& < >`` are escaped, so a value in a record cannot mention
+``@channel`` or forge a link; every block stays under Slack's limits.
 
 E-mail uses STARTTLS (certificate verified) unless ``DVC_SMTP_HOST`` is loopback, or as
 ``DVC_SMTP_STARTTLS`` forces (``tasks.settings.smtp_use_starttls``).
@@ -24,9 +38,10 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any
@@ -57,20 +72,27 @@ HTTP_TIMEOUT_SECONDS = 10.0
 SMTP_TIMEOUT_SECONDS = 10.0
 RETRIES = 2  # after the first attempt
 MAX_LINES = 25
+TOP_RULES = 5  # failing rules an alert names, most rows first (the data docs list them all)
+FIRST_RECORDS = 10  # quarantined records an alert names (``dvc-etl quarantine list`` has them all)
+SLACK_TEXT_LIMIT = 2900  # characters of a Block Kit section's text (Slack's limit: 3000)
 _EMOJI = {"critical": ":rotating_light:", "warning": ":warning:", "failure": ":x:"}
 
 
 @dataclass(frozen=True)
 class Alert:
-    """One notification: what happened in which run, in a few lines and counts."""
+    """One notification: what happened in which run, in a few lines and counts, with its links."""
 
     title: str
     severity: str
     run_id: str
     source: str
-    lines: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # under ``heading``: the top rules, or the error
     counts: dict[str, int] = field(default_factory=dict)
-    docs_path: str | None = None
+    docs_path: str | None = None  # the run's data docs (URL or file path)
+    heading: str = "Findings"
+    records: list[str] = field(default_factory=list)  # the first quarantined records: codes and reasons
+    flow_run_url: str | None = None  # the flow run in the Prefect UI
+    site_url: str | None = None  # the data docs' index of every run
 
     def __post_init__(self) -> None:
         if self.severity not in ALERT_SEVERITIES:
@@ -106,36 +128,79 @@ def _shown_lines(alert: Alert) -> list[str]:
     return lines
 
 
+def _links(alert: Alert) -> list[tuple[str, str]]:
+    """(label, link) of the alert's links, as far as known."""
+    links = [("Flow run", alert.flow_run_url), ("Data docs", alert.docs_path), ("All runs", alert.site_url)]
+    return [(label, url) for label, url in links if url]
+
+
 def render_text(alert: Alert) -> str:
     """The alert as plain text (the e-mail body)."""
     out = [f"[{alert.severity.upper()}] {alert.title}", "", f"Run id: {alert.run_id}", f"Source: {alert.source}"]
+    out += [f"{label}: {url}" for label, url in _links(alert)]
+    if not alert.docs_path:
+        out.append("Data docs: not built for this run")
     if alert.counts:
         out += ["", "Counts:"] + [f"  {k}: {v}" for k, v in alert.counts.items()]
     if alert.lines:
-        out += ["", "Findings:"] + [f"  - {line}" for line in _shown_lines(alert)]
-    out += ["", f"Data docs: {alert.docs_path or 'not built'}"]
+        out += ["", f"{alert.heading}:"] + [f"  - {line}" for line in _shown_lines(alert)]
+    if alert.records:
+        out += ["", "First quarantined records (codes and reasons, no personal data):"]
+        out += [f"  - {line}" for line in alert.records]
     return "\n".join(out) + "\n"
 
 
+def _mrkdwn(text: str) -> str:
+    """``text`` safe in Slack mrkdwn: ``& < >`` escaped (no mention, no forged link)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _bounded(title: str, lines: list[str], limit: int = SLACK_TEXT_LIMIT) -> str:
+    """``*title*`` and the lines as bullets, as many as fit in ``limit`` characters."""
+    out = f"*{title}*"
+    for i, line in enumerate(lines):
+        bullet = "\n• " + _mrkdwn(line)[:600]
+        if len(out) + len(bullet) > limit - 40:
+            return out + f"\n• ... and {len(lines) - i} more"
+        out += bullet
+    return out
+
+
+def _slack_link(label: str, url: str) -> str:
+    if url.startswith(("http://", "https://")) and not any(c in url for c in "<>| "):
+        return f"*{label}*: <{url}|{_mrkdwn(url)}>"
+    return f"*{label}*: `{_mrkdwn(url)}`"  # a file path: shown, to be opened on the server
+
+
 def slack_payload(alert: Alert) -> dict[str, Any]:
-    """Slack-compatible JSON: a ``text`` fallback and Block Kit ``blocks``."""
+    """Slack-compatible JSON: a ``text`` fallback and Block Kit ``blocks`` (header, run and counts,
+    links, the findings, the first quarantined records), each within Slack's limits."""
     headline = f"{_EMOJI[alert.severity]} [{alert.severity.upper()}] {alert.title}"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": headline[:150], "emoji": True}},
         {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*Run id*\n`{alert.run_id}`"},
-            {"type": "mrkdwn", "text": f"*Source*\n{alert.source}"},
-            *({"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in list(alert.counts.items())[:8]),
+            {"type": "mrkdwn", "text": f"*Run id*\n`{_mrkdwn(alert.run_id)[:200]}`"},
+            {"type": "mrkdwn", "text": f"*Source*\n{_mrkdwn(alert.source)[:200]}"},
+            *({"type": "mrkdwn", "text": f"*{_mrkdwn(k)[:100]}*\n{v}"} for k, v in list(alert.counts.items())[:8]),
         ]},
     ]
+    links = [_slack_link(label, url)[:1000] for label, url in _links(alert)]
+    if not alert.docs_path:
+        links.append("*Data docs*: not built for this run")
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(links)}})
     if alert.lines:
-        body = "\n".join(f"• {line}" for line in _shown_lines(alert))
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body[:2990]}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": _bounded(alert.heading, _shown_lines(alert))}})
+    if alert.records:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _bounded(
+            "First quarantined records (codes and reasons, no personal data)", alert.records)}})
     blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": f"Data docs: {alert.docs_path or 'not built'}"}]})
+        {"type": "mrkdwn", "text": f"dvc-etl · run `{_mrkdwn(alert.run_id)[:200]}`"}]})
     counts = ", ".join(f"{k}={v}" for k, v in alert.counts.items())
     text = f"[{alert.severity.upper()}] {alert.title} (run {alert.run_id}, source {alert.source}; {counts})"
-    return {"text": text, "blocks": blocks}
+    if alert.flow_run_url:
+        text += f" {alert.flow_run_url}"
+    return {"text": _mrkdwn(text)[:3000], "blocks": blocks}
 
 
 def _scrub_payload(obj: Any, secrets: list[str]) -> Any:
@@ -148,10 +213,18 @@ def _scrub_payload(obj: Any, secrets: list[str]) -> Any:
     return obj
 
 
+def _scrub_alert(alert: Alert, secrets: list[str]) -> Alert:
+    """``alert`` with every text scrubbed of ``secrets``."""
+    texts = {k: _scrub_payload(getattr(alert, k), secrets) for k in (
+        "title", "run_id", "source", "lines", "docs_path", "records", "flow_run_url", "site_url")}
+    return replace(alert, **texts, counts={_scrub(k, secrets): v for k, v in alert.counts.items()})
+
+
 def email_message(alert: Alert, settings: Settings) -> EmailMessage:
     """The alert as an e-mail to ``settings.alert_email_to``."""
     msg = EmailMessage()
-    msg["Subject"] = f"[dvc-etl] {alert.severity.upper()}: {alert.title} (run {alert.run_id})"
+    msg["Subject"] = _scrub(f"[dvc-etl] {alert.severity.upper()}: {alert.title} (run {alert.run_id})",
+                            _secrets(settings))
     msg["From"] = settings.smtp_from
     msg["To"] = ", ".join(_recipients(settings))
     msg["Date"] = formatdate(localtime=True)
@@ -224,15 +297,21 @@ def _send_email(msg: EmailMessage, settings: Settings, retry_delay: float) -> No
 
 
 def send_alert(alert: Alert, settings: Settings, *, retry_delay: float = 1.0) -> AlertDelivery:
-    """Send ``alert`` to the webhook and by e-mail, as configured. Never raises."""
+    """Send ``alert`` to the webhook and by e-mail, as configured, with the links its builder left
+    out (:func:`with_links`). Never raises."""
     secrets = _secrets(settings)
+    try:
+        alert = with_links(alert, settings)
+    except Exception:  # noqa: BLE001 - an alert goes out without its links rather than not at all
+        log.exception("alert %r: could not work out its links", alert.title)
     errors: list[str] = []
     webhook = email = "disabled"
     if settings.alert_webhook_url:
         label = _webhook_label(settings.alert_webhook_url)
         try:
-            _post_webhook(settings.alert_webhook_url, _scrub_payload(slack_payload(alert), secrets), retry_delay,
-                          secrets)
+            # scrubbed before Slack's escaping (a secret holding & < > would not match after it), and after
+            payload = _scrub_payload(slack_payload(_scrub_alert(alert, secrets)), secrets)
+            _post_webhook(settings.alert_webhook_url, payload, retry_delay, secrets)
             webhook = "sent"
             log.info("alert %r sent to webhook %s", alert.title, label)
         except Exception as exc:  # noqa: BLE001 - an alert must never break the run
@@ -258,42 +337,129 @@ def send_alert(alert: Alert, settings: Settings, *, retry_delay: float = 1.0) ->
 
 
 # ---------------------------------------------------------------------------------------------
+# Links
+# ---------------------------------------------------------------------------------------------
+def flow_run_link(flow_run_id: str | None = None) -> str | None:
+    """``{PREFECT_UI_URL}/runs/flow-run/{id}`` of ``flow_run_id`` or else the flow run in progress
+    (``prefect.runtime.flow_run.id``); None outside a flow run or when Prefect has no UI URL
+    (``PREFECT_UI_URL``, which Prefect derives from ``PREFECT_API_URL`` when unset, as for its
+    own links)."""
+    if "prefect" not in sys.modules:  # no flow run in this process; importing Prefect costs a second
+        return None
+    try:
+        from prefect.runtime import flow_run
+        from prefect.settings import get_current_settings
+
+        ui = get_current_settings().ui_url
+        run = flow_run_id or flow_run.id
+    except Exception:  # noqa: BLE001 - a link is a convenience
+        return None
+    return f"{str(ui).rstrip('/')}/runs/flow-run/{run}" if ui and run else None
+
+
+def docs_links(settings: Settings, run_id: str) -> tuple[str | None, str | None]:
+    """(the run's data docs, the site's index of every run): URLs under ``DVC_DATA_DOCS_URL``, else
+    file paths; None for a run without pages, and for an index that was never written."""
+    from tasks.data_docs import INDEX, data_docs_link, docs_root, site_link
+
+    site = site_link(settings) if settings.data_docs_url or (docs_root(settings) / INDEX).is_file() else None
+    return data_docs_link(settings, run_id), site
+
+
+def with_links(alert: Alert, settings: Settings) -> Alert:
+    """``alert`` with the links it lacks: the flow run in the Prefect UI, the run's data docs and
+    the data docs' index."""
+    docs, site = docs_links(settings, alert.run_id) if not (alert.docs_path and alert.site_url) else (None, None)
+    return replace(alert, flow_run_url=alert.flow_run_url or flow_run_link(), docs_path=alert.docs_path or docs,
+                   site_url=alert.site_url or site)
+
+
+# ---------------------------------------------------------------------------------------------
 # Deciding
 # ---------------------------------------------------------------------------------------------
-def _always_alert_rules(entity: str) -> set[str]:
+def _rule_meta(entity: str) -> dict[str, dict[str, Any]]:
+    """The suite's ``meta`` of each rule of ``entity`` (empty for an entity without a suite)."""
     from tasks.quality import load_suite
 
-    return {r.rule for r in load_suite(entity).rules if r.meta.get("alert") == "always"}
+    try:
+        return {r.rule: r.meta for r in load_suite(entity).rules}
+    except (ValueError, OSError):
+        return {}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def top_rules(result: RunResult, limit: int = TOP_RULES) -> list[str]:
+    """The run's failing rules, the ``limit`` most important first: critical ones, then those the
+    suites mark ``alert: always`` (volume, freshness: shown even beyond ``limit``), then warnings;
+    by rows failed. A row rule reads ``dossiers.dossier_status_in_code_list: 12 rows (critical)``;
+    a batch-level rule gives its detail instead of a count."""
+    found = []
+    for name, e in result.entities.items():
+        meta = _rule_meta(name)
+        for rule, v in e.failing().items():
+            m = meta.get(rule, {})
+            always = m.get("alert") == "always"
+            found.append(((v["severity"] != "critical", not always, -v["unexpected_count"], name, rule), name, rule,
+                          v, bool(m.get("batch")), always))
+    found.sort(key=lambda f: f[0])
+    shown = found[:limit] + [f for f in found[limit:] if f[5]]
+    lines = []
+    for _, name, rule, v, batch, _always in shown:
+        if batch:
+            detail = " ".join(str(v.get("detail") or "").split())[:300]
+            lines.append(f"{name}.{rule}: failed ({v['severity']}, batch check): {detail}")
+        else:
+            lines.append(f"{name}.{rule}: {_plural(v['unexpected_count'], 'row')} ({v['severity']})")
+    if len(found) > len(shown):
+        lines.append(f"... and {len(found) - len(shown)} more failing rules (see the data docs)")
+    return lines
+
+
+def first_records(result: RunResult, limit: int = FIRST_RECORDS) -> list[str]:
+    """The first quarantined records of the run (``RunResult.failing_records``) as lines, and how
+    many more there are."""
+    lines = [r.text() for r in result.failing_records[:limit]]
+    more = max(result.failing_records_total, result.rows_quarantined) - len(lines)
+    if lines and more > 0:
+        lines.append(f"... and {_plural(more, 'more record')} (dvc-etl quarantine list)")
+    return lines
 
 
 def alerts_for_run(result: RunResult, settings: Settings) -> list[Alert]:
     """The alerts a finished run calls for (possibly none): its data-quality findings, then the
-    inbox files it could not read."""
+    inbox files it could not read. Each carries the run's links (:func:`with_links`)."""
     alerts: list[Alert] = []
     quarantined, warnings = result.rows_quarantined, result.warnings
-    always = [f"{name}.{rule}: {v.get('detail')}" for name, e in result.entities.items()
-              for rule, v in e.failing().items() if rule in _always_alert_rules(name)]
+    always = any(rule for name, e in result.entities.items() for rule in e.failing()
+                 if _rule_meta(name).get(rule, {}).get("alert") == "always")
+    docs, site = docs_links(settings, result.run_id)
+    links = dict(flow_run_url=flow_run_link(result.flow_run_id), docs_path=docs or result.data_docs, site_url=site)
     if quarantined or warnings > settings.warning_alert_threshold or always:
-        lines = [f"{name}: " + ", ".join(f"{rule}={v['unexpected_count']}" for rule, v in sorted(failing.items()))
-                 for name, e in result.entities.items() if (failing := e.failing())]
         alerts.append(Alert(
             title=("Critical data-quality failures" if quarantined else "Data-quality warnings")
             + (" - reports not published" if result.blocked else ""),
             severity="critical" if quarantined else "warning", run_id=result.run_id, source=result.source,
-            lines=lines + always, counts={"quarantined": quarantined, "warnings": warnings},
-            docs_path=result.data_docs))
+            lines=top_rules(result), counts={"quarantined": quarantined, "warnings": warnings},
+            heading="Top failing rules", records=first_records(result), **links))
     if result.failed_files:
         alerts.append(Alert(
             title=f"{len(result.failed_files)} inbox file(s) could not be read", severity="warning",
             run_id=result.run_id, source=result.source, lines=[f"{path}: {why}" for path, why in result.failed_files],
-            counts={"failed_files": len(result.failed_files)}))
+            counts={"failed_files": len(result.failed_files)}, heading="Files not read", **links))
     return alerts
 
 
 def failure_alert(run_id: str, source: str, error: BaseException | str, *, run_name: str | None = None,
-                  state: str = "Failed", lines: Iterable[str] = (), docs_path: str | None = None) -> Alert:
+                  state: str = "Failed", lines: Iterable[str] = (), docs_path: str | None = None,
+                  flow_run_id: str | None = None, settings: Settings | None = None) -> Alert:
     """The alert for a run that failed (``state``: Failed, Crashed), with the error first; the
-    error text is scrubbed of secrets when sent. ``run_name``: the Prefect flow run's name."""
+    error text is scrubbed of secrets when sent. ``run_name``: the Prefect flow run's name;
+    ``flow_run_id``: its id (default: the flow run in progress). With ``settings``, the data docs
+    links are filled in now; else :func:`send_alert` fills them in."""
     text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+    docs, site = docs_links(settings, run_id) if settings is not None else (None, None)
     return Alert(f"dvc-etl run {run_name or run_id} {state}", "failure", run_id, source, [text[:1000], *lines], {},
-                 docs_path)
+                 docs_path or docs, heading="Error", flow_run_url=flow_run_link(flow_run_id), site_url=site)

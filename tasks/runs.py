@@ -4,6 +4,8 @@
   'running'), :func:`finish_run` (success, blocked, failed...).
 - ``dq.check_results``: :func:`record_checks`, one row per rule of an entity's run.
 - ``dq.backfill_partitions``: :func:`backfill_id`, :func:`done_partitions`, :func:`mark_partition`.
+- ``dq.quarantine``: :func:`first_failing_records`, the first records a run quarantined, by their
+  codes and reasons and without personal data (:class:`FailingRecord`), for its alert.
 
 :class:`RunResult` is what a run hands to the flows: their summary (:meth:`RunResult.as_summary`),
 the checks artifact (:func:`checks_markdown`) and the one alert decision
@@ -12,6 +14,8 @@ the checks artifact (:func:`checks_markdown`) and the one alert decision
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -90,6 +94,9 @@ class RunResult:
     published: list[dict[str, Any]] = field(default_factory=list)  # one record per publication
     purged: dict[str, Any] | None = None  # what the retention purge removed (or its error)
     failed_files: list[tuple[str, str]] = field(default_factory=list)  # inbox: (file, why it was not read)
+    flow_run_id: str | None = None  # the Prefect flow run (else the alert reads prefect.runtime)
+    failing_records: list[FailingRecord] = field(default_factory=list)  # the first quarantined (alerts)
+    failing_records_total: int = 0  # how many records the run quarantined in all (dq.quarantine)
 
     @property
     def rows_quarantined(self) -> int:
@@ -103,6 +110,12 @@ class RunResult:
     def data_docs(self) -> str | None:
         """The run's Great Expectations data docs (one index for the run), if any was built."""
         return next((e.data_docs for e in self.entities.values() if e.data_docs), None)
+
+    def read_failing_records(self, engine: Engine, limit: int = 10) -> None:
+        """Fill :attr:`failing_records` (the first ``limit``) and :attr:`failing_records_total` from
+        the run's ``dq.quarantine`` rows, when it quarantined any (:func:`first_failing_records`)."""
+        if self.rows_quarantined and not self.failing_records:
+            self.failing_records, self.failing_records_total = first_failing_records(engine, self.run_id, limit)
 
     def as_summary(self) -> dict[str, Any]:
         """The run as plain data: what the nightly flow returns and the CLI prints."""
@@ -234,3 +247,97 @@ def mark_partition(
             {"b": bid, "s": part[0], "e": part[1], "st": status, "r": run_id, "t": now,
              "f": None if status == "running" else now, "rd": read, "ld": loaded, "q": q, "m": message[:2000]},
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# dq.quarantine: the first records a run quarantined, for its alert
+# ----------------------------------------------------------------------------------------------
+#: Raw-record fields whose values are personal data, beyond the source contract's three
+#: (``tasks.quarantine.PERSONAL_FIELDS``): any applicant, phone, ID, address or e-mail field a
+#: clerk's file may add.
+_PERSONAL_FIELD = re.compile(r"ChuHoSo|DienThoai|GiayTo|DiaChi|Email|CCCD|CMND", re.IGNORECASE)
+#: What looks like a phone number (0 or +84 and 9-10 digits) or an ID number (9-digit CMND,
+#: 12-digit CCCD), standing alone: masked even when the record is gone (retention) or the value
+#: sits in another field than its own.
+_ID_OR_PHONE = re.compile(r"(?<![\w.+])(?:(?:\+?84|0)\d{8,10}|\d{9}|\d{12})(?![\w.])")
+_ENTITY_ORDER = "CASE entity WHEN 'dossiers' THEN 0 WHEN 'payments' THEN 1 WHEN 'procedures' THEN 2 ELSE 3 END"
+MAX_DETAIL = 160
+
+
+def scrub_personal(text: str, record: dict[str, Any] | None = None) -> str:
+    """``text`` with every personal value of ``record`` (its applicant's name, ID and phone
+    number, and any field named like one) and anything shaped like a phone or ID number replaced
+    by ``***``."""
+    from tasks.quarantine import PERSONAL_FIELDS
+
+    for name, value in (record or {}).items():
+        if name in PERSONAL_FIELDS or _PERSONAL_FIELD.search(str(name)):
+            value = "" if value is None else str(value).strip()
+            if len(value) >= 2:
+                text = text.replace(value, "***")
+    return _ID_OR_PHONE.sub("***", text)
+
+
+@dataclass(frozen=True)
+class FailingRecord:
+    """A record a run quarantined as an alert names it: its codes, and the rules it failed with
+    their (scrubbed) details. Never personal data: the raw record is read only to find a payment's
+    dossier code and to scrub the details."""
+
+    entity: str
+    record_key: str  # MaHoSo, Ma, MaTTHC, MaDonVi|HieuLucTu; '#<hash>' when the record had no key
+    dossier: str = ""  # MaHoSo (a payment's dossier)
+    failures: tuple[tuple[str, str], ...] = ()  # (rule, detail)
+
+    def text(self, max_rules: int = 3) -> str:
+        """``MaHoSo X: rule (detail); rule (detail)``; a payment ``Ma P (MaHoSo X): ...``."""
+        from tasks.entities import REGISTRY
+
+        ent = REGISTRY.get(self.entity)
+        key_name = "/".join(ent.key) if ent else "key"
+        if self.record_key.startswith("#"):
+            who = f"{self.entity} record {self.record_key} without {key_name}"
+        else:
+            who = f"{key_name} {self.record_key}"
+        if self.entity == "payments" and self.dossier:
+            who += f" (MaHoSo {self.dossier})"
+        rules = [f"{rule} ({detail})" if detail else rule for rule, detail in self.failures[:max_rules]]
+        more = f"; +{len(self.failures) - max_rules} more rules" if len(self.failures) > max_rules else ""
+        return f"{who}: " + "; ".join(rules) + more
+
+
+def _json(raw: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def first_failing_records(engine: Engine, run_id: str, limit: int = 10) -> tuple[list[FailingRecord], int]:
+    """The first ``limit`` records ``run_id`` quarantined and still open (dossiers, then payments,
+    procedures, units; by key, keyless records last), and how many it quarantined in all."""
+    where = "run_id = :r AND resolved_at IS NULL"
+    with engine.connect() as c:
+        total = int(c.execute(sa.text(
+            f"SELECT count(*) FROM (SELECT DISTINCT entity, record_key FROM dq.quarantine WHERE {where}) AS q"  # noqa: S608
+        ), {"r": run_id}).scalar_one())
+        first = c.execute(sa.text(
+            f"SELECT entity, record_key FROM dq.quarantine WHERE {where} GROUP BY entity, record_key "  # noqa: S608
+            f"ORDER BY {_ENTITY_ORDER}, record_key LIKE '#%', record_key LIMIT :n"
+        ), {"r": run_id, "n": limit}).fetchall()
+        rows: dict[tuple[str, str], list[Any]] = {(e, k): [] for e, k in first}
+        stmt = sa.text(f"SELECT entity, record_key, rule, detail, raw_record FROM dq.quarantine WHERE {where} "  # noqa: S608
+                       "AND entity = :e AND record_key IN :keys ORDER BY rule").bindparams(
+            sa.bindparam("keys", expanding=True))
+        for ent in dict.fromkeys(e for e, _ in first):
+            for r in c.execute(stmt, {"r": run_id, "e": ent, "keys": [k for e, k in first if e == ent]}):
+                rows[(r.entity, r.record_key)].append(r)
+    out = []
+    for (ent, key), found in rows.items():
+        record = next((rec for r in found if (rec := _json(r.raw_record))), {})
+        dossier = key if ent == "dossiers" else str(record.get("MaHoSo") or "") if ent == "payments" else ""
+        failures = tuple((r.rule, scrub_personal(" ".join(str(r.detail or "").split()), record)[:MAX_DETAIL])
+                         for r in found)
+        out.append(FailingRecord(ent, scrub_personal(key, record), scrub_personal(dossier, record), failures))
+    return out, total

@@ -21,9 +21,18 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
-from tasks.alerts import Alert, alerts_for_run, failure_alert, send_alert, slack_payload
+from tasks.alerts import (
+    Alert,
+    alerts_for_run,
+    failure_alert,
+    flow_run_link,
+    send_alert,
+    slack_payload,
+    top_rules,
+)
+from tasks.alerts import render_text as alert_text
 from tasks.quality import CheckOutcome, check
-from tasks.runs import EntityResult, RunResult, checks_markdown
+from tasks.runs import EntityResult, FailingRecord, RunResult, checks_markdown, scrub_personal
 from tasks.settings import Settings
 from tests.test_quality import context, good_dossiers, planted_dossiers
 
@@ -178,9 +187,25 @@ def test_a_run_with_critical_failures_gets_one_critical_alert(outcomes: list[Che
     alert = alerts[0]
     assert (alert.severity, alert.title) == ("critical", "Critical data-quality failures - reports not published")
     assert alert.counts == {"quarantined": o.quarantined_count, "warnings": o.warning_count} and o.quarantined_count
-    assert alert.lines[0].startswith("dossiers: ") and "dossier_status_in_code_list=1" in alert.lines[0]
-    assert "dossier_due_date_matches_processing_time=1" in alert.lines[0]  # warnings named too, with counts
+    # the top 5 failing rules, critical first, most rows first, with their counts; then how many more
+    failing = {r.rule: (r.severity, r.unexpected_count) for r in o.results if r.unexpected_count}
+    assert alert.heading == "Top failing rules" and len(alert.lines) == 6 and len(failing) > 5
+    assert alert.lines[5] == f"... and {len(failing) - 5} more failing rules (see the data docs)"
+    shown = []
+    for line in alert.lines[:5]:
+        rule, _, rest = line.removeprefix("dossiers.").partition(": ")
+        severity, n = failing[rule]
+        assert rest == f"{n} {'row' if n == 1 else 'rows'} (critical)" and severity == "critical", line
+        shown.append(n)
+    critical = sorted((n for sev, n in failing.values() if sev == "critical"), reverse=True)
+    assert shown == critical[:5] and shown[0] >= 2  # the most rows first
     assert (alert.run_id, alert.source, alert.docs_path) == ("run-42", "binh-dinh", DOCS)
+    # every rule, with a higher limit: warnings after the critical ones, with their counts
+    every = top_rules(run_result({"dossiers": o}), limit=100)
+    assert len(every) == len(failing)
+    assert "dossiers.dossier_due_date_matches_processing_time: 1 row (warning)" in every
+    assert [line.endswith("(critical)") for line in every] == sorted((line.endswith("(critical)") for line in every),
+                                                                      reverse=True)
     # the gate open (quarantine within the threshold): the same alert, without "not published"
     alerts = alerts_for_run(run_result({"dossiers": o}), make_settings())
     assert [a.title for a in alerts] == ["Critical data-quality failures"]
@@ -200,8 +225,8 @@ def test_no_alert_for_a_clean_run_but_always_for_stale_source() -> None:
     stale = check("dossiers", good_dossiers(0), context(last_arrival=datetime(2024, 6, 1)))
     alerts = alerts_for_run(run_result({"dossiers": stale}), make_settings())
     assert [(a.severity, a.title) for a in alerts] == [("warning", "Data-quality warnings")]
-    assert alerts[0].lines[0] == "dossiers: dossier_freshness=1"
-    assert alerts[0].lines[1].startswith("dossiers.dossier_freshness: ")  # the rule's detail: how stale
+    assert len(alerts[0].lines) == 1  # the rule and its detail: how stale
+    assert alerts[0].lines[0].startswith("dossiers.dossier_freshness: failed (warning, batch check): newest ")
 
 
 def test_inbox_files_that_could_not_be_read_alert() -> None:
@@ -252,7 +277,7 @@ def test_alert_reaches_webhook_and_smtp_without_secrets(
     body = hook.bodies[0]
     assert set(body) == {"text", "blocks"} and body["blocks"][0]["type"] == "header"
     raw = json.dumps(body, ensure_ascii=False)
-    assert "run-2024-07-01-nightly" in raw and "dossier_status_in_code_list" in raw
+    assert "run-2024-07-01-nightly" in raw and "dossier_channel_in_code_list: 2 rows (critical)" in raw
     assert f"quarantined={outcomes[0].quarantined_count}" in body["text"]
     assert "reports/dq/run-2024-07-01-nightly/index.html" in raw
     # E-mail: to both recipients, logged in with the password, which the message never shows.
@@ -263,7 +288,7 @@ def test_alert_reaches_webhook_and_smtp_without_secrets(
     msg = message_from_bytes(data)
     assert "run-2024-07-01-nightly" in msg["Subject"] and "CRITICAL" in msg["Subject"]
     text = _body(msg)
-    assert "dossier_channel_in_code_list=2" in text
+    assert "  - dossiers.dossier_channel_in_code_list: 2 rows (critical)" in text.splitlines()
     assert f"quarantined: {outcomes[0].quarantined_count}" in text
     assert "Data docs: reports/dq/run-2024-07-01-nightly/index.html" in text
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name != "mail.log")  # not the test server's
@@ -291,6 +316,23 @@ def test_secret_in_failure_text_is_scrubbed(smtp_server: tuple[MailSink, int]) -
     assert "RuntimeError: GET failed with token *** key ***" in json.dumps(hook.bodies, ensure_ascii=False)
 
 
+def test_a_secret_with_slack_special_characters_is_scrubbed_before_escaping(
+        smtp_server: tuple[MailSink, int]) -> None:
+    sink, port = smtp_server
+    odd = "pw&<SECRET>odd"
+    with WebhookReceiver() as hook:
+        settings = make_settings(alert_webhook_url=hook.url, smtp_host="127.0.0.1", smtp_port=port,
+                                 smtp_password=SecretStr(odd), smtp_user=None)
+        alert = failure_alert("run-9", "binh-dinh", f"login with {odd} refused", run_name=f"run {odd}",
+                              lines=[f"again {odd}"])
+        assert send_alert(alert, settings, retry_delay=0).delivered
+    raw = json.dumps(hook.bodies, ensure_ascii=False)
+    mail = sink.messages[0][1].decode("utf-8", "replace")
+    for blob in (raw, mail):
+        assert "SECRET" not in blob
+    assert "login with *** refused" in raw and "again ***" in raw
+
+
 def test_unreachable_channels_do_not_raise(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     dead = free_port()
@@ -316,9 +358,117 @@ def test_slack_payload_is_bounded() -> None:
     alert = Alert("x" * 300, "warning", "r", "s", [f"line {i}" for i in range(100)], {"rows": 1})
     payload = slack_payload(alert)
     assert len(payload["blocks"][0]["text"]["text"]) <= 150
-    assert "and 75 more" in payload["blocks"][2]["text"]["text"]
+    assert "and 75 more" in payload["blocks"][3]["text"]["text"]
+    # long findings and records: every section within Slack's 3000 characters, the rest counted
+    long = Alert("t", "critical", "r", "s", ["y" * 900] * 20, records=[f"MaHoSo K{i}: " + "z" * 700 for i in range(10)])
+    payload = slack_payload(long)
+    sections = [b["text"]["text"] for b in payload["blocks"] if b["type"] == "section" and "text" in b]
+    assert all(len(t) <= 3000 for t in sections) and len(json.dumps(payload)) < 16_000
+    assert sections[1].endswith("more") and sections[2].endswith("more") and "MaHoSo K0" in sections[2]
     with pytest.raises(ValueError):
         Alert("t", "info", "r", "s")
+
+
+# ---------------------------------------------------------------------------------------------
+# What every alert carries (issue 16): links, the top rules, the first records, no personal data
+# ---------------------------------------------------------------------------------------------
+UI = "https://prefect.example.gov.vn"
+FLOW_RUN = "0b6c2a9e-5d1f-4c3e-9a7b-2f1e8d3c4b5a"
+
+
+def test_flow_run_link_needs_a_ui_url_and_a_flow_run() -> None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_UI_URL: UI + "/"}):
+        assert flow_run_link(FLOW_RUN) == f"{UI}/runs/flow-run/{FLOW_RUN}"
+        assert flow_run_link() is None  # outside a flow run: no id, no link
+    with temporary_settings(restore_defaults={PREFECT_UI_URL, PREFECT_API_URL}):
+        assert flow_run_link(FLOW_RUN) is None  # Prefect knows no UI
+
+
+def test_personal_values_are_scrubbed_from_details() -> None:
+    record = {"ChuHoSo": "Trần Văn Bí", "SoGiayToChuHoSo": "A-77/19", "SoDienThoai": "0912 345 678",
+              "DiaChiChuHoSo": "12 Lê Lợi", "MaHoSo": "H-1"}
+    text = ("TrangThaiHoSo = 'Trần Văn Bí' is not a valid int; KenhThucHien = '0912 345 678'; id A-77/19; "
+            "at 12 Lê Lợi; phone 0987654321, +84987654321; CCCD 079203001234, CMND 123456789; "
+            "kept: H-1, 20240620080000, 000.15.41.H08-240326-00001, SoTien = 12000")
+    out = scrub_personal(text, record)
+    for value in ("Trần Văn Bí", "0912 345 678", "A-77/19", "12 Lê Lợi", "0987654321", "84987654321",
+                  "079203001234", "123456789"):
+        assert value not in out, value
+    assert "kept: H-1, 20240620080000, 000.15.41.H08-240326-00001, SoTien = 12000" in out
+    assert scrub_personal("phone 0987654321") == "phone ***"  # without the record (purged), by shape
+
+
+def test_an_alert_names_the_first_records_and_links_in_both_channels(
+        tmp_path, smtp_server: tuple[MailSink, int]) -> None:
+    from prefect.settings import PREFECT_UI_URL, temporary_settings
+
+    sink, port = smtp_server
+    page = tmp_path / "data-docs" / "run-7" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<html></html>")
+    (tmp_path / "data-docs" / "index.html").write_text("<html></html>")
+    records = [FailingRecord("dossiers", f"H-{i}", f"H-{i}", (("dossier_status_in_code_list", f"TrangThaiHoSo = {i}"),))
+               for i in range(9)]
+    records += [FailingRecord("dossiers", "#ab12cd34ef56ab78", "", (("required_ma_ho_so", "MaHoSo is missing"),
+                                                                     ("dossier_key_present", ""))),
+                FailingRecord("payments", "YC-1", "H-0", (("payment_status_in_code_list", "TrangThai = '<!channel>'"),))]
+    entity = EntityResult("dossiers", rows_read=30, rows_loaded=17, rows_quarantined=13)
+    entity.checks = {"dossier_status_in_code_list": {"severity": "critical", "element_count": 30,
+                                                     "unexpected_count": 12, "detail": "x"}}
+    result = RunResult("run-7", "binh-dinh", {"dossiers": entity}, flow_run_id=FLOW_RUN, failing_records=records,
+                       failing_records_total=13)
+    with WebhookReceiver() as hook, temporary_settings(updates={PREFECT_UI_URL: UI}):
+        settings = make_settings(alert_webhook_url=hook.url, smtp_host="127.0.0.1", smtp_port=port,
+                                 reports_dir=str(tmp_path), data_docs_url="https://docs.example.gov.vn/dq/")
+        alert = alerts_for_run(result, settings)[0]
+        assert send_alert(alert, settings, retry_delay=0).delivered
+        # a file path when DVC_DATA_DOCS_URL is unset
+        assert alerts_for_run(result, make_settings(reports_dir=str(tmp_path)))[0].docs_path == str(page.resolve())
+    assert alert.flow_run_url == f"{UI}/runs/flow-run/{FLOW_RUN}"
+    assert alert.docs_path == "https://docs.example.gov.vn/dq/run-7/index.html"
+    assert alert.site_url == "https://docs.example.gov.vn/dq/index.html"
+    assert alert.lines == ["dossiers.dossier_status_in_code_list: 12 rows (critical)"]
+    assert alert.records == [*(f"MaHoSo H-{i}: dossier_status_in_code_list (TrangThaiHoSo = {i})" for i in range(9)),
+                             "dossiers record #ab12cd34ef56ab78 without MaHoSo: required_ma_ho_so (MaHoSo is missing); "
+                             "dossier_key_present",
+                             "... and 3 more records (dvc-etl quarantine list)"]  # 13 in all, 10 shown
+    text = _body(message_from_bytes(sink.messages[0][1]))
+    for line in (f"Flow run: {UI}/runs/flow-run/{FLOW_RUN}", "Data docs: https://docs.example.gov.vn/dq/run-7/index.html",
+                 "All runs: https://docs.example.gov.vn/dq/index.html", "Top failing rules:",
+                 "  - dossiers.dossier_status_in_code_list: 12 rows (critical)",
+                 "First quarantined records (codes and reasons, no personal data):",
+                 "  - MaHoSo H-0: dossier_status_in_code_list (TrangThaiHoSo = 0)",
+                 "  - ... and 3 more records (dvc-etl quarantine list)"):
+        assert line in text.splitlines(), line
+    body = hook.bodies[0]
+    links = body["blocks"][2]["text"]["text"]
+    assert f"*Flow run*: <{UI}/runs/flow-run/{FLOW_RUN}|" in links and "<https://docs.example.gov.vn/dq/run-7/index" in links
+    assert "MaHoSo H-8: dossier_status_in_code_list" in body["blocks"][4]["text"]["text"]
+    assert f"{UI}/runs/flow-run/{FLOW_RUN}" in body["text"]
+    # a value of a record cannot mention @channel or forge a link in Slack
+    payment = FailingRecord("payments", "YC-1", "H-0", (("payment_status_in_code_list", "TrangThai = '<!channel>'"),))
+    blocks = json.dumps(slack_payload(Alert("t", "critical", "r", "s", records=[payment.text()])))
+    assert "<!channel>" not in blocks and "&lt;!channel&gt;" in blocks
+    assert payment.text() == "Ma YC-1 (MaHoSo H-0): payment_status_in_code_list (TrangThai = '<!channel>')"
+
+
+def test_failure_alert_carries_the_links(tmp_path) -> None:
+    from prefect.settings import PREFECT_UI_URL, temporary_settings
+
+    (tmp_path / "data-docs").mkdir()
+    (tmp_path / "data-docs" / "index.html").write_text("<html></html>")
+    settings = make_settings(reports_dir=str(tmp_path))
+    with temporary_settings(updates={PREFECT_UI_URL: UI}):
+        alert = failure_alert("run-8", "binh-dinh", "boom", flow_run_id=FLOW_RUN, settings=settings)
+        bare = failure_alert("run-8", "binh-dinh", "boom")  # the links come when it is sent
+        assert (bare.flow_run_url, bare.docs_path, bare.site_url) == (None, None, None)
+    assert alert.flow_run_url == f"{UI}/runs/flow-run/{FLOW_RUN}" and alert.heading == "Error"
+    assert alert.docs_path is None and alert.site_url == str((tmp_path / "data-docs" / "index.html").resolve())
+    text = alert_text(alert)
+    assert f"Flow run: {UI}/runs/flow-run/{FLOW_RUN}" in text and "Data docs: not built for this run" in text
+    assert f"All runs: {alert.site_url}" in text
 
 
 # ---------------------------------------------------------------------------------------------
