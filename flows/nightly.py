@@ -9,6 +9,10 @@
         -> dvc-checks artifact -> alerts
       -> dq.runs 'success' or 'blocked' (gate closed); 'failed' + failure alert when it raises
 
+A run whose gate closed ends in the Prefect state ``Blocked`` (a named ``Completed``,
+``flows.lifecycle.named_state``): not a plain green run in the UI, and no second alert besides its
+data-quality alert.
+
 Each unit of work is a Prefect task run (``flows.steps.PrefectSteps``); the lifecycle is
 ``flows.lifecycle``'s, shared with the other flows (``flows.ops``).
 
@@ -24,7 +28,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import current_progress
-from flows.lifecycle import alert_on_failure, run_settings, send_alerts, tracked_run
+from flows.lifecycle import BLOCKED, alert_on_failure, named_state, run_settings, send_alerts, tracked_run
 from flows.steps import PrefectSteps, publish_checks_artifact, publish_task
 from tasks import pipeline
 from tasks.clock import check_cut
@@ -61,9 +65,13 @@ def nightly(
             steps=PrefectSteps(), logger=logger,
         )
         publish_checks_artifact(result)
-        send_alerts(result, settings)
+        send_alerts(result, settings, run.engine)
         crash_point("run.before_finish")
         run.status, run.published = ("blocked" if result.blocked else "success"), bool(result.published)
+    if result.blocked:
+        return named_state(BLOCKED, f"run {run.run_id}: data-quality gate closed, {result.rows_quarantined} rows failed "
+                           f"critical checks (DVC_CRITICAL_THRESHOLD={settings.critical_threshold}); reports not "
+                           "published, the previous publication stays", result.as_summary())
     return result.as_summary()
 
 

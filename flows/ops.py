@@ -1,13 +1,19 @@
-"""The other scheduled flows: monthly report, reference sync, inbox processing, backfill.
+"""The other scheduled flows: monthly report, reference sync, inbox processing, backfill, and the
+weekly per-unit quarantine lists.
 
-Thin wiring over ``tasks.pipeline`` / ``tasks.inbox``, in the lifecycle every writing flow shares
-(``flows.lifecycle``); see ``prefect.yaml`` for their schedules.
+Thin wiring over ``tasks.pipeline`` / ``tasks.inbox`` / ``tasks.quarantine``, in the lifecycle
+every writing flow shares (``flows.lifecycle``); see ``prefect.yaml`` for their schedules. Runs
+that need a look end in a named state (``flows.lifecycle.named_state``): the inbox ``Skipped``
+(warehouse busy) or ``FilesRejected`` (files moved to ``failed/``), a monthly report of the other
+period cut ``Skipped``.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -15,13 +21,23 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import CURRENT_RUN_ID, current_progress
-from flows.lifecycle import alert_on_failure, run_settings, send_alerts, tracked_run
+from flows.lifecycle import (
+    FILES_REJECTED,
+    SKIPPED,
+    alert_on_failure,
+    lock_holder,
+    named_state,
+    run_settings,
+    run_writer_lock,
+    send_alerts,
+    tracked_run,
+)
 from flows.steps import publish_task
 from tasks import pipeline
 from tasks.clock import check_cut, closed_month, months, now_local, resolve_period
 from tasks.runs import RunResult, backfill_id, done_partitions
 from tasks.settings import Settings
-from tasks.warehouse import open_warehouse
+from tasks.warehouse import WarehouseBusy, dialect_name, open_warehouse, upgrade
 
 
 @flow(name="dvc-monthly-report", on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
@@ -42,7 +58,7 @@ def monthly_report(
         message = (f"DVC_PERIOD_CUT is {cut}; this schedule serves {only_for_cut}: nothing published "
                    f"(the {cut} schedule publishes)")
         get_run_logger().info(message)
-        return {"skipped": True, "period_cut": cut, "message": message}
+        return named_state(SKIPPED, message, {"skipped": True, "period_cut": cut, "message": message})
     period = resolve_period(month, cut) if month else closed_month(now_local(), cut)
     with tracked_run(settings, "monthly-report", "monthly") as run:
         out = publish_task(settings, run.run_id, period.dates, period.cut, period.label)
@@ -65,23 +81,79 @@ def reference_sync(settings_overrides: dict[str, Any] | None = None) -> dict[str
 
 
 @flow(name="dvc-inbox", on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
-def inbox(settings_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Load every Excel/CSV export waiting in DVC_INBOX_DIR (processed/ and failed/ afterwards)."""
+def inbox(settings_overrides: dict[str, Any] | None = None, wait_if_busy: bool = False) -> list[dict[str, Any]]:
+    """Load every Excel/CSV export waiting in DVC_INBOX_DIR (processed/ and failed/ afterwards).
+
+    When another run holds the warehouse's writer lock (a long backfill, the nightly), the run
+    does not wait: it logs one line naming that run, leaves every file where it is and ends
+    ``Skipped``; the next scheduled run (30 minutes later) takes them. ``wait_if_busy`` (a manual
+    run): wait up to DVC_LOCK_WAIT_SECONDS like the other flows instead. A run that moved files
+    to ``failed/`` ends ``FilesRejected`` (the alert names them)."""
     from dataclasses import replace
 
-    from tasks.inbox import process_inbox
+    from tasks.inbox import inbox_files, process_inbox
     from tasks.source_files import quote_name
 
     settings = run_settings(settings_overrides)
-    with tracked_run(settings, "inbox", "inbox") as run:
-        run_id = run.run_id
-        outcomes = process_inbox(run.engine, settings, run_id)
-        # names with newlines or control characters are quoted in the run's message and the alert
-        failed = [replace(o, path=quote_name(o.path)) for o in outcomes if o.status == "failed"]
-        if failed:
-            run.status, run.message = "failed", "; ".join(f"{o.path}: {o.message}" for o in failed)
+    logger = get_run_logger()
+    try:
+        with tracked_run(settings, "inbox", "inbox", logger, wait_for_lock=wait_if_busy) as run:
+            run_id = run.run_id
+            outcomes = process_inbox(run.engine, settings, run_id)
+            # names with newlines or control characters are quoted in the run's message and the alert
+            failed = [replace(o, path=quote_name(o.path)) for o in outcomes if o.status == "failed"]
+            if failed:
+                run.status, run.message = "failed", "; ".join(f"{o.path}: {o.message}" for o in failed)
+    except WarehouseBusy:
+        if wait_if_busy:
+            raise
+        engine = open_warehouse(settings)
+        try:
+            holder = lock_holder(engine)
+        finally:
+            engine.dispose()
+        waiting = len(inbox_files(Path(settings.inbox_dir)))
+        message = (f"warehouse busy with {f'run {holder}' if holder else 'another run'}; files stay in the inbox "
+                   f"for the next run ({waiting} waiting)")
+        logger.info(message)
+        return named_state(SKIPPED, message, [])
     send_alerts(RunResult(run_id, settings.source_name, failed_files=[(o.path, o.message) for o in failed]), settings)
-    return [asdict(o) for o in outcomes]
+    out = [asdict(o) for o in outcomes]
+    if failed:
+        names = ", ".join(quote_name(Path(o.path).name) for o in outcomes if o.status == "failed")
+        return named_state(FILES_REJECTED, f"run {run_id}: {len(failed)} of {len(outcomes)} files moved to failed/: "
+                           f"{names}", out)
+    return out
+
+
+@flow(name="dvc-quarantine-export", on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
+def quarantine_export(settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Weekly: the open quarantine rows of each unit as one ``.xlsx`` for its clerks
+    (``tasks.quarantine.export_per_unit``) in ``<DVC_REPORTS_DIR>/quarantine/``: a unit's file is
+    replaced, the file of a unit with no open row any more removed.
+
+    It only reads, but on DuckDB the file admits one process: the run takes the writer lock like
+    the writers, waiting up to DVC_LOCK_WAIT_SECONDS (the lists need ``dq.quarantine``, which the
+    analysts' copy does not have: it holds the applicants' raw records). On PostgreSQL it reads
+    beside any run, without the lock."""
+    from tasks.quarantine import export_per_unit
+
+    settings = run_settings(settings_overrides)
+    logger = get_run_logger()
+    run_id = pipeline.new_run_id("quarantine")
+    CURRENT_RUN_ID.set(run_id)
+    out_dir = Path(settings.reports_dir) / "quarantine"
+    engine = open_warehouse(settings)
+    lock = run_writer_lock(engine, settings, run_id, logger) if dialect_name(engine) == "duckdb" else nullcontext()
+    with lock:
+        try:
+            upgrade(engine)
+            files = export_per_unit(engine, out_dir)
+        finally:
+            engine.dispose()  # the DuckDB file closed before the lock is released
+    logger.info("run %s: %d quarantine lists in %s%s", run_id, len(files), out_dir,
+                f": {', '.join(p.name for p in files)}" if files else " (no open quarantine rows)")
+    return {"run_id": run_id, "folder": str(out_dir), "files": [str(p) for p in files]}
 
 
 @task(name="backfill-partition", cache_policy=NO_CACHE)

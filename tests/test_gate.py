@@ -2,6 +2,8 @@
 but publishes nothing (the previous publication, every ``mart.rpt_*`` table and the workbook stay
 exactly as they were), ends 'blocked', makes ``dvc-etl run`` exit 3, and alerts the ops team by a
 real webhook and a real SMTP server; a run that fails outright alerts too. No secret in any alert.
+In Prefect (its API, as the UI and the automations read it) the blocked run ends in the state
+``Blocked``, not a plain ``Completed``, and gets no failure alert besides its data-quality alert.
 """
 
 from __future__ import annotations
@@ -67,6 +69,18 @@ def mail_text(raw: bytes) -> tuple[str, str]:
     return str(msg["Subject"]), payload.decode(msg.get_content_charset() or "utf-8")
 
 
+def last_flow_run_state(flow_name: str = "dvc-nightly") -> tuple[str, str, str]:
+    """(type, name, message) of the flow's latest run, read from Prefect's API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        run, = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                                     sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
+    return run.state.type.value, run.state.name, run.state.message or ""
+
+
 def test_blocked_run_keeps_the_publication_and_alerts(prefect_harness, duckdb_url, dvc_env, tmp_path,
                                                       smtp_server) -> None:
     from flows.nightly import nightly
@@ -91,6 +105,7 @@ def test_blocked_run_keeps_the_publication_and_alerts(prefect_harness, duckdb_ur
         s1 = nightly(full_refresh=True)
         assert not s1["blocked"] and s1["rows_quarantined"] == 0 and len(s1["published"]) == 2
         assert last_run(engine).status == "success"
+        assert last_flow_run_state()[:2] == ("COMPLETED", "Completed")
         before = mart_snapshot(engine)
         assert len(before["publications"]) == 2 and sum(len(v) for k, v in before.items() if k != "publications") > 50
         workbooks = files_digest(reports)
@@ -118,6 +133,11 @@ def test_blocked_run_keeps_the_publication_and_alerts(prefect_harness, duckdb_ur
         assert result.exit_code == EXIT_BLOCKED == 3, result.output
         run2 = last_run(engine)
         assert (run2.status, bool(run2.published)) == ("blocked", False)
+        # not a plain green run in the UI: the named state ops filter on (prefect flow-run ls --state Blocked)
+        kind, name, message = last_flow_run_state()
+        assert (kind, name) == ("COMPLETED", "Blocked"), (kind, name, message)
+        assert message.startswith(f"run {run2.run_id}: data-quality gate closed, 5 rows failed critical checks "
+                                  f"(DVC_CRITICAL_THRESHOLD={THRESHOLD}); reports not published"), message
         with engine.connect() as c:
             q = {(r.entity, r.record_key, r.rule) for r in c.execute(
                 sa.text("SELECT entity, record_key, rule FROM dq.quarantine WHERE run_id = :r"), {"r": run2.run_id})}
@@ -143,16 +163,19 @@ def test_blocked_run_keeps_the_publication_and_alerts(prefect_harness, duckdb_ur
         raw = json.dumps(body, ensure_ascii=False)
         assert body["text"].startswith("[CRITICAL] Critical data-quality failures - reports not published")
         assert f"run {run2.run_id}" in body["text"] and "quarantined=5" in body["text"]
-        for line in ("dossiers: ", "dossier_channel_in_code_list=1", "dossier_handed_over_has_handover_date=1",
-                     "dossier_status_in_code_list=1", "payments: payment_amount_equals_fee_plus_charge=1",
-                     "units: unit_level_in_code_list=1", str(docs.resolve())):
+        for line in ("dossiers.dossier_channel_in_code_list: 1 row (critical)",
+                     "dossiers.dossier_handed_over_has_handover_date: 1 row (critical)",
+                     "dossiers.dossier_status_in_code_list: 1 row (critical)",
+                     "payments.payment_amount_equals_fee_plus_charge: 1 row (critical)",
+                     "units.unit_level_in_code_list: 1 row (critical)", "MaHoSo GATE-1: dossier_status_in_code_list",
+                     "Ma GATE-P1 (MaHoSo ", str(docs.resolve())):
             assert line in raw, line
         rcpts, data = sink.messages[0]
         subject, text = mail_text(data)
         assert rcpts == ["ops@example.gov.vn"] and sink.logins == [("etl", SMTP_PASSWORD)] * 2
         assert "CRITICAL" in subject and run2.run_id in subject
         assert f"Run id: {run2.run_id}" in text and "quarantined: 5" in text
-        assert "unit_level_in_code_list=1" in text and f"Data docs: {docs.resolve()}" in text
+        assert "units.unit_level_in_code_list: 1 row (critical)" in text and f"Data docs: {docs.resolve()}" in text
         for blob in (raw, data.decode("utf-8", "replace"), result.output):
             no_secret(blob)
         hook.bodies.clear()
@@ -164,6 +187,7 @@ def test_blocked_run_keeps_the_publication_and_alerts(prefect_harness, duckdb_ur
             nightly()
         run3 = last_run(engine)
         assert run3.status == "failed" and "DVC_SOURCE_TOKEN" in run3.message
+        assert last_flow_run_state()[:2] == ("FAILED", "Failed")
         assert len(hook.bodies) == 1 and len(sink.messages) == 1
         raw = json.dumps(hook.bodies[0], ensure_ascii=False)
         subject, text = mail_text(sink.messages[0][1])

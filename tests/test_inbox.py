@@ -341,3 +341,51 @@ def test_cli_ingest_files_reports_hostile_files_and_loads_the_good_one(dvc_env, 
     assert all((folder / n).exists() for n in reasons) and forged.exists()
     assert rows(wh, "SELECT count(*) FROM core.dossiers") == [(3,)]
     assert rows(wh, "SELECT status FROM dq.runs") == [("failed",)]
+
+
+def test_inbox_flow_skips_at_once_while_another_run_holds_the_warehouse(
+    prefect_harness, warehouse_url: str, dvc_env, tmp_path: Path
+) -> None:
+    """A long backfill holds the warehouse's writer lock (a real lock: the DuckDB file's flock, the
+    PostgreSQL advisory lock, and its 'running' dq.runs row). The inbox run does not wait
+    DVC_LOCK_WAIT_SECONDS (30 minutes): it ends at once in the state ``Skipped`` naming that run,
+    every file where the clerk left it and nothing recorded. Once the lock is free the next run
+    takes the files and, as one could not be read, ends ``FilesRejected`` (Prefect's API says so)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    from flows.ops import inbox as inbox_flow
+    from tasks.runs import start_run
+    from tasks.warehouse import upgrade, writer_lock
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(FIXTURES / "05_dossiers_bom_semicolon.csv", inbox / "a_ho_so.csv")
+    shutil.copy(FIXTURES / "broken_corrupt.xlsx", inbox / "b_hong.xlsx")
+    before = {p.name: p.read_bytes() for p in inbox.iterdir()}
+    # a run that waited would fail after a minute with "warehouse busy" (the default is 30 minutes)
+    dvc_env(DVC_WAREHOUSE_URL=warehouse_url, DVC_INBOX_DIR=str(inbox), DVC_LOCK_WAIT_SECONDS="60")
+    engine = connect(warehouse_url)
+    upgrade(engine)
+    holder = "backfill-20240701000000-0busy0"
+    with writer_lock(engine, holder=holder):
+        start_run(engine, holder, "backfill", "default")
+        t0 = time.monotonic()
+        skipped = inbox_flow(return_state=True)
+        took = time.monotonic() - t0
+    assert (skipped.type.value, skipped.name) == ("COMPLETED", "Skipped") and skipped.result() == []
+    assert skipped.message == f"warehouse busy with run {holder}; files stay in the inbox for the next run (2 waiting)"
+    assert took < 30, took
+    assert {p.name: p.read_bytes() for p in inbox.iterdir()} == before  # untouched, no processed/ or failed/
+    assert rows(warehouse_url, "SELECT run_id FROM dq.runs") == [(holder,)]
+
+    done = inbox_flow(return_state=True)
+    assert (done.type.value, done.name) == ("COMPLETED", "FilesRejected")
+    assert {Path(o["path"]).name: o["status"] for o in done.result()} == {"a_ho_so.csv": "loaded",
+                                                                          "b_hong.xlsx": "failed"}
+    assert done.message.endswith("1 of 2 files moved to failed/: b_hong.xlsx")
+    with get_client(sync_client=True) as client:  # what the UI and the automations see
+        states = [client.read_flow_run(s.state_details.flow_run_id).state for s in (skipped, done)]
+    assert [(s.type.value, s.name) for s in states] == [("COMPLETED", "Skipped"), ("COMPLETED", "FilesRejected")]
+    engine.dispose()

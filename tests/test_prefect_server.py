@@ -1,20 +1,26 @@
-"""Operations on a real Prefect server: the deployments of prefect.yaml, process workers, schedules.
+"""Operations on a real Prefect server: the deployments of prefect.yaml, process workers, schedules,
+the automations, and what a flow run shows in the UI (its log, its final state).
 
 Everything here is a real process: ``prefect server start`` (SQLite in its own PREFECT_HOME), the
 commands of ``make deploy`` (read from the Makefile's ``deploy`` recipe, without its ``install``
 prerequisite), ``prefect deploy --all`` run from the project folder (so ``prefect.yaml`` is what is
-tested), ``prefect worker start --pool dvc-process`` workers, and ``dvc-etl simulate serve``
-simulators. The nightly deployment is triggered through the server's API, the worker runs it in
-a subprocess from the deploy-time working directory, and the warehouse is read back.
+tested), ``deploy/automations.py`` (the automations, alerting through a notification block that
+posts to a real webhook receiver on 127.0.0.1), ``prefect worker start --pool dvc-process``
+workers, and ``dvc-etl simulate serve`` simulators. Deployments are triggered through the server's
+API, the worker runs them in a subprocess from the deploy-time working directory with the
+deployment's environment, and the warehouse, the run's logs and states are read back.
 
 The server's scheduler service is off: the cron schedules are stored and checked, but no
 scheduled run (the inbox runs every 30 minutes in office hours) may start in the middle of a test.
+Its late-runs and proactive-automation services run every second, so that a missed run is
+noticed within seconds instead of minutes.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +28,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +38,8 @@ import sqlalchemy as sa
 import yaml
 
 from tasks.settings import PROJECT_ROOT
-from tasks.warehouse import connect
+from tasks.warehouse import connect, writer_lock
+from tests.test_alerts import WebhookReceiver
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(420)]
 
@@ -44,8 +52,13 @@ EXPECTED_SCHEDULES = {
     "monthly-report-decree-09": "0 7 15 * *",
     "reference-sync": "0 2 * * 0",
     "inbox": "*/30 7-17 * * 1-5",
+    "quarantine-export": "30 6 * * 1",
     "backfill": None,
 }
+#: The automations deploy/automations.py creates (``make deploy``).
+CRASHED = "dvc-etl: flow run crashed"
+MISSED_NIGHT = "dvc-etl: nightly not finished by 06:00"
+FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,10 +153,17 @@ class Server:
     api: str
     env: dict[str, str]
     procs: Processes
+    hook: WebhookReceiver  # the automations' notification block posts here
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One API call; a 503 (the server's SQLite busy under a worker's writes) is tried again, as
+        Prefect's own client does."""
         user, _, password = self.env["PREFECT_API_AUTH_STRING"].partition(":")
-        r = requests.request(method, f"{self.api}{path}", json=body, auth=(user, password), timeout=30)
+        for attempt in range(5):
+            r = requests.request(method, f"{self.api}{path}", json=body, auth=(user, password), timeout=30)
+            if r.status_code != 503:
+                break
+            time.sleep(0.5 * 2 ** attempt)
         assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text[:500]}"
         return r.json() if r.content else None
 
@@ -154,8 +174,35 @@ class Server:
         return self.call("POST", f"/deployments/{deployment_id}/create_flow_run", {"parameters": parameters or {}})["id"]
 
     def run_logs(self, flow_run_id: str) -> list[str]:
-        return [e["message"] for e in self.call("POST", "/logs/filter",
-                                                  {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})]
+        return [e["message"] for e in self.run_log_records(flow_run_id)]
+
+    def run_log_records(self, flow_run_id: str) -> list[dict[str, Any]]:
+        """The flow run's log as the UI shows it: every record sent to the API (``name``: the logger)."""
+        return self.call("POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200,
+                                                  "sort": "TIMESTAMP_ASC"})
+
+    def wait_logs(self, flow_run_id: str, expect: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        """The flow run's log once ``expect(records)`` holds (or the timeout passes): a flow run
+        sends its log in batches, the last ones as its process exits, after its final state."""
+        deadline = time.monotonic() + timeout
+        while not expect(records := self.run_log_records(flow_run_id)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return records
+
+    def automations(self, name: str) -> list[dict[str, Any]]:
+        return [a for a in self.call("POST", "/automations/filter", {}) if a["name"] == name]
+
+    def wait_states(self, flow_run_ids: list[str], timeout: float, logs: list[Path]) -> dict[str, dict[str, Any]]:
+        """Poll until every flow run is in a final state (any); fail with the worker logs otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = {i: self.call("GET", f"/flow_runs/{i}") for i in flow_run_ids}
+            if all(r["state"]["type"] in FINAL_STATES for r in runs.values()):
+                return runs
+            if time.monotonic() > deadline:
+                workers = "\n\n".join(f"--- {p.name}\n{_tail(p)}" for p in logs)
+                pytest.fail(f"flow runs not final: {[r['state'] for r in runs.values()]}\n{workers}")
+            time.sleep(0.5)
 
     def wait_final(self, flow_run_ids: list[str], timeout: float, logs: list[Path]) -> dict[str, dict[str, Any]]:
         """Poll until every flow run is in a final state; fail with the worker logs and the run's
@@ -211,13 +258,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S",
         "GX_ANALYTICS_ENABLED": "false",
     }
     procs = Processes(home)
+    hook = WebhookReceiver().__enter__()
     try:
         proc, log = procs.start("server", [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                 env)
-        srv = Server(env["PREFECT_API_URL"], env, procs)
+        srv = Server(env["PREFECT_API_URL"], env, procs, hook)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -232,11 +282,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
     finally:
         procs.stop_all()
+        hook.__exit__()
 
 
 def _make_deploy(srv: Server) -> None:
     """Run the recipe of the Makefile's ``deploy`` target line by line, as make would (its
-    ``install`` prerequisite excepted: the venv is the one running the tests)."""
+    ``install`` prerequisite excepted: the venv is the one running the tests), with the alert
+    webhook of the flows in DVC_ALERT_WEBHOOK_URL (the automations' notification block posts to
+    it; the workers do not get it: no flow of these tests alerts)."""
     lines = (PROJECT_ROOT / "Makefile").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("deploy:"))
     recipe = []
@@ -245,8 +298,10 @@ def _make_deploy(srv: Server) -> None:
             break
         recipe.append(line[1:].lstrip("@").replace("$(BIN)", str(BIN)).replace("$$", "$"))
     assert any("deploy --all" in r for r in recipe) and any("work-pool create dvc-process" in r for r in recipe)
+    assert any("deploy/automations.py" in r for r in recipe)
+    env = {**srv.env, "DVC_ALERT_WEBHOOK_URL": srv.hook.url}
     for cmd in recipe:
-        out = subprocess.run(["bash", "-c", cmd], env=srv.env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+        out = subprocess.run(["bash", "-c", cmd], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
                              timeout=180)
         assert out.returncode == 0, f"make deploy step failed: {cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
 
@@ -285,9 +340,145 @@ def test_prefect_yaml_deploys_schedules_in_local_time_with_concurrency_one(serve
         assert limit == 1, f"{name}: concurrency limit {limit}"
         # the worker runs the flow from the folder it was deployed from
         assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}]
+        # the project's loggers reach the flow run's log in the UI
+        assert d["job_variables"]["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == "tasks,flows", name
     assert deps["nightly"]["entrypoint"] == "flows/nightly.py:nightly"
+    assert deps["quarantine-export"]["entrypoint"] == "flows/ops.py:quarantine_export"
     pool = server.call("GET", "/work_pools/dvc-process")
     assert pool["type"] == "process"
+
+
+def _automation_body(automation: dict[str, Any], name: str) -> dict[str, Any]:
+    """An automation as read from the API, as a body to create another one named ``name``."""
+    trigger = {k: v for k, v in automation["trigger"].items() if k != "id"}
+    return {"name": name, "description": automation["description"], "enabled": True, "trigger": trigger,
+            "actions": automation["actions"]}
+
+
+def test_make_deploy_creates_or_updates_the_automations_by_name(server: Server) -> None:
+    """``make deploy`` (the fixture) created the two automations; a second run of its automations
+    step, as the next ``make deploy`` would, updates them in place: one automation per name, with
+    the intended triggers, alerting through one notification block whose webhook URL is a secret.
+    A duplicate of a name and the retired "failed or crashed" automation of earlier versions (it
+    would alert a failed run a second time, after the flows' hook) are deleted."""
+    crashed, = server.automations(CRASHED)
+    server.call("POST", "/automations/", _automation_body(crashed, CRASHED))  # a duplicate
+    server.call("POST", "/automations/", _automation_body(crashed, "dvc-etl: flow run failed or crashed"))
+    out = subprocess.run([str(BIN / "python"), "deploy/automations.py"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, timeout=120, env={**server.env, "DVC_ALERT_WEBHOOK_URL": server.hook.url})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "created" not in out.stdout and f"updated automation {CRASHED!r}" in out.stdout, out.stdout
+    assert "1 duplicate(s) deleted" in out.stdout and "deleted retired automation" in out.stdout, out.stdout
+
+    assert server.automations("dvc-etl: flow run failed or crashed") == []
+    (crashed,), (missed,) = server.automations(CRASHED), server.automations(MISSED_NIGHT)
+    nightly_id = server.deployments()["nightly"]["id"]
+    # a crashed run of any dvc-etl deployment; failed runs are the flows' failure hook's
+    t = crashed["trigger"]
+    assert (t["posture"], t["expect"], t["threshold"]) == ("Reactive", ["prefect.flow-run.Crashed"], 1)
+    assert t["match"] == {"prefect.resource.id": "prefect.flow-run.*"}
+    assert t["match_related"] == {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.dvc-etl"}
+    # the nightly not finished by 06:00: 4 h 30 min after its run became due (Late) or started
+    t = missed["trigger"]
+    assert (t["posture"], float(t["within"]), t["threshold"]) == ("Proactive", 4.5 * 3600, 1)
+    assert datetime(2024, 7, 1, 1, 30) + timedelta(seconds=float(t["within"])) == datetime(2024, 7, 1, 6, 0)
+    assert set(t["after"]) == {"prefect.flow-run.Late", "prefect.flow-run.Pending", "prefect.flow-run.Running"}
+    assert set(t["expect"]) >= {f"prefect.flow-run.{s}" for s in ("Completed", "Blocked", "Failed", "Crashed",
+                                                                     "Cancelled")}
+    assert t["match_related"] == {"prefect.resource.role": "deployment",
+                                  "prefect.resource.id": f"prefect.deployment.{nightly_id}"}
+    assert t["for_each"] == ["prefect.resource.id"]
+    # both alert through the block dvc-alerts; the webhook URL (a credential) is not readable back
+    blocks = {a["block_document_id"] for x in (crashed, missed) for a in x["actions"]}
+    assert len(blocks) == 1 and {a["type"] for x in (crashed, missed) for a in x["actions"]} == {"send-notification"}
+    block = server.call("GET", f"/block_documents/{blocks.pop()}")
+    assert block["name"] == "dvc-alerts" and block["block_type"]["slug"] == "custom-webhook"
+    assert server.hook.url not in str(block)
+
+
+def test_a_nightly_the_worker_never_picks_up_is_alerted(server: Server) -> None:
+    """The missed-night automation, with its window shortened to 10 s (the deployed one waits 4 h
+    30 min): two runs of the nightly deployment are due and no worker is up, so the server's
+    late-runs service marks them Late. One of them then ends (Blocked: a final state, alerted by
+    the flow itself); the other never does and is alerted once, through the notification block,
+    to the webhook: its name, its state, what to check."""
+    missed, = server.automations(MISSED_NIGHT)
+    clone = _automation_body(missed, f"test: {MISSED_NIGHT}")
+    clone["trigger"]["within"] = 10
+    clone_id = server.call("POST", "/automations/", clone)["id"]
+    nightly_id = server.deployments()["nightly"]["id"]
+    due = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    body = {"state": {"type": "SCHEDULED", "name": "Scheduled", "state_details": {"scheduled_time": due}}}
+    dead, done = (server.call("POST", f"/deployments/{nightly_id}/create_flow_run", body) for _ in range(2))
+    server.hook.bodies.clear()
+    try:
+        deadline = time.monotonic() + 30
+        while {server.call("GET", f"/flow_runs/{r['id']}")["state"]["name"] for r in (dead, done)} != {"Late"}:
+            assert time.monotonic() < deadline, "the late-runs service did not mark the runs Late"
+            time.sleep(0.3)
+        server.call("POST", f"/flow_runs/{done['id']}/set_state",
+                    {"state": {"type": "COMPLETED", "name": "Blocked"}, "force": True})
+        deadline = time.monotonic() + 60
+        while not server.hook.bodies:
+            assert time.monotonic() < deadline, "the missed-night automation did not alert"
+            time.sleep(0.3)
+        time.sleep(3)  # the run that ended in time is past its window too: still one alert
+        texts = [b["text"] for b in server.hook.bodies]
+        assert len(texts) == 1, texts
+        assert texts[0].startswith(f"[dvc-etl] NIGHTLY NOT FINISHED: run {dead['name']} is still Late"), texts[0]
+        assert "the worker is down" in texts[0] and dead["id"] in texts[0] and done["name"] not in texts[0]
+    finally:
+        server.call("DELETE", f"/automations/{clone_id}")
+        for r in (dead, done):  # no worker of a later test may pick them up
+            server.call("DELETE", f"/flow_runs/{r['id']}")
+
+
+def test_inbox_skips_while_the_warehouse_is_busy_and_its_log_shows_the_projects_lines(
+    server: Server, tmp_path: Path
+) -> None:
+    """The ``inbox`` deployment run by a real worker, with the environment prefect.yaml gives it.
+
+    While another process holds the warehouse's writer lock (a long backfill), the run does not
+    wait DVC_LOCK_WAIT_SECONDS (30 minutes): it logs one line naming the run that holds the lock,
+    leaves the files untouched and ends ``Skipped``. Once the lock is free, the next run takes the
+    file, moves the unreadable one to ``failed/`` and ends ``FilesRejected``; its log in the UI
+    (read back through the API) has the project's own ``tasks.*`` lines (the warehouse's
+    migrations), there thanks to PREFECT_LOGGING_EXTRA_LOGGERS in the deployment's environment."""
+    procs = Processes(tmp_path)
+    url = f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(Path(__file__).parent / "fixtures" / "files" / "broken_corrupt.xlsx", inbox / "hong.xlsx")
+    before = {p.name: p.read_bytes() for p in inbox.iterdir()}
+    engine = connect(url)
+    inbox_id = server.deployments()["inbox"]["id"]
+    try:
+        log = server.start_worker(procs, "worker-inbox", _worker_env(url, tmp_path, DVC_LOCK_WAIT_SECONDS="1800"))
+        with writer_lock(engine, holder="backfill-20240701000000-busy01"):
+            first = server.run_deployment(inbox_id)
+            run1 = server.wait_states([first], 120, [log])[first]
+            after_skip = {p.name: p.read_bytes() for p in inbox.iterdir()}
+        second = server.run_deployment(inbox_id)
+        run2 = server.wait_states([second], 120, [log])[second]
+        logs1 = server.wait_logs(first, lambda records: any(r["message"].startswith("warehouse busy") for r in records))
+        logs2 = server.wait_logs(second, lambda records: any(r["name"] == "tasks.inbox" for r in records))
+    finally:
+        procs.stop_all()
+        engine.dispose()
+
+    assert (run1["state"]["type"], run1["state"]["name"]) == ("COMPLETED", "Skipped"), run1["state"]
+    assert run1["total_run_time"] < 60, run1["total_run_time"]  # not DVC_LOCK_WAIT_SECONDS
+    skip = [r["message"] for r in logs1 if r["message"].startswith("warehouse busy")]
+    assert skip == ["warehouse busy with run backfill-20240701000000-busy01; files stay in the inbox for the "
+                    "next run (1 waiting)"], [r["message"] for r in logs1]
+    assert after_skip == before  # nothing moved, nothing written beside them
+
+    assert (run2["state"]["type"], run2["state"]["name"]) == ("COMPLETED", "FilesRejected"), run2["state"]
+    assert "1 of 1 files moved to failed/: hong.xlsx" in run2["state"]["message"]
+    assert (inbox / "failed" / "hong.xlsx").is_file() and not (inbox / "hong.xlsx").exists()
+    project = [(r["name"], r["message"]) for r in logs2 if r["name"].startswith(("tasks.", "flows."))]
+    assert any(name == "tasks.warehouse" and msg.startswith("applied migration 0001") for name, msg in project), \
+        "\n".join(f"{r['name']}: {r['message'][:150]}" for r in logs2)
 
 
 def _rows(engine: sa.Engine, sql: str, **params: Any) -> list[tuple]:
@@ -317,7 +508,8 @@ def test_workers_run_the_nightly_of_two_sources_into_one_postgresql(server: Serv
         copy["name"] = "nightly-tinh-b"
         copy["parameters"] = {"settings_overrides": {"source_name": "tinh-b"}}
         copy["work_pool"] = {**base["work_pool"], "work_queue_name": "tinh-b",
-                             "job_variables": {"env": {"DVC_SOURCE_URL": sims["tinh-b"].url,
+                             "job_variables": {"env": {**base["work_pool"]["job_variables"]["env"],
+                                                       "DVC_SOURCE_URL": sims["tinh-b"].url,
                                                        "DVC_SOURCE_TOKEN": sims["tinh-b"].token}}}
         prefect_file = tmp_path / "prefect.sources.yaml"
         prefect_file.write_text(yaml.safe_dump({"name": spec["name"], "prefect-version": spec["prefect-version"],
