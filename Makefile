@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps run test test-all lint lock bench bench-5m deploy pg clean
+.PHONY: install system-deps run test test-all lint lock bench bench-user bench-5m deploy pg clean
 
 # Tests start an ephemeral Prefect server: no analytics, and time for it to start on a busy machine.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -76,15 +76,20 @@ lint: install
 clean:
 	rm -rf data reports .pytest_cache
 
-## deploy: create the process work pool if missing and deploy every deployment of prefect.yaml
-## to the server in PREFECT_API_URL (start one with `prefect server start`)
+## deploy: create the process work pool if missing, deploy every deployment of prefect.yaml to the
+## server in PREFECT_API_URL (start one with `prefect server start`), then create or update the
+## automations of deploy/ (crashed runs, a nightly not finished by 06:00; alerts through the
+## notification block dvc-alerts, written from DVC_ALERT_WEBHOOK_URL when set: deploy/automations.md)
 deploy: install
 	@test -n "$$PREFECT_API_URL" || { echo "PREFECT_API_URL is not set (e.g. http://127.0.0.1:4200/api)"; exit 2; }
 	$(BIN)/prefect work-pool inspect dvc-process >/dev/null 2>&1 || $(BIN)/prefect work-pool create dvc-process --type process
 	$(BIN)/prefect --no-prompt deploy --all
+	$(BIN)/python deploy/automations.py
 
 ## bench: province-scale benchmark (50k and 1M dossiers): raw fetch, pipeline into DuckDB and
-## PostgreSQL, load limit, dlt peer, nightly incremental; tables printed and written to bench/out/
+## PostgreSQL, load limit, dlt peer, nightly incremental, the user's path (`dvc-etl run
+## --full-refresh` through Prefect against a per-request simulator, with its own raw fetch);
+## tables printed and written to bench/out/
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): pyproject.toml $(LOCK) | $(STAMP)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[bench,dev]'
@@ -92,6 +97,11 @@ $(BENCH_STAMP): pyproject.toml $(LOCK) | $(STAMP)
 
 bench: install pg $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --sizes 50000,1000000 $(BENCH_ARGS)
+
+## bench-user: the user's path alone (BENCH_SIZES, default 50000; a minute at 50k)
+BENCH_SIZES ?= 50000
+bench-user: install $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --sizes $(BENCH_SIZES) --stages user_path $(BENCH_ARGS)
 
 ## bench-5m: the manual 5M-dossier run (long; the simulator holds the whole dataset and its pre-rendered
 ## pages in memory: more than the 24 GB of these machines, where it was OOM-killed at 23 GB)

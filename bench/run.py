@@ -3,6 +3,7 @@
     python -m bench.run                       # 50k and 1M dossiers (what `make bench` runs)
     python -m bench.run --sizes 5000000       # the manual 5M run (`make bench-5m`)
     python -m bench.run --sizes 50000 --no-pg --no-dlt
+    python -m bench.run --sizes 50000 --stages user_path   # only the user's path and its baseline
 
 Per size, one simulator process serves a generated dataset (page bodies pre-rendered), and every
 stage runs in its own child process, which reports its wall time and its own peak RSS
@@ -22,6 +23,13 @@ dlt_peer       dlt's REST API source, same endpoints and page size, into DuckDB 
 nightly        10k changed dossiers (``POST /_sim/advance``) on top of the pipeline's warehouse:
                ``run_nightly`` end to end (calendar, catalogues, incremental extract, load,
                publication of two months with their workbooks, retention purge, GX settled)
+user_path      the user's path, against a second simulator that renders every page when it is
+               asked (no pre-render, no cache, no prefetch) at the default page size (500):
+               ``user_raw_fetch``, a bare client reading every page, then ``user_cli``,
+               ``dvc-etl run --full-refresh`` with default settings (through Prefect, its
+               ephemeral server started by the CLI, a fresh PREFECT_HOME, DuckDB in a fresh
+               folder) as a child process; wall time, the peak RSS of its whole process tree
+               (``/proc`` polled every 0.2 s) and of its largest process (``RUSAGE_CHILDREN``)
 
 Results print as a table per size and are written to ``bench/out/`` (JSON and markdown).
 """
@@ -55,34 +63,36 @@ def _peak_rss_mib() -> float:
 
 
 def _emit(result: dict[str, Any]) -> None:
-    result["peak_rss_mib"] = round(_peak_rss_mib(), 1)
+    result.setdefault("peak_rss_mib", round(_peak_rss_mib(), 1))
     print(RESULT_TAG + json.dumps(result, default=str), flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # the simulator process
 # ----------------------------------------------------------------------------------------------
-def serve(n: int, seed: int) -> None:
+def serve(n: int, seed: int, per_request: bool = False) -> None:
     from simulator.dataset import generate
     from simulator.server import serve_forever
 
     t0 = time.perf_counter()
     ds = generate(seed=seed, n_dossiers=n, start=START, end=END)
     t1 = time.perf_counter()
-    ds.prerender()
+    if not per_request:
+        ds.prerender()
     t2 = time.perf_counter()
-    info = {"generate_s": round(t1 - t0, 2), "prerender_s": round(t2 - t1, 2),
+    info = {"generate_s": round(t1 - t0, 2), "prerender_s": round(t2 - t1, 2), "per_request": per_request,
             "dossiers": ds.count("dossiers"), "payments": ds.count("payments")}
 
     def ready(url: str) -> None:
         print(f"READY {url} {json.dumps(info)}", flush=True)
 
-    serve_forever(ds, token=TOKEN, on_ready=ready)
+    serve_forever(ds, token=TOKEN, on_ready=ready, per_request=per_request)
 
 
-def start_simulator(n: int, seed: int) -> tuple[subprocess.Popen, str, dict[str, Any]]:
-    proc = subprocess.Popen([sys.executable, "-m", "bench.run", "serve", "--n", str(n), "--seed", str(seed)],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+def start_simulator(n: int, seed: int, per_request: bool = False) -> tuple[subprocess.Popen, str, dict[str, Any]]:
+    cmd = [sys.executable, "-m", "bench.run", "serve", "--n", str(n), "--seed", str(seed)]
+    proc = subprocess.Popen(cmd + (["--per-request"] if per_request else []), stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT)
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("READY "):
@@ -99,18 +109,19 @@ def stage_raw_fetch(p: dict[str, Any]) -> dict[str, Any]:
 
     s = requests.Session()
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    out: dict[str, Any] = {"rows": 0, "bytes": 0, "pages": 0}
+    size = p.get("page_size", PAGE_SIZE)
+    out: dict[str, Any] = {"rows": 0, "bytes": 0, "pages": 0, "page_size": size}
     t0 = time.perf_counter()
     for entity in ("dossiers", "payments"):
         page = 1
         while True:
-            r = s.get(f"{p['url']}/api/v1/{entity}", params={"page": page, "page_size": PAGE_SIZE}, headers=headers)
+            r = s.get(f"{p['url']}/api/v1/{entity}", params={"page": page, "page_size": size}, headers=headers)
             body = r.content
             r.raise_for_status()
             total = int(body[body.rindex(b'"total":') + 8 : -1])
             out["bytes"] += len(body)
             out["pages"] += 1
-            if page * PAGE_SIZE >= total:
+            if page * size >= total:
                 out["rows"] += total
                 break
             page += 1
@@ -336,8 +347,74 @@ def stage_nightly(p: dict[str, Any]) -> dict[str, Any]:
             "extract_load_s": t1 - t0, "reports_s": t2 - t1, **{f"{k}_s": v for k, v in timers.t.items()}}
 
 
+def _tree_rss_bytes(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants now (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as fh:
+                    ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    total, todo, page = 0, [root], os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as fh:
+                total += int(fh.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def stage_user_cli(p: dict[str, Any]) -> dict[str, Any]:
+    """``dvc-etl run --full-refresh`` with default settings, as a user runs it (its own process
+    tree, polled for the peak RSS of the whole tree)."""
+    import duckdb
+
+    home = Path(p["workdir"]) / "user"
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "PREFECT_"))}
+    env.update(DVC_SOURCE_URL=p["url"], DVC_SOURCE_TOKEN=TOKEN, DVC_HASH_KEY="bench-" + "k" * 58,
+               PREFECT_HOME=str(home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    cli = Path(sys.executable).with_name("dvc-etl")
+    peak = 0
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(cli), "run", "--full-refresh", "--quiet"], cwd=home, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with proc.stdout as out_pipe:  # type: ignore[union-attr]
+        import threading
+
+        lines: list[bytes] = []
+        reader = threading.Thread(target=lambda: lines.extend(out_pipe), daemon=True)
+        reader.start()
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss_bytes(proc.pid))
+            time.sleep(0.2)
+        wall = time.perf_counter() - t0
+        reader.join(timeout=10)
+    tail = b"".join(lines).decode(errors="replace").strip().splitlines()[-3:]
+    rows = flow_s = None
+    wh = home / "data" / "dvc.duckdb"
+    if wh.exists():
+        con = duckdb.connect(str(wh), read_only=True)
+        rows = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+                   for t in ("raw.dossiers", "raw.payments"))
+        got = con.execute("SELECT max(epoch(finished_at) - epoch(started_at)) FROM dq.runs").fetchone()
+        flow_s = got[0] if got else None
+        con.close()
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"wall_s": wall, "rows": rows, "exit_code": proc.returncode, "peak_rss_mib": round(peak / 2**20, 1),
+            "flow_s": flow_s, "outside_flow_s": wall - flow_s if flow_s is not None else None,
+            "largest_process_rss_mib": round(largest, 1), "tail": tail}
+
+
 STAGES = {"raw_fetch": stage_raw_fetch, "pipeline": stage_pipeline, "load_limit": stage_load_limit,
-          "dlt": stage_dlt, "nightly": stage_nightly}
+          "dlt": stage_dlt, "nightly": stage_nightly,
+          "user_cli": stage_user_cli}
 
 
 def run_stage(name: str, params: dict[str, Any], timeout: float = 7200) -> dict[str, Any]:
@@ -377,10 +454,35 @@ def _pg_db(name: str, create: bool) -> str:
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
+def user_path(n: int, args: argparse.Namespace, work: Path, st: dict[str, Any], res: dict[str, Any]) -> None:
+    """The user's path and its own raw-fetch baseline, against a simulator rendering per request."""
+    print(f"   user path: starting a per-request simulator ({n:,} dossiers)...", flush=True)
+    sim, url, info = start_simulator(n, args.seed, per_request=True)
+    res.setdefault("dataset", info)
+    try:
+        base = {"url": url, "workdir": str(work)}
+        print("   user path: raw fetch (page size 500, rendered per request)...", flush=True)
+        st["user_raw_fetch"] = run_stage("raw_fetch", {**base, "page_size": _default("page_size")})
+        print("   user path: dvc-etl run --full-refresh...", flush=True)
+        st["user_cli"] = run_stage("user_cli", base)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=30)
+        shutil.rmtree(work / "user", ignore_errors=True)
+
+
 def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"dvc-bench-{n}-"))
     res: dict[str, Any] = {"size": n, "stages": {}}
     st = res["stages"]
+    if args.only_user_path:
+        print(f"\n== {n:,} dossiers: the user's path only", flush=True)
+        try:
+            user_path(n, args, work, st, res)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        res["ratios"] = ratios(st)
+        return res
     print(f"\n== {n:,} dossiers: starting the simulator (generate + pre-render)...", flush=True)
     sim, url, info = start_simulator(n, args.seed)
     res["dataset"] = info
@@ -436,6 +538,10 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 _pg_db(db, False)
             except Exception as exc:  # noqa: BLE001
                 print(f"   could not drop {db}: {exc}", file=sys.stderr)
+    try:
+        if args.user_path:  # after the pre-rendered simulator has gone: one dataset in memory
+            user_path(n, args, work, st, res)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
     res["ratios"] = ratios(st)
     return res
@@ -448,6 +554,10 @@ def _get(st: dict[str, Any], stage: str, key: str) -> float | None:
 
 def _div(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
+
+
+def _sub(a: float | None, b: float) -> float | None:
+    return a - b if a is not None else None
 
 
 def _per_row(st: dict[str, Any], stage: str, key: str = "wall_s") -> float | None:
@@ -470,6 +580,10 @@ def ratios(st: dict[str, Any]) -> dict[str, Any]:
                                                  _get(st, "load_limit_pg", "wall_s")),
         "pipeline_duckdb_over_dlt": _div(_per_row(st, "pipeline_duckdb"), _per_row(st, "dlt_peer")),
         "dlt_over_pipeline_duckdb": _div(_per_row(st, "dlt_peer"), _per_row(st, "pipeline_duckdb")),
+        "user_cli_over_user_raw_fetch": _div(_get(st, "user_cli", "wall_s"), _get(st, "user_raw_fetch", "wall_s")),
+        # issue 17's target: the user's path <= 1.5x its raw fetch + 15 s (the orchestrator's start)
+        "user_cli_minus_15s_over_user_raw_fetch": _div(_sub(_get(st, "user_cli", "wall_s"), 15.0),
+                                                       _get(st, "user_raw_fetch", "wall_s")),
     }
 
 
@@ -484,8 +598,9 @@ def _fmt(v: Any, nd: int = 1) -> str:
 def table(res: dict[str, Any]) -> str:
     st = res["stages"]
     ds = res.get("dataset", {})
+    render = "pages rendered per request" if ds.get("per_request") else f"simulator pre-render {ds.get('prerender_s')} s"
     lines = [f"### {res['size']:,} dossiers ({ds.get('dossiers', 0):,} dossiers + {ds.get('payments', 0):,} "
-             f"payment requests; simulator pre-render {ds.get('prerender_s')} s)", "",
+             f"payment requests; {render})", "",
              "| stage | wall s | rows | rows/s | peak RSS MiB | breakdown (s) |", "|---|---:|---:|---:|---:|---|"]
     keys = ("catalogues_s", "fetch_wait_s", "normalize_s", "check_s", "gx_s", "load_s", "reports_s", "publish_s", "workbook_s")
     for name, s in st.items():
@@ -495,14 +610,18 @@ def table(res: dict[str, Any]) -> str:
         wall, rows = s.get("wall_s"), s.get("rows")
         rate = rows / wall if rows and wall else None
         extra = ", ".join(f"{k[:-2]} {s[k]:.1f}" for k in keys if isinstance(s.get(k), (int, float)))
-        if name == "raw_fetch":
+        if name == "user_cli":
+            extra = (f"exit {s.get('exit_code')}; nightly run (dq.runs) {_fmt(s.get('flow_s'))}, outside it (CLI and "
+                     f"Prefect start, exit) {_fmt(s.get('outside_flow_s'))}; peak RSS of the whole process tree, "
+                     f"largest process {_fmt(s.get('largest_process_rss_mib'), 0)} MiB")
+        if name in ("raw_fetch", "user_raw_fetch"):
             extra = f"{s['bytes'] / 2**20:,.0f} MiB in {s['pages']} pages ({s['bytes'] / 2**20 / wall:,.0f} MiB/s)"
         if s.get("load_s") and rows:
             extra += f"; load {rows / s['load_s']:,.0f} rows/s"
         lines.append(f"| {name} | {_fmt(wall)} | {_fmt(rows)} | {_fmt(rate, 0)} | {_fmt(s.get('peak_rss_mib'), 0)} "
                      f"| {extra} |")
     lines += ["", "| ratio | value |", "|---|---:|"]
-    lines += [f"| {k} | {_fmt(v, 2)} |" for k, v in res["ratios"].items()]
+    lines += [f"| {k} | {_fmt(v, 2)} |" for k, v in res["ratios"].items() if v is not None]
     return "\n".join(lines)
 
 
@@ -512,8 +631,9 @@ def main(argv: list[str] | None = None) -> int:
         ap = argparse.ArgumentParser()
         ap.add_argument("--n", type=int, required=True)
         ap.add_argument("--seed", type=int, default=42)
+        ap.add_argument("--per-request", action="store_true")
         a = ap.parse_args(argv[1:])
-        serve(a.n, a.seed)
+        serve(a.n, a.seed, a.per_request)
         return 0
     if argv[:1] == ["stage"]:
         _emit(STAGES[argv[1]](json.loads(argv[2])))
@@ -529,7 +649,15 @@ def main(argv: list[str] | None = None) -> int:
                          "endpoint and the comparison uses rows/s (it is slow and memory-hungry)")
     ap.add_argument("--dlt-max-pages", type=int, default=25)
     ap.add_argument("--no-nightly", dest="nightly", action="store_false", help="skip the nightly stage")
+    ap.add_argument("--no-user-path", dest="user_path", action="store_false",
+                    help="skip the user's path (dvc-etl run against a per-request simulator)")
+    ap.add_argument("--stages", default="all",
+                    help="'all' (default; the --no-* options apply), or 'user_path' for the user's path alone")
     args = ap.parse_args(argv)
+    if args.stages not in ("all", "user_path"):
+        ap.error("--stages is 'all' or 'user_path'")
+    args.only_user_path = args.stages == "user_path"
+    args.user_path = args.user_path or args.only_user_path
     if args.pg and not _pg_available():
         print(f"PostgreSQL not reachable at {PG_ADMIN}: skipping the PostgreSQL stages", file=sys.stderr)
         args.pg = False

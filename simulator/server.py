@@ -107,6 +107,9 @@ class _State:
     pending: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     prefetcher: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "sim-prefetch"))
+    #: render every page when it is asked, from the dataset's arrays: no page or record-text cache,
+    #: no prefetch of the next page (what a source API does; the bench's user path reads it)
+    per_request: bool = False
 
     def set_faults(self, cfg: FaultConfig) -> None:
         with self.lock:
@@ -150,6 +153,8 @@ def _render_page(state: _State, entity: str, frm: int | None, to: int | None, pa
     with state.lock:
         if inject.has_planted(ds, entity):  # planted records (simulator/inject.py): merged, uncached
             return inject.render_page(ds, entity, frm, to, page, size)
+        if state.per_request:
+            return _render_uncached(ds, entity, frm, to, page, size)
         key = (entity, frm, to, page, size, ds.version)
         if key in state.cache:
             state.stats["cache_hit"] += 1
@@ -165,6 +170,18 @@ def _render_page(state: _State, entity: str, frm: int | None, to: int | None, pa
         while len(state.cache) > 6:
             state.cache.popitem(last=False)
         return body, lo, hi
+
+
+def _render_uncached(ds: Dataset, entity: str, frm: int | None, to: int | None, page: int, size: int
+                     ) -> tuple[bytes, int, int]:
+    lo, hi = _bounds(ds, entity, frm, to)
+    a = min(hi, lo + (page - 1) * size)
+    b = min(hi, a + size)
+    if entity in ("dossiers", "payments"):
+        data = b"[" + b",".join(ds._render_texts(entity, ds.ordered(entity)[0][a:b])) + b"]"
+    else:
+        data = ds.render_json(entity, np.arange(a, b))
+    return b'{"data":' + data + f',"page":{page},"page_size":{size},"total":{hi - lo}}}'.encode(), lo, hi
 
 
 def _bounds(ds: Dataset, entity: str, frm: int | None, to: int | None) -> tuple[int, int]:
@@ -292,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
                 state.stats[f"ok_{entity}"] += 1
         self._send(200, body)
         read_until = min(hi, lo + page * size)
-        if _mutate(state, entity, lo, hi, read_until, size) == 0 and read_until < hi:
+        if _mutate(state, entity, lo, hi, read_until, size) == 0 and read_until < hi and not state.per_request:
             _prefetch(state, entity, frm, to, page + 1, size)
 
     def _inject_fault(self) -> bool | None:
@@ -467,24 +484,27 @@ class SimServer:
         self.stop()
 
 
-def _make_server(dataset: Dataset, host: str, port: int, token: str, faults: FaultConfig | None) -> _Server:
+def _make_server(dataset: Dataset, host: str, port: int, token: str, faults: FaultConfig | None,
+                 per_request: bool = False) -> _Server:
     cfg = faults or FaultConfig()
     cfg.validate()
-    state = _State(dataset=dataset, token=token, faults=cfg)
+    state = _State(dataset=dataset, token=token, faults=cfg, per_request=per_request)
     state.set_faults(cfg)
     return _Server((host, port), state)
 
 
 def start_server(dataset: Dataset, host: str = "127.0.0.1", port: int = 0, token: str = "sim-token",
-                 faults: FaultConfig | None = None) -> SimServer:
-    """Serve `dataset` in a background thread; port 0 picks a free port."""
-    return SimServer(_make_server(dataset, host, port, token, faults))
+                 faults: FaultConfig | None = None, per_request: bool = False) -> SimServer:
+    """Serve `dataset` in a background thread; port 0 picks a free port. ``per_request``: render
+    each page when asked, with no cache and no prefetch."""
+    return SimServer(_make_server(dataset, host, port, token, faults, per_request))
 
 
 def serve_forever(dataset: Dataset, host: str = "127.0.0.1", port: int = 0, token: str = "sim-token",
-                  faults: FaultConfig | None = None, on_ready: Any = None) -> None:
-    """Serve in the calling thread until SIGTERM/SIGINT; `on_ready(url)` is called once bound."""
-    httpd = _make_server(dataset, host, port, token, faults)
+                  faults: FaultConfig | None = None, on_ready: Any = None, per_request: bool = False) -> None:
+    """Serve in the calling thread until SIGTERM/SIGINT; `on_ready(url)` is called once bound.
+    ``per_request``: render each page when asked, with no cache and no prefetch."""
+    httpd = _make_server(dataset, host, port, token, faults, per_request)
     stopping = threading.Event()
 
     def _stop(_signum: int, _frame: Any) -> None:

@@ -192,6 +192,9 @@ def publish(
         if dialect_name(conn) == "postgresql":
             # one publisher at a time: two publications of a period must not interleave
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_PUBLISH})
+            # the report queries run once per publication: JIT compiling them costs more than it
+            # saves (bench/README.md, "Figures behind the code's choices")
+            conn.execute(sa.text("SET LOCAL jit = off"))
         published_at = now_local()
         as_of = as_of or data_cut(conn) or published_at  # an empty warehouse: as of now
         params: dict[str, Any] = {

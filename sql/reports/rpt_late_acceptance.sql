@@ -51,51 +51,90 @@ submitted as (
         and cast(f.ngay_nop_ho_so as date) between p.period_start and p.period_end
 ),
 
--- the two office sessions of every working day the wait touches
-sessions as (
+-- every day from the calendar's first to the day after its last (a day missing from core.calendar
+-- is not working), with the working seconds of the days before it: the working time between two
+-- instants is then a difference of two lookups, not a sum over the days in between
+calendar_bounds as (
+    select
+        min(day) as first_day,
+        max(day) as last_day
+    from calendar
+),
+
+days as (
+    select cast(g.d as date) as day
+    from calendar_bounds as b
+    cross join generate_series(
+        cast(b.first_day as timestamp), cast(b.last_day as timestamp) + interval '1 day', interval '1 day'
+    ) as g (d)
+),
+
+working_days as (
+    select
+        d.day,
+        coalesce(c.is_working_day, false) as is_working_day
+    from days as d
+    left join calendar as c on c.day = d.day
+),
+
+-- 28800 s a working day: 07:00-11:30 and 13:30-17:00; seconds_before: the working seconds of the
+-- days before; seconds_until(t) on that day is seconds_before plus the day's sessions before t
+cumulative as (
+    select
+        day,
+        is_working_day,
+        coalesce(sum(case when is_working_day then 28800 else 0 end) over (
+            order by day rows between unbounded preceding and 1 preceding
+        ), 0) as seconds_before,
+        day + interval '7 hours' as morning_start,
+        day + interval '690 minutes' as morning_end,
+        day + interval '810 minutes' as afternoon_start,
+        day + interval '17 hours' as afternoon_end
+    from working_days
+),
+
+-- the two ends of each wait, and the days that hold their place on the working clock (a day before
+-- the calendar: its first day, whose sessions all come later; after it: the day after its last, not
+-- working, whose seconds_before is the calendar's total)
+wait_ends as (
     select
         s.source,
         s.ma_ho_so,
-        c.day + interval '7 hours' as session_start,
-        c.day + interval '690 minutes' as session_end
+        s.ngay_nop_ho_so,
+        s.waited_until,
+        least(greatest(cast(s.ngay_nop_ho_so as date), b.first_day), b.day_after_last) as from_day,
+        least(greatest(cast(s.waited_until as date), b.first_day), b.day_after_last) as until_day
     from submitted as s
-    inner join calendar as c
-        on c.is_working_day
-        and c.day between cast(s.ngay_nop_ho_so as date) and cast(s.waited_until as date)
-    union all
-    select
-        s.source,
-        s.ma_ho_so,
-        c.day + interval '810 minutes',
-        c.day + interval '17 hours'
-    from submitted as s
-    inner join calendar as c
-        on c.is_working_day
-        and c.day between cast(s.ngay_nop_ho_so as date) and cast(s.waited_until as date)
+    cross join (
+        select first_day, cast(last_day + interval '1 day' as date) as day_after_last
+        from calendar_bounds
+    ) as b
 ),
 
--- seconds of each session inside [NgayNopHoSo, waited_until]
-session_overlaps as (
-    select
-        w.source,
-        w.ma_ho_so,
-        extract(epoch from (
-            least(s.waited_until, w.session_end) - greatest(s.ngay_nop_ho_so, w.session_start)
-        )) as seconds
-    from sessions as w
-    inner join submitted as s on s.source = w.source and s.ma_ho_so = w.ma_ho_so
-    where least(s.waited_until, w.session_end) > greatest(s.ngay_nop_ho_so, w.session_start)
-),
-
--- whole seconds, then hours to 2 decimals rounded half up: floor((s + 18) / 36) hundredths (a
--- single rounding; exact in floating point, as (s + 18) / 36 is an integer or k + r/36, r >= 1)
+-- working seconds inside [NgayNopHoSo, waited_until]: the difference of the two ends' places on
+-- the working clock (not positive when it ends before it starts), rounded to whole seconds; then
+-- hours to 2 decimals rounded half up: floor((s + 18) / 36) hundredths (a single rounding; exact
+-- in floating point, as (s + 18) / 36 is an integer or k + r/36, r >= 1)
 waited_seconds as (
     select
-        source,
-        ma_ho_so,
-        round(sum(seconds)) as seconds
-    from session_overlaps
-    group by source, ma_ho_so
+        e.source,
+        e.ma_ho_so,
+        round(
+            (
+                u.seconds_before + case when u.is_working_day then
+                    greatest(0, extract(epoch from (least(e.waited_until, u.morning_end) - u.morning_start)))
+                    + greatest(0, extract(epoch from (least(e.waited_until, u.afternoon_end) - u.afternoon_start)))
+                else 0 end
+            ) - (
+                f.seconds_before + case when f.is_working_day then
+                    greatest(0, extract(epoch from (least(e.ngay_nop_ho_so, f.morning_end) - f.morning_start)))
+                    + greatest(0, extract(epoch from (least(e.ngay_nop_ho_so, f.afternoon_end) - f.afternoon_start)))
+                else 0 end
+            )
+        ) as seconds
+    from wait_ends as e
+    inner join cumulative as f on f.day = e.from_day
+    inner join cumulative as u on u.day = e.until_day
 ),
 
 waited as (
