@@ -1,7 +1,7 @@
 """End to end: simulator on loopback -> nightly flow (Prefect) -> checks -> warehouse -> reports.
 
 The expected report figures are computed here, independently, in plain Python from the
-simulator's own records and the definitions of shared/spec/reports.md section 1.
+simulator's own records and the definitions of the reports specification, section 1.
 """
 
 from __future__ import annotations
