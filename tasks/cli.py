@@ -43,6 +43,7 @@ from tasks.cli_common import (
     require_hash_key,
     run_guarded,
     show_progress,
+    start_orchestrator,
 )
 from tasks.cli_common import settings_error_lines as settings_error_lines  # re-exported
 from tasks.cli_quarantine import quarantine_app
@@ -134,8 +135,13 @@ def run(
         fail("DVC_SOURCE_URL is not set: point it at the provincial API (or run `dvc-etl demo`)", EXIT_USAGE)
     require_hash_key(settings)
     s, u = parse_day(since, "--since"), parse_day(until, "--until")
+    server = start_orchestrator()  # its process starts while this one imports the run's modules
     from flows.nightly import nightly
+    from tasks.data_docs import preload_gx
 
+    if server is not None:
+        preload_gx()
+        server.join()
     with progress_bars(show_progress(quiet)):
         summary = run_guarded(
             nightly,

@@ -141,6 +141,30 @@ def parse_range(from_: str, to: str) -> tuple[date, date]:
     return a, b
 
 
+def start_orchestrator() -> threading.Thread | None:
+    """Start Prefect's temporary API server now, in a thread, when the flow would start one (no
+    ``PREFECT_API_URL``, the ephemeral server allowed); returns the thread (None: nothing to
+    start). Its process starts on the other core while this one imports what the run needs; the
+    caller joins the thread before calling the flow. Prefect would otherwise start it only when
+    the flow is called, and wait for it there. A server that fails to start here is left to
+    Prefect, which tries again when the flow is called and reports the error."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    def start() -> None:
+        try:
+            SubprocessASGIServer().start()
+        except Exception:  # noqa: BLE001 - Prefect starts it again in the flow, and says why it fails
+            logging.getLogger(__name__).debug("Prefect's temporary server did not start early", exc_info=True)
+
+    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a flow and turn known failures into clear messages and exit codes."""
     from sqlalchemy.exc import SQLAlchemyError

@@ -237,6 +237,19 @@ DVC_GX_ROW_BUDGET rows per entity and a deterministic sample beyond.</p>
 # ---------------------------------------------------------------------------------------------
 # Great Expectations: the context of a run, and the values it shows
 # ---------------------------------------------------------------------------------------------
+def preload_gx() -> None:
+    """Import what a validation imports (``great_expectations``: seconds), ahead of the run, when
+    the caller has nothing better to do (the CLI while the orchestrator's server starts): the GX
+    thread then does not import it while the first chunks are loaded."""
+    import great_expectations  # noqa: F401
+    from great_expectations.core.expectation_suite import ExpectationSuite  # noqa: F401
+    from great_expectations.core.run_identifier import RunIdentifier  # noqa: F401
+    from great_expectations.data_context.types.base import DataContextConfig  # noqa: F401
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier  # noqa: F401
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: F401
+    from great_expectations.validator.v1_validator import Validator  # noqa: F401
+
+
 def gx_context(run_dir: Path) -> Any:
     """An ephemeral GX context whose stores and data docs live under ``run_dir`` only.
 

@@ -357,6 +357,9 @@ def extract_entity(
     ctx = check_context(engine, settings.source_name, entity, settings, now_local())
     batches = batch_windows(window, settings.batch_days)
     seen = 0
+    # the pages of the next chunk are read while this one is processed (half a chunk ahead: the
+    # source renders them meanwhile; a whole chunk ahead would hold one more chunk in memory)
+    ahead = max(2, -(-chunk_records // (2 * settings.page_size)))
 
     def flush(buffer: list[dict]) -> None:
         process_records(engine, entity, buffer, settings=settings, run_id=run_id, result=res, context=ctx,
@@ -368,7 +371,7 @@ def extract_entity(
         buffer: list[dict] = []
         received_before = res.rows_received
         seen_before = seen
-        for page in read_ahead(client.iter_pages(entity, lo, hi)):
+        for page in read_ahead(client.iter_pages(entity, lo, hi), depth=ahead):
             buffer.extend(page.records)
             crash_point("extract.after_page")
             seen += len(page.records)
