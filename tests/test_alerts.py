@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from email import message_from_bytes
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -34,6 +31,7 @@ from tasks.alerts import render_text as alert_text
 from tasks.quality import CheckOutcome, check
 from tasks.runs import EntityResult, FailingRecord, RunResult, checks_markdown, scrub_personal
 from tasks.settings import Settings
+from tests.loopback import LoopbackServer, free_port
 from tests.test_quality import context, good_dossiers, planted_dossiers
 
 TOKEN = "tok-SECRET-source-7f3a"
@@ -43,55 +41,27 @@ HOOK_PATH = "/services/T000/B000/SECRETPATHxyz"
 SECRETS = (TOKEN, SMTP_PASSWORD, HASH_KEY, HOOK_PATH, "SECRETPATHxyz")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ---------------------------------------------------------------------------------------------
 # Real local receivers
 # ---------------------------------------------------------------------------------------------
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     """An http.server on 127.0.0.1 that records POSTed JSON; can fail the first N requests."""
+
+    path = HOOK_PATH
 
     def __init__(self, fail_first: int = 0) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.paths: list[str] = []
         self.fail_first = fail_first
-        receiver = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.paths.append(self.path)
-                if receiver.fail_first > 0:
-                    receiver.fail_first -= 1
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                receiver.bodies.append(json.loads(raw))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{HOOK_PATH}"
-
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, bytes, str | None]:
+        self.paths.append(path)
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            return 503, b"", None
+        self.bodies.append(json.loads(body))
+        return 200, b"ok", None
 
 
 class MailSink:

@@ -21,8 +21,8 @@ import threading
 import time
 from collections import defaultdict
 from datetime import date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -33,6 +33,7 @@ from simulator.dataset import generate
 from simulator.server import start_server
 from tasks.reports import REPORT_TABLES
 from tasks.warehouse import connect
+from tests.loopback import LoopbackServer
 from tests.reliability_support import run_cli, sim_env, start_cli
 from tests.warehouse_state import fingerprint
 
@@ -311,31 +312,22 @@ def test_purge_respects_the_retention_days(warehouse_url, tmp_path: Path) -> Non
 # ----------------------------------------------------------------------------------------------
 # demo
 # ----------------------------------------------------------------------------------------------
-class _Receiver:
+class _Receiver(LoopbackServer):
     """A real webhook receiver on 127.0.0.1 that records every request."""
+
+    path = "/hook"
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, bytes]] = []
-        outer = self
+        super().__init__()
+        self.__enter__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                n = int(self.headers.get("Content-Length") or 0)
-                outer.requests.append((self.path, self.rfile.read(n)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def answer(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, bytes, str | None]:
+        self.requests.append((path, body))
+        return 200, b"ok", None
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.__exit__()
 
 
 @pytest.mark.slow  # three CLI runs, ~2 min; tests/test_hardening_keys.py runs the demo in make test

@@ -15,14 +15,11 @@
 from __future__ import annotations
 
 import math
-import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +29,9 @@ import sqlalchemy as sa
 
 from flows.lifecycle import UnsafeOverride, check_overrides, run_settings
 from tasks.settings import SAFE_OVERRIDES, Settings
+from tests.loopback import LoopbackServer
 from tests.test_alerts import WebhookReceiver
-from tests.test_prefect_server import BIN, Processes, _clean_env, _free_port, _tail
+from tests.test_prefect_server import BIN, Processes, _clean_env, _tail, start_prefect_server
 
 #: long enough for any minimum-length rule on the hash key
 HASH_KEY = "prefect-auth-test-hash-key-0123456789abcdef"
@@ -50,46 +48,17 @@ NEVER_OVERRIDABLE = {
 # ----------------------------------------------------------------------------------------------
 # 1. settings_overrides: an allow-list
 # ----------------------------------------------------------------------------------------------
-class Recorder:
+class Recorder(LoopbackServer):
     """An HTTP server on 127.0.0.1 that answers anything with 200 and records every request
     (the attacker's host)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str | None]] = []
-        rec = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
-                rec.requests.append((self.command, self.path, self.headers.get("Authorization")))
-                body = b'{"data": [], "total": 0}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = _any  # noqa: N815 - http.server naming
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Recorder:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, bytes, str | None]:
+        self.requests.append((method, path, headers.get("Authorization")))
+        return 200, b'{"data": [], "total": 0}', "application/json"
 
 
 def test_allow_list_holds_only_harmless_settings() -> None:
@@ -250,33 +219,10 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
     """``prefect server start --host 127.0.0.1`` on a free port, its own PREFECT_HOME (SQLite),
     with ``PREFECT_SERVER_API_AUTH_STRING=admin:<random>`` as docs/operations.md says."""
     home = tmp_path_factory.mktemp("prefect-auth-server")
-    port = _free_port()
-    auth = f"admin:{secrets.token_urlsafe(24)}"
-    env = {
-        **_clean_env(),
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_API_AUTH_STRING": auth,
-        "PREFECT_API_AUTH_STRING": auth,  # the server's own clients (services) authenticate too
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-    }
     procs = Processes(home)
     try:
-        proc, log = procs.start("server", [BIN / "prefect", "server", "start", "--host", "127.0.0.1",
-                                           "--port", str(port)], env)
-        srv = AuthServer(env["PREFECT_API_URL"], auth, home, procs)
-        deadline = time.monotonic() + 150
-        while True:
-            try:
-                if requests.get(f"{srv.api}/health", timeout=2).ok:  # health probes need no auth
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the Prefect server did not start:\n{_tail(log)}")
-            time.sleep(0.5)
+        env = start_prefect_server(procs, home, 150)
+        srv = AuthServer(env["PREFECT_API_URL"], env["PREFECT_API_AUTH_STRING"], home, procs)
         yield srv
     finally:
         procs.stop_all()

@@ -22,7 +22,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ import yaml
 
 from tasks.settings import PROJECT_ROOT
 from tasks.warehouse import connect, writer_lock
+from tests.loopback import free_port
 from tests.test_alerts import WebhookReceiver
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(420)]
@@ -64,12 +64,6 @@ FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 # ----------------------------------------------------------------------------------------------
 # processes
 # ----------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _clean_env() -> dict[str, str]:
     """The test process's environment without any PREFECT_* or DVC_* setting of its own."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DVC_", "GX_"))}
@@ -120,6 +114,38 @@ class Processes:
         for proc in reversed(self.procs):
             _stop(proc)
         self.procs.clear()
+
+
+def start_prefect_server(procs: Processes, home: Path, timeout: float, **extra_env: str) -> dict[str, str]:
+    """``prefect server start --host 127.0.0.1`` on a free port, SQLite in ``home``, API
+    authentication on (``PREFECT_SERVER_API_AUTH_STRING=admin:<random>``, as docs/operations.md
+    says; the server's own clients authenticate too); returns the clients' environment once its
+    health endpoint answers (which needs no auth) or fails the test within ``timeout`` seconds."""
+    port = free_port()
+    auth = f"admin:{secrets.token_urlsafe(24)}"
+    env = {
+        **_clean_env(),
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
+        "PREFECT_API_AUTH_STRING": auth,
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        **extra_env,
+    }
+    proc, log = procs.start("server", [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{env['PREFECT_API_URL']}/health", timeout=2).ok:
+                return env
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the Prefect server did not start:\n{_tail(log)}")
+        time.sleep(0.5)
 
 
 @dataclass
@@ -205,15 +231,9 @@ class Server:
             time.sleep(0.5)
 
     def wait_final(self, flow_run_ids: list[str], timeout: float, logs: list[Path]) -> dict[str, dict[str, Any]]:
-        """Poll until every flow run is in a final state; fail with the worker logs and the run's
-        own logs otherwise."""
-        deadline = time.monotonic() + timeout
-        runs: dict[str, dict[str, Any]] = {}
-        while time.monotonic() < deadline:
-            runs = {i: self.call("GET", f"/flow_runs/{i}") for i in flow_run_ids}
-            if all(r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for r in runs.values()):
-                break
-            time.sleep(1)
+        """:meth:`wait_states`, then every flow run must be COMPLETED; fail with the worker logs and
+        the run's own logs otherwise."""
+        runs = self.wait_states(flow_run_ids, timeout, logs)
         bad = {i: r["state"] for i, r in runs.items() if r["state"]["type"] != "COMPLETED"}
         if bad:
             run_logs = [m[:2000] for i in bad for m in self.run_logs(i)]
@@ -245,39 +265,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     docs/operations.md says: the server has PREFECT_SERVER_API_AUTH_STRING, every client (deploy,
     workers, their flow runs, these requests) PREFECT_API_AUTH_STRING."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    auth = f"admin:{secrets.token_urlsafe(24)}"
-    env = {
-        **_clean_env(),
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_API_AUTH_STRING": auth,
-        "PREFECT_API_AUTH_STRING": auth,
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-        "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
-        "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S",
-        "GX_ANALYTICS_ENABLED": "false",
-    }
     procs = Processes(home)
     hook = WebhookReceiver().__enter__()
     try:
-        proc, log = procs.start("server", [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env)
+        env = start_prefect_server(
+            procs, home, 120,
+            PREFECT_WORKER_QUERY_SECONDS="1",
+            PREFECT_WORKER_PREFETCH_SECONDS="5",
+            PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS="1",
+            PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY="PT1S",
+            GX_ANALYTICS_ENABLED="false",
+        )
         srv = Server(env["PREFECT_API_URL"], env, procs, hook)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{srv.api}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the Prefect server did not start:\n{_tail(log)}")
-            time.sleep(0.5)
         _make_deploy(srv)
         yield srv
     finally:

@@ -9,7 +9,6 @@ and webhook bodies. Settings also read secrets from Prefect Secret blocks.
 
 from __future__ import annotations
 
-import socket
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from simulator.server import start_server
+from tests.loopback import free_port
 from tests.reliability_support import cli_env, run_cli, small_dataset
 from tests.test_alerts import MailSink, WebhookReceiver
 
@@ -36,12 +36,6 @@ class _Sink(MailSink):
             self.logins.append((auth_data.login.decode(), auth_data.password.decode()))
             return AuthResult(success=auth_data.password.decode() == SMTP_PASSWORD)
         return AuthResult(success=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _texts_of_files(root: Path) -> dict[str, str]:
@@ -88,7 +82,7 @@ def _prefect_text() -> dict[str, str]:
 
 def test_secrets_never_appear_in_any_output(prefect_harness, tmp_path):
     sink = _Sink()
-    port = _free_port()
+    port = free_port()
     smtp = Controller(sink, hostname="127.0.0.1", port=port, authenticator=sink.authenticate, auth_require_tls=False)
     smtp.start()
     outputs: dict[str, str] = {}
@@ -174,7 +168,7 @@ def test_a_failing_run_never_shows_the_warehouse_password(prefect_harness, pg_ur
     import uuid
 
     sink = _Sink()
-    port = _free_port()
+    port = free_port()
     smtp = Controller(sink, hostname="127.0.0.1", port=port, authenticator=sink.authenticate, auth_require_tls=False)
     smtp.start()
     outputs: dict[str, str] = {}
@@ -185,8 +179,8 @@ def test_a_failing_run_never_shows_the_warehouse_password(prefect_harness, pg_ur
                           DVC_SMTP_USER="etl", DVC_SMTP_PASSWORD=SMTP_PASSWORD, DVC_ALERT_EMAIL_TO="ops@example.gov.vn",
                           DVC_ALERT_WEBHOOK_URL=hook.url, PREFECT_LOGGING_LEVEL="DEBUG", DVC_HTTP_MAX_RETRIES="0",
                           DVC_HTTP_RETRY_BUDGET="0")
-            dead_source = f"http://127.0.0.1:{_free_port()}"
-            cases = {"refused port": _pg_url_with_password("dvc", port=_free_port()),
+            dead_source = f"http://127.0.0.1:{free_port()}"
+            cases = {"refused port": _pg_url_with_password("dvc", port=free_port()),
                      "missing database": _pg_url_with_password(f"dvc_missing_{uuid.uuid4().hex[:8]}"),
                      "source down": good}
             for name, url in cases.items():
@@ -226,7 +220,7 @@ def test_an_error_embedding_the_dsn_is_scrubbed_in_dq_runs_alerts_and_logs(pg_ur
 
     url = _pg_url_with_password(sa.engine.make_url(pg_url).database)
     sink = _Sink()
-    port = _free_port()
+    port = free_port()
     smtp = Controller(sink, hostname="127.0.0.1", port=port, authenticator=sink.authenticate, auth_require_tls=False)
     smtp.start()
     try:
@@ -277,7 +271,7 @@ def test_cli_errors_never_show_the_warehouse_password(dvc_env, monkeypatch, tmp_
     import flows.nightly
     from tasks.cli import EXIT_FAILED, app
 
-    url = _pg_url_with_password("dvc", port=_free_port())
+    url = _pg_url_with_password("dvc", port=free_port())
     dvc_env(DVC_WAREHOUSE_URL=url)
 
     def failing_report(*_a: Any, **_k: Any) -> None:
