@@ -4,12 +4,8 @@ only, run ids in the log lines, no secrets in the output."""
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ from typer.testing import CliRunner
 from simulator.dataset import generate
 from simulator.server import start_server
 from tasks.cli import EXIT_USAGE, app
+from tests.terminal import run_in_pty
 
 BIN = Path(sys.executable).parent
 SECRET = "tok-do-not-print-5f3a9"
@@ -109,33 +106,8 @@ def _plain(text: str) -> str:
 
 def _run_in_pty(args: list[str], env: dict[str, str], timeout: float = 180) -> tuple[int, str]:
     """Run ``dvc-etl`` with its stdout and stderr on a pseudo-terminal, as an operator sees it."""
-    main, secondary = pty.openpty()
-    proc = subprocess.Popen([str(BIN / "dvc-etl"), *args], stdin=subprocess.DEVNULL, stdout=secondary,
-                            stderr=secondary, env=env, start_new_session=True)
-    os.close(secondary)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(main, 65536)
-                except OSError:  # the child closed the terminal
-                    data = b""
-                if not data and proc.poll() is not None:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        else:
-            pytest.fail("dvc-etl did not finish in time:\n" + b"".join(chunks).decode(errors="replace")[-3000:])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        os.close(main)
-    return proc.returncode, b"".join(chunks).decode(errors="replace")
+    code, shown, _ = run_in_pty(args, env, timeout)
+    return code, shown
 
 
 @pytest.mark.slow

@@ -11,24 +11,19 @@ import base64
 import hashlib
 import hmac
 import os
-import pty
-import select
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from tasks.grants import GrantRefused, grant_analyst
 from tasks.warehouse import WarehouseError, connect, upgrade
+from tests.terminal import DVC_ETL, run_in_pty
 
 pytestmark = pytest.mark.postgres
 
-DVC_ETL = str(Path(sys.executable).with_name("dvc-etl"))
 MARKER = "pw-MARKER-7c1e9d"
 
 
@@ -275,37 +270,10 @@ def test_interactive_prompt_is_hidden_and_confirmed(pg_url, roles):
     roles.append(role)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
     env.update(DVC_WAREHOUSE_URL=pg_url, DVC_HASH_KEY="grants-test-hash-key-0123456789abcdef")
-    main, secondary = pty.openpty()
-    proc = subprocess.Popen([DVC_ETL, "db", "grant-analyst", role], stdin=secondary, stdout=secondary,
-                            stderr=secondary, env=env, start_new_session=True)
-    os.close(secondary)
-    shown = b""
-    answers = [b"Password for role", b"Repeat for confirmation"]
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(main, 65536)
-                except OSError:
-                    data = b""
-                shown += data
-                if not data and proc.poll() is not None:
-                    break
-                if answers and answers[0] in shown:
-                    answers.pop(0)
-                    time.sleep(0.2)  # getpass has switched echo off before printing the prompt
-                    os.write(main, MARKER.encode() + b"\n")
-            elif proc.poll() is not None:
-                break
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        os.close(main)
-    text = shown.decode(errors="replace")
-    assert proc.returncode == 0, text
+    answer = MARKER.encode() + b"\n"
+    code, text, answers = run_in_pty(["db", "grant-analyst", role], env, 120,
+                                     answers=[(b"Password for role", answer), (b"Repeat for confirmation", answer)])
+    assert code == 0, text
     assert not answers, text
     assert MARKER not in text
     assert _password_matches(_role(pg_url, role)["rolpassword"], MARKER)
