@@ -195,7 +195,8 @@ def backfill(
             futures = [backfill_partition_task.submit(settings, run_id, bid, p, progress)
                        for p in todo[i : i + max(1, concurrency)]]
             results += [f.result() for f in futures]
-        published = [publish_task(settings, run_id, p) for p in parts] if publish else []
+        # one analyst copy, after the last month's publication (not one per month)
+        published = [publish_task(settings, run_id, p, analyst_copy=p == parts[-1]) for p in parts] if publish else []
         run.published = bool(published)
     return {"backfill_id": bid, "skipped": [str(p[0]) for p in parts if p[0] in done], "ran": results,
             "published": published}
