@@ -35,6 +35,9 @@ class Entity:
     key_unique_rule: str
     #: What the offices call it (work lists, the clerks' quarantine export).
     label_vi: str = ""
+    #: Fields whose values are personal data (source contract 1.1): hashed or dropped by the
+    #: normaliser, never shown in an alert or an export.
+    personal: tuple[str, ...] = ()
     #: True: the clerk's file exports (``tasks/source_files.py``) carry this entity.
     in_files: bool = False
 
@@ -68,6 +71,7 @@ REGISTRY: dict[str, Entity] = {
             versioned=True,
             incremental=True,
             key_unique_rule="dossier_key_unique",
+            personal=("ChuHoSo", "SoGiayToChuHoSo", "SoDienThoai"),
             in_files=True,
         ),
         Entity(
@@ -112,6 +116,8 @@ CATALOGUES: tuple[str, ...] = ("units", "procedures")
 INCREMENTAL: tuple[str, ...] = tuple(n for n, e in REGISTRY.items() if e.incremental)
 #: Entities whose newer version wins.
 VERSIONED: frozenset[str] = frozenset(n for n, e in REGISTRY.items() if e.versioned)
+#: Every field of any entity whose values are personal data.
+PERSONAL_FIELDS: tuple[str, ...] = tuple(f for e in REGISTRY.values() for f in e.personal)
 #: Entities a clerk's file export can carry.
 FILE_ENTITIES: tuple[str, ...] = tuple(n for n, e in REGISTRY.items() if e.in_files)
 

@@ -34,10 +34,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tasks.entities import REGISTRY
+from tasks.entities import PERSONAL_FIELDS, REGISTRY
 
-#: Fields of a source record that are personal data (source contract 1.1); never output.
-PERSONAL_FIELDS = ("ChuHoSo", "SoGiayToChuHoSo", "SoDienThoai")
 #: File formats of an export, by the file's extension.
 FORMATS = (".xlsx", ".csv")
 #: The unit of rows whose unit is not known (a procedure, a record without MaDonVi).

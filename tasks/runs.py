@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tasks.clock import now_local
+from tasks.entities import PERSONAL_FIELDS
 from tasks.warehouse import local_write_lock
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ def mark_partition(
 # dq.quarantine: the first records a run quarantined, for its alert
 # ----------------------------------------------------------------------------------------------
 #: Raw-record fields whose values are personal data, beyond the source contract's three
-#: (``tasks.quarantine.PERSONAL_FIELDS``): any applicant, phone, ID, address or e-mail field a
+#: (``tasks.entities.PERSONAL_FIELDS``): any applicant, phone, ID, address or e-mail field a
 #: clerk's file may add.
 _PERSONAL_FIELD = re.compile(r"ChuHoSo|DienThoai|GiayTo|DiaChi|Email|CCCD|CMND", re.IGNORECASE)
 #: What looks like a phone number (0 or +84 and 9-10 digits) or an ID number (9-digit CMND,
@@ -268,8 +269,6 @@ def scrub_personal(text: str, record: dict[str, Any] | None = None) -> str:
     """``text`` with every personal value of ``record`` (its applicant's name, ID and phone
     number, and any field named like one) and anything shaped like a phone or ID number replaced
     by ``***``."""
-    from tasks.quarantine import PERSONAL_FIELDS
-
     for name, value in (record or {}).items():
         if name in PERSONAL_FIELDS or _PERSONAL_FIELD.search(str(name)):
             value = "" if value is None else str(value).strip()
