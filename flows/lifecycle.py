@@ -31,9 +31,10 @@ from sqlalchemy.engine import Engine
 
 from flows import CURRENT_RUN_ID
 from tasks import pipeline
-from tasks.alerts import alerts_for_run, failure_alert, scrub_for, send_alert
+from tasks.alerts import alerts_for_run, failure_alert, send_alert
 from tasks.gx import settle_gx
 from tasks.runs import RunResult, finish_run, start_run
+from tasks.scrub import scrub_for
 from tasks.settings import SAFE_OVERRIDES, Settings, get_settings, require_run_settings
 from tasks.warehouse import WarehouseBusy, dialect_name, open_warehouse, upgrade, writer_lock
 

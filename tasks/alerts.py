@@ -25,7 +25,7 @@ No secret reaches an alert body or a log line: bodies carry only run ids, codes,
 counts and links, and every text that leaves this module (bodies, error messages, logs) is
 scrubbed of the settings' secret values, of the warehouse URL's password, of any
 ``scheme://user:password@`` and of the webhook URL (whose path is a credential on Slack-style
-services). :func:`install_log_scrubber` does the same for every log record of the process. In the
+services). ``tasks.scrub.install_log_scrubber`` does the same for every log record of the process. In the
 webhook's Block Kit text, ``& < >`` are escaped, so a value in a record cannot mention
 ``@channel`` or forge a link; every block stays under Slack's limits.
 
@@ -49,21 +49,16 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tasks.scrub import (  # scrub_text, scrub_for, url_passwords, install_log_scrubber: used from here too
+from tasks.scrub import (
     _scrub,
     _ScrubFilter,
     _secrets,
-    install_log_scrubber,
-    scrub_for,
-    scrub_text,
-    url_passwords,
 )
 from tasks.settings import Settings, smtp_use_starttls
 
 if TYPE_CHECKING:
     from tasks.runs import RunResult
 
-__all__ = ["install_log_scrubber", "scrub_for", "scrub_text", "url_passwords"]  # re-exported
 
 log = logging.getLogger(__name__)
 

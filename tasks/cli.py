@@ -396,7 +396,7 @@ app.add_typer(quarantine_app, name="quarantine")
 
 def main() -> None:
     from flows import RunIdFilter
-    from tasks.alerts import install_log_scrubber
+    from tasks.scrub import install_log_scrubber
 
     install_log_scrubber()  # no log line shows a URL's password (scheme://user:password@)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(run_id)s] %(name)s: %(message)s")

@@ -73,7 +73,7 @@ def progress_bars(enabled: bool) -> Iterator[None]:
 def fail(message: str, code: int = EXIT_FAILED) -> None:
     from rich.markup import escape
 
-    from tasks.alerts import scrub_text
+    from tasks.scrub import scrub_text
 
     message = scrub_text(message)  # a DSN's password (scheme://user:password@) never reaches the terminal
     err.print(f"[bold red]error:[/] {escape(message)}")  # a bad value may hold [brackets]

@@ -215,7 +215,8 @@ def test_an_error_embedding_the_dsn_is_scrubbed_in_dq_runs_alerts_and_logs(pg_ur
     import logging
 
     from flows.lifecycle import tracked_run
-    from tasks.alerts import failure_alert, install_log_scrubber, send_alert
+    from tasks.alerts import failure_alert, send_alert
+    from tasks.scrub import install_log_scrubber
     from tasks.settings import Settings
 
     url = _pg_url_with_password(sa.engine.make_url(pg_url).database)
