@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tasks.analyst import refresh_analyst_copy
@@ -32,13 +31,14 @@ from tasks.faults import crash_point
 from tasks.gx import close_gx, gx_chunk, settle_gx, wait_gx
 from tasks.load import LoadResult, get_watermark, load_batch
 from tasks.normalize import normalize
-from tasks.resources import read_ahead, release_memory, use_system_arrow_pool
+from tasks.quality import check_context, known_dossiers
+from tasks.resources import ChunkLoader, read_ahead, release_memory, use_system_arrow_pool
 from tasks.runs import EntityResult, RunResult, mark_partition, record_checks
 from tasks.settings import Settings
 from tasks.warehouse import local_write_lock, make_private, private_dir
 
 if TYPE_CHECKING:
-    from tasks.quality import CheckContext
+    from tasks.quality_rules import CheckContext
     from tasks.reports import Publication
     from tasks.source_api import SourceClient
 
@@ -148,62 +148,6 @@ def purge_personal_data(engine: Engine, settings: Settings) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# checks
-# ----------------------------------------------------------------------------------------------
-def check_context(engine: Engine, source: str, entity: str, settings: Settings, now: datetime) -> CheckContext:
-    """What the checks need from the warehouse: catalogues, calendar, recent volumes, freshness."""
-    from tasks.quality import CheckContext
-
-    with engine.connect() as c:
-        procs = pd.read_sql(sa.text("SELECT * FROM core.procedures WHERE source = :s"), c, params={"s": source})
-        units = pd.read_sql(sa.text("SELECT * FROM core.units WHERE source = :s"), c, params={"s": source})
-        cal = pd.read_sql(sa.text("SELECT day, is_working_day FROM core.calendar"), c)
-        vols = [
-            int(v)
-            for (v,) in c.execute(
-                sa.text(
-                    "SELECT rows_read FROM dq.run_summary WHERE source = :s AND entity = :e "
-                    "ORDER BY recorded_at DESC LIMIT 14"
-                ),
-                {"s": source, "e": entity},
-            )
-        ]
-        last = c.execute(
-            sa.text("SELECT max(_loaded_at) FROM core.dossiers WHERE source = :s"), {"s": source}
-        ).scalar()
-    if len(cal):
-        cal["day"] = pd.to_datetime(cal["day"]).astype("datetime64[us]")
-        cal["is_working_day"] = cal["is_working_day"].astype(bool)
-    return CheckContext(
-        known_procedures=procs if len(procs) else None,
-        known_units=units if len(units) else None,
-        known_dossier_keys=None,
-        calendar=cal if len(cal) else None,
-        recent_volumes=vols,
-        last_arrival=last,
-        now=now,
-        freshness_days=settings.freshness_days,
-    )
-
-
-def known_dossiers(engine: Engine, source: str, keys: pd.Series) -> set[str]:
-    """Which of ``keys`` (a payment batch's dossier keys) the warehouse already holds."""
-    from tasks.load import stage
-
-    wanted = pd.DataFrame({"ma_ho_so": keys.dropna().astype("string").unique()})
-    if wanted.empty:
-        return set()
-    with engine.begin() as c:
-        stage(c, "stg_pkeys", wanted, "(SELECT ma_ho_so FROM core.dossiers) AS d")
-        rows = c.execute(
-            sa.text("SELECT s.ma_ho_so FROM stg_pkeys s JOIN core.dossiers d ON d.ma_ho_so = s.ma_ho_so "
-                    "AND d.source = :src"),
-            {"src": source},
-        )
-        return {r[0] for r in rows}
-
-
-# ----------------------------------------------------------------------------------------------
 # extract -> normalise -> check -> load
 # ----------------------------------------------------------------------------------------------
 def process_records(
@@ -218,10 +162,16 @@ def process_records(
     origin: str = "api",
     move_watermark: bool = True,
     defer_gx: bool = False,
-) -> LoadResult:
+    loader: ChunkLoader | None = None,
+    after_load: Callable[[], None] | None = None,
+) -> LoadResult | None:
     """Normalise, check and load one chunk of records (one transaction). Great Expectations
     validates the chunk too (``tasks.gx.gx_chunk``); with ``defer_gx`` in its background thread, so the
-    caller must :func:`wait_gx` or :func:`settle_gx` before it reads ``result.data_docs``."""
+    caller must :func:`wait_gx` or :func:`settle_gx` before it reads ``result.data_docs``.
+
+    With a ``loader`` the load is handed to its thread and this returns None at once (the caller
+    prepares the next chunk meanwhile; ``loader.wait()`` gives the result); ``after_load`` runs
+    once the chunk is committed and counted in ``result``."""
     from tasks.quality import check, rule_severity
 
     use_system_arrow_pool()
@@ -251,17 +201,29 @@ def process_records(
     wm = None
     if move_watermark and "ngay_cap_nhat" in norm.core and norm.core["ngay_cap_nhat"].notna().any():
         wm = norm.core["ngay_cap_nhat"].max().to_pydatetime()
-    with local_write_lock(engine):
-        loaded = load_batch(engine, norm, issues, source=settings.source_name, run_id=run_id, origin=origin,
-                            watermark=wm)
-    crash_point("load.after_commit")
-    result.add(loaded)
-    if wm is not None:
-        result.watermark = max(wm, result.watermark) if result.watermark else wm
-    if len(records) >= 1000:
-        del norm, issues, outcome, check_issues
-        release_memory()
-    return loaded
+    big = len(records) >= 1000
+    del outcome, check_issues, records
+
+    def commit() -> LoadResult:
+        nonlocal norm, issues
+        with local_write_lock(engine):
+            loaded = load_batch(engine, norm, issues, source=settings.source_name, run_id=run_id, origin=origin,
+                                watermark=wm)
+        crash_point("load.after_commit")
+        result.add(loaded)
+        if wm is not None:
+            result.watermark = max(wm, result.watermark) if result.watermark else wm
+        if after_load is not None:
+            after_load()
+        if big:
+            norm = issues = None  # the chunk's frames go before the memory is handed back
+            release_memory()
+        return loaded
+
+    if loader is not None:
+        loader.submit(commit)
+        return None
+    return commit()
 
 
 def _validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, settings: Settings, result: EntityResult) -> None:
@@ -356,17 +318,41 @@ def extract_entity(
     chunk_records = chunk_records or settings.chunk_records  # DVC_CHUNK_RECORDS
     ctx = check_context(engine, settings.source_name, entity, settings, now_local())
     batches = batch_windows(window, settings.batch_days)
-    seen = 0
     # the pages of the next chunk are read while this one is processed (half a chunk ahead: the
     # source renders them meanwhile; a whole chunk ahead would hold one more chunk in memory)
     ahead = max(2, -(-chunk_records // (2 * settings.page_size)))
 
-    def flush(buffer: list[dict]) -> None:
+    def flush(buffer: list[dict], loader: ChunkLoader, read: int) -> None:
+        done = (lambda: progress(f"{entity}{LOAD_LABEL}", res.rows_received, read)) if progress else None
         process_records(engine, entity, buffer, settings=settings, run_id=run_id, result=res, context=ctx,
-                        defer_gx=True)
-        if progress:
-            progress(f"{entity}{LOAD_LABEL}", res.rows_received, seen)
+                        defer_gx=True, loader=loader, after_load=done)
 
+    with ChunkLoader(f"load-{entity}") as loader:  # chunk N loads while chunk N+1 is read and normalised
+        _read_batches(client, entity, batches, res, lambda buffer, read: flush(buffer, loader, read),
+                      loader.wait, chunk_records, ahead, progress)
+    if res.chunks == 0:
+        process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx)
+    close_gx(res)  # GX writes the entity's record in its thread while the run goes on
+    if not defer_gx:  # else the caller settles the run's validations (settle_gx) when it reports
+        wait_gx(res)  # validated in the background while the later chunks were read and loaded
+    record_checks(engine, run_id, settings.source_name, entity, res)
+    crash_point("extract.after_entity")
+    log.info(
+        "%s: %d received, %d read, %d loaded, %d quarantined, %d warnings, watermark %s",
+        entity, res.rows_received, res.rows_read, res.rows_loaded, res.rows_quarantined, res.warnings, res.watermark,
+    )
+    return res
+
+
+def _read_batches(
+    client: SourceClient, entity: str, batches: list[tuple[datetime | None, datetime | None]], res: EntityResult,
+    flush: Callable[[list[dict], int], None], settle: Callable[[], Any], chunk_records: int, ahead: int,
+    progress: ProgressFn | None,
+) -> None:
+    """:func:`extract_entity`'s reading: the pages of each sub-window, ``flush(records, read so
+    far)`` every ``chunk_records`` records and at the end of each sub-window, then ``settle()``
+    (its loads committed) before the sub-window is logged."""
+    seen = 0
     for n, (lo, hi) in enumerate(batches, 1):
         buffer: list[dict] = []
         received_before = res.rows_received
@@ -381,26 +367,15 @@ def extract_entity(
                 remaining = None if page.total is None else page.total - (page.page - 1) * page.page_size
                 progress(entity, seen, None if remaining is None else max(seen, seen - len(page.records) + remaining))
             if len(buffer) >= chunk_records:
-                flush(buffer)
+                flush(buffer, seen)
                 buffer = []
         if buffer:
-            flush(buffer)
+            flush(buffer, seen)
         res.batches.append((lo, hi))
         if len(batches) > 1:
+            settle()
             log.info("%s: batch %d/%d %s .. %s: %d records, %d loaded, watermark %s", entity, n, len(batches), lo,
                      hi or "now", seen - seen_before, res.rows_received - received_before, res.watermark)
-    if res.chunks == 0:
-        process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx)
-    close_gx(res)  # GX writes the entity's record in its thread while the run goes on
-    if not defer_gx:  # else the caller settles the run's validations (settle_gx) when it reports
-        wait_gx(res)  # validated in the background while the later chunks were read and loaded
-    record_checks(engine, run_id, settings.source_name, entity, res)
-    crash_point("extract.after_entity")
-    log.info(
-        "%s: %d received, %d read, %d loaded, %d quarantined, %d warnings, watermark %s",
-        entity, res.rows_received, res.rows_read, res.rows_loaded, res.rows_quarantined, res.warnings, res.watermark,
-    )
-    return res
 
 
 def ingest_records(

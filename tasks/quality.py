@@ -24,10 +24,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from tasks.quality_rules import EVALUATORS, Batch, CheckContext
 from tasks.suites import (
@@ -46,6 +49,11 @@ __all__ = [
     "ENTITIES", "GX_NATIVE_TYPES", "PARSE_TYPE", "SEVERITIES", "CheckContext", "CheckOutcome", "CheckResult", "Rule",
     "Suite", "check", "load_suite", "record_keys", "rule_severity",
 ]
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +192,56 @@ def check(entity: str, frame: pd.DataFrame, context: CheckContext | None = None,
              len(issues), time.perf_counter() - started)
     return CheckOutcome(entity, n, issues, results, critical_keys, keys, critical_mask)
 
+
+# ----------------------------------------------------------------------------------------------
+# what the checks need from the warehouse
+# ----------------------------------------------------------------------------------------------
+def check_context(engine: Engine, source: str, entity: str, settings: Settings, now: datetime) -> CheckContext:
+    """What the checks need from the warehouse: catalogues, calendar, recent volumes, freshness."""
+    with engine.connect() as c:
+        procs = pd.read_sql(sa.text("SELECT * FROM core.procedures WHERE source = :s"), c, params={"s": source})
+        units = pd.read_sql(sa.text("SELECT * FROM core.units WHERE source = :s"), c, params={"s": source})
+        cal = pd.read_sql(sa.text("SELECT day, is_working_day FROM core.calendar"), c)
+        vols = [
+            int(v)
+            for (v,) in c.execute(
+                sa.text(
+                    "SELECT rows_read FROM dq.run_summary WHERE source = :s AND entity = :e "
+                    "ORDER BY recorded_at DESC LIMIT 14"
+                ),
+                {"s": source, "e": entity},
+            )
+        ]
+        last = c.execute(
+            sa.text("SELECT max(_loaded_at) FROM core.dossiers WHERE source = :s"), {"s": source}
+        ).scalar()
+    if len(cal):
+        cal["day"] = pd.to_datetime(cal["day"]).astype("datetime64[us]")
+        cal["is_working_day"] = cal["is_working_day"].astype(bool)
+    return CheckContext(
+        known_procedures=procs if len(procs) else None,
+        known_units=units if len(units) else None,
+        known_dossier_keys=None,
+        calendar=cal if len(cal) else None,
+        recent_volumes=vols,
+        last_arrival=last,
+        now=now,
+        freshness_days=settings.freshness_days,
+    )
+
+
+def known_dossiers(engine: Engine, source: str, keys: pd.Series) -> set[str]:
+    """Which of ``keys`` (a payment batch's dossier keys) the warehouse already holds."""
+    from tasks.load import stage
+
+    wanted = pd.DataFrame({"ma_ho_so": keys.dropna().astype("string").unique()})
+    if wanted.empty:
+        return set()
+    with engine.begin() as c:
+        stage(c, "stg_pkeys", wanted, "(SELECT ma_ho_so FROM core.dossiers) AS d")
+        rows = c.execute(
+            sa.text("SELECT s.ma_ho_so FROM stg_pkeys s JOIN core.dossiers d ON d.ma_ho_so = s.ma_ho_so "
+                    "AND d.source = :src"),
+            {"src": source},
+        )
+        return {r[0] for r in rows}

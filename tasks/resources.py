@@ -114,3 +114,44 @@ def gc_paused() -> Iterator[None]:
         if was:
             gc.enable()
 
+
+
+class ChunkLoader:
+    """Loads chunks in one background thread while the caller prepares the next one.
+
+    A chunk's load (its warehouse transaction) runs in the engine's native code, which releases
+    the GIL, so normalising chunk N+1 in Python overlaps loading chunk N on the second core.
+    At most one load is in flight: :meth:`submit` first waits for the previous one (and raises
+    its error), so chunks commit in order, one at a time, as they did one after the other, and
+    at most one prepared chunk waits in memory. Leaving the ``with`` block waits for the last
+    load; an error of the caller wins over the loader's (which is then chained as context)."""
+
+    def __init__(self, name: str = "load") -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pending: Any = None
+
+    def submit(self, load: Callable[[], Any]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(load)
+
+    def wait(self) -> Any:
+        """Wait for the load in flight, if any; its result, or its error raised here."""
+        pending, self._pending = self._pending, None
+        return pending.result() if pending is not None else None
+
+    def __enter__(self) -> ChunkLoader:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc is None:
+                self.wait()
+            elif self._pending is not None:
+                # the caller failed: the chunk in flight still commits (as it would have before the
+                # caller went on), then the caller's error propagates
+                self._pending.exception()
+                self._pending = None
+        finally:
+            self._pool.shutdown(wait=True)
