@@ -610,8 +610,8 @@ class Dataset(State):
     def render_json(self, entity: str, idx: np.ndarray) -> bytes:
         """Records at `idx` as a JSON array, exactly as the server sends them (quirks applied).
 
-        Equal to `orjson.dumps(self.render(entity, idx, quirks=True))` once parsed; dossiers take
-        a faster text-template path.
+        Equal to `orjson.dumps(self.render(entity, idx, quirks=True))` byte for byte; dossiers and
+        payments take the column-wise text path (`render.record_texts`).
         """
         idx = np.asarray(idx, dtype=np.int64)
         if entity not in ("dossiers", "payments"):
@@ -648,10 +648,15 @@ class Dataset(State):
                 self.record_texts(entity, np.arange(a, min(n, a + block)))
 
     def _render_texts(self, entity: str, idx: np.ndarray) -> list[bytes]:
-        if entity == "payments":
-            return [orjson.dumps(r) for r in self.render(entity, idx, quirks=True)]
-        quirky = [_quirky(i, entity) for i in idx.tolist()]
-        return [t.encode() for t in render.dossiers_json(self, idx, quirky)]
+        return render.record_texts(self, entity, idx)
+
+    def page_json(self, entity: str, idx: np.ndarray, head: bytes = b"", tail: bytes = b"") -> bytes:
+        """`head` + the records at `idx` as a JSON array + `tail`, rendered now from the columns
+        and kept nowhere (the streaming server's pages); the array equals `render_json`'s."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if entity not in ("dossiers", "payments"):
+            return head + orjson.dumps(self.render(entity, idx)) + tail
+        return render.page_json(self, entity, idx, head, tail)
 
     # -- ordering and windows (used by the server) ---------------------------------------------
     def ordered(self, entity: str) -> tuple[np.ndarray, np.ndarray]:

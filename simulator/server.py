@@ -110,6 +110,9 @@ class _State:
     #: render every page when it is asked, from the dataset's arrays: no page or record-text cache,
     #: no prefetch of the next page (what a source API does; the bench's user path reads it)
     per_request: bool = False
+    #: stream: render each page from the arrays when it is asked or ahead of the reader (the next
+    #: page, in the background), keep only the last few pages, never a record's text
+    stream: bool = False
 
     def set_faults(self, cfg: FaultConfig) -> None:
         with self.lock:
@@ -164,8 +167,11 @@ def _render_page(state: _State, entity: str, frm: int | None, to: int | None, pa
         a = min(hi, lo + (page - 1) * size)
         b = min(hi, a + size)
         idx = ds.ordered(entity)[0][a:b] if entity in ("dossiers", "payments") else np.arange(a, b)
-        data = ds.render_json(entity, idx)
-        body = b'{"data":' + data + f',"page":{page},"page_size":{size},"total":{hi - lo}}}'.encode()
+        tail = f',"page":{page},"page_size":{size},"total":{hi - lo}}}'.encode()
+        if state.stream:
+            body = ds.page_json(entity, idx, b'{"data":', tail)
+        else:
+            body = b'{"data":' + ds.render_json(entity, idx) + tail
         state.cache[key] = body
         while len(state.cache) > 6:
             state.cache.popitem(last=False)
@@ -177,11 +183,9 @@ def _render_uncached(ds: Dataset, entity: str, frm: int | None, to: int | None, 
     lo, hi = _bounds(ds, entity, frm, to)
     a = min(hi, lo + (page - 1) * size)
     b = min(hi, a + size)
-    if entity in ("dossiers", "payments"):
-        data = b"[" + b",".join(ds._render_texts(entity, ds.ordered(entity)[0][a:b])) + b"]"
-    else:
-        data = ds.render_json(entity, np.arange(a, b))
-    return b'{"data":' + data + f',"page":{page},"page_size":{size},"total":{hi - lo}}}'.encode(), lo, hi
+    idx = ds.ordered(entity)[0][a:b] if entity in ("dossiers", "payments") else np.arange(a, b)
+    tail = f',"page":{page},"page_size":{size},"total":{hi - lo}}}'.encode()
+    return ds.page_json(entity, idx, b'{"data":', tail), lo, hi
 
 
 def _bounds(ds: Dataset, entity: str, frm: int | None, to: int | None) -> tuple[int, int]:
@@ -485,26 +489,30 @@ class SimServer:
 
 
 def _make_server(dataset: Dataset, host: str, port: int, token: str, faults: FaultConfig | None,
-                 per_request: bool = False) -> _Server:
+                 per_request: bool = False, stream: bool = False) -> _Server:
     cfg = faults or FaultConfig()
     cfg.validate()
-    state = _State(dataset=dataset, token=token, faults=cfg, per_request=per_request)
+    state = _State(dataset=dataset, token=token, faults=cfg, per_request=per_request, stream=stream)
     state.set_faults(cfg)
     return _Server((host, port), state)
 
 
 def start_server(dataset: Dataset, host: str = "127.0.0.1", port: int = 0, token: str = "sim-token",
-                 faults: FaultConfig | None = None, per_request: bool = False) -> SimServer:
+                 faults: FaultConfig | None = None, per_request: bool = False, stream: bool = False) -> SimServer:
     """Serve `dataset` in a background thread; port 0 picks a free port. ``per_request``: render
-    each page when asked, with no cache and no prefetch."""
-    return SimServer(_make_server(dataset, host, port, token, faults, per_request))
+    each page when asked, with no cache and no prefetch. ``stream``: render each page when asked
+    or just ahead of the reader, keep the last few pages only (no record text kept: the memory of
+    the dataset's columns alone, whatever its size)."""
+    return SimServer(_make_server(dataset, host, port, token, faults, per_request, stream))
 
 
 def serve_forever(dataset: Dataset, host: str = "127.0.0.1", port: int = 0, token: str = "sim-token",
-                  faults: FaultConfig | None = None, on_ready: Any = None, per_request: bool = False) -> None:
+                  faults: FaultConfig | None = None, on_ready: Any = None, per_request: bool = False,
+                  stream: bool = False) -> None:
     """Serve in the calling thread until SIGTERM/SIGINT; `on_ready(url)` is called once bound.
-    ``per_request``: render each page when asked, with no cache and no prefetch."""
-    httpd = _make_server(dataset, host, port, token, faults, per_request)
+    ``per_request``: render each page when asked, with no cache and no prefetch. ``stream``:
+    pages rendered when asked or just ahead of the reader, the last few kept (`start_server`)."""
+    httpd = _make_server(dataset, host, port, token, faults, per_request, stream)
     stopping = threading.Event()
 
     def _stop(_signum: int, _frame: Any) -> None:

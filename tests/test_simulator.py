@@ -494,3 +494,23 @@ def test_cli_export(tmp_path: Path) -> None:
     labels = {" ".join(str(v).split()) for r in load_workbook(plain / "dossiers_ugly.xlsx").active.iter_rows(
         max_row=8, values_only=True) for v in r if v}
     assert not {unicodedata.normalize("NFC", v).lower() for v in labels} & {"thanh toán trực tuyến", "có kết quả điện tử"}
+
+
+# -- page rendering (the streaming server's path) ---------------------------------------------------
+
+def test_page_text_is_the_dict_path_byte_for_byte() -> None:
+    """The column-wise renderer (record texts, whole pages) gives exactly what orjson makes of the
+    API dicts with their quirks, also after activity (new records, a longer calendar)."""
+    ds = generate(seed=8, n_dossiers=2500)
+    for step in range(2):
+        for entity in ("dossiers", "payments"):
+            idx = ds.ordered(entity)[0]
+            want = [orjson.dumps(r) for r in ds.render(entity, idx, quirks=True)]
+            assert ds._render_texts(entity, idx) == want
+            for a in range(0, len(idx), 700):
+                page = ds.page_json(entity, idx[a:a + 700], b"<", b">")
+                assert page == b"<[" + b",".join(want[a:a + 700]) + b"]>"
+            assert ds.page_json(entity, idx[:0]) == b"[]"
+            assert ds.page_json(entity, idx[:1]) == ds.render_json(entity, idx[:1])
+        if step == 0:
+            ds.advance(400, now=ds.now + timedelta(days=300), seed=2)

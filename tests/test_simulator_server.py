@@ -203,3 +203,36 @@ def test_stop_is_prompt_even_during_a_slow_response() -> None:
     assert time.monotonic() - t0 < 5
     t.join(timeout=5)
     assert not t.is_alive()
+
+
+def test_streaming_server_serves_the_same_pages_and_keeps_no_record_text() -> None:
+    """`stream=True` (the bench above 1M dossiers): the bytes of the pre-rendering server, page
+    after page, windows, after /_sim/advance; no record text kept, only the last few pages."""
+    ref, streamed = generate(seed=12, n_dossiers=1500), generate(seed=12, n_dossiers=1500)
+    ref.prerender()
+    with start_server(ref) as a, start_server(streamed, stream=True) as b:
+        def pages(sim: SimServer, entity: str, size: int, **params: Any) -> list[bytes]:
+            out, page = [], 1
+            while True:
+                r = get(sim, f"/api/v1/{entity}", page=page, page_size=size, **params)
+                assert r.status_code == 200
+                out.append(r.content)
+                if page * size >= r.json()["total"]:
+                    return out
+                page += 1
+
+        for entity in ("dossiers", "payments", "procedures", "units"):
+            for size in (1, 333, 1000):
+                if entity == "dossiers" and size == 1:
+                    continue
+                assert pages(b, entity, size) == pages(a, entity, size), (entity, size)
+        window = {"updated_from": "20240301000000", "updated_to": "20240501000000"}
+        assert pages(b, "dossiers", 250, **window) == pages(a, "dossiers", 250, **window)
+        for sim in (a, b):
+            r = requests.post(f"{sim.url}/_sim/advance", params={"changes": 200, "seed": 3}, headers=AUTH, timeout=30)
+            assert r.status_code == 200
+        assert pages(b, "dossiers", 500) == pages(a, "dossiers", 500)
+        assert pages(b, "payments", 500) == pages(a, "payments", 500)
+        assert b.stats().get("cache_hit", 0) > 0  # the next page was rendered ahead of the reader
+        assert len(b._httpd.state.cache) <= 6
+    assert streamed._json_cache == {}  # no record text kept
