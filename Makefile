@@ -89,21 +89,30 @@ deploy: install
 ## bench: province-scale benchmark (50k and 1M dossiers): raw fetch, pipeline into DuckDB and
 ## PostgreSQL, load limit, dlt peer, nightly incremental, the user's path (`dvc-etl run
 ## --full-refresh` through Prefect against a per-request simulator, with its own raw fetch);
-## tables printed and written to bench/out/
+## the previous design's pipeline (BASELINE_REF) beside, report and core tables compared; tables
+## printed and written to bench/out/
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): pyproject.toml $(LOCK) | $(STAMP)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[bench,dev]'
 	@touch $(BENCH_STAMP)
 
 bench: install pg $(BENCH_STAMP)
-	$(BIN)/python -m bench.run --sizes 50000,1000000 $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --sizes 50000,1000000 --baseline-ref $(BASELINE_REF) $(BENCH_ARGS)
 
 ## bench-user: the user's path alone (BENCH_SIZES, default 50000; a minute at 50k)
 BENCH_SIZES ?= 50000
 bench-user: install $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --sizes $(BENCH_SIZES) --stages user_path $(BENCH_ARGS)
 
-## bench-5m: the manual 5M-dossier run (long; the simulator holds the whole dataset and its pre-rendered
-## pages in memory: more than the 24 GB of these machines, where it was OOM-killed at 23 GB)
+## bench-compare: the DuckDB pipeline of this tree beside the previous design's (BASELINE_REF, run
+## from a temporary git worktree, interleaved), and their report and core tables compared
+BASELINE_REF ?= 31c7f37
+.PHONY: bench-compare
+bench-compare: install $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --sizes $(BENCH_SIZES) --baseline-ref $(BASELINE_REF) --no-pg --no-dlt --no-user-path $(BENCH_ARGS)
+
+## bench-5m: the manual 5M-dossier run (long). Above 1M dossiers the simulator streams its pages (rendered
+## when asked or one page ahead, never pre-rendered): it holds only the dataset's columns, ~2.2 GB at 5M
+## (generated in ~1-2 min), so the run fits these 24 GB machines beside the pipeline and PostgreSQL
 bench-5m: install pg $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --sizes 5000000 $(BENCH_ARGS)

@@ -5,7 +5,8 @@
     python -m bench.run --sizes 50000 --no-pg --no-dlt
     python -m bench.run --sizes 50000 --stages user_path   # only the user's path and its baseline
 
-Per size, one simulator process serves a generated dataset (page bodies pre-rendered), and every
+Per size, one simulator process serves a generated dataset (page bodies pre-rendered up to 1M
+dossiers, streamed above: ``serve``), and every
 stage runs in its own child process, which reports its wall time and its own peak RSS
 (``getrusage(RUSAGE_SELF)``). The pipeline and nightly stages time ``tasks.pipeline.run_nightly``,
 what the nightly flow runs, without Prefect. Stages:
@@ -31,6 +32,13 @@ user_path      the user's path, against a second simulator that renders every pa
                folder) as a child process; wall time, the peak RSS of its whole process tree
                (``/proc`` polled every 0.2 s) and of its largest process (``RUSAGE_CHILDREN``)
 
+With ``--baseline-ref REF`` (the previous design, e.g. the last commit before a redesign), a
+temporary ``git worktree`` of REF runs its own ``pipeline`` stage too, against the same simulator
+into its own warehouse, reported as ``pipeline_duckdb_baseline``: baseline then new, ``--repeat``
+times, interleaved. Then ``bench/compare.py`` compares what they wrote: the report tables
+(``mart.rpt_*``) and the core tables, row by row, run metadata left out; and the report tables of
+the DuckDB and PostgreSQL pipelines.
+
 Results print as a table per size and are written to ``bench/out/`` (JSON and markdown).
 """
 
@@ -41,6 +49,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +57,8 @@ import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.compare import CORE_TABLES, REPORTS, baseline_worktree, comparison_lines, stage_compare
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -71,22 +82,29 @@ def _emit(result: dict[str, Any]) -> None:
 # the simulator process
 # ----------------------------------------------------------------------------------------------
 def serve(n: int, seed: int, per_request: bool = False) -> None:
+    """The simulator process. Up to 1M dossiers every page is pre-rendered (1.9 GB at 1M); above,
+    the pages are streamed (`serve_forever(..., stream=True)`: each rendered when asked or one
+    page ahead of the reader, never the whole dataset: 5M dossiers take their columns' 2.2 GB).
+    BENCH_STREAM=1 streams at every size, BENCH_STREAM=0 pre-renders at every size."""
     from simulator.dataset import generate
     from simulator.server import serve_forever
 
+    forced = os.environ.get("BENCH_STREAM", "")
+    stream = not per_request and (forced == "1" if forced in ("0", "1") else n > 1_000_000)
     t0 = time.perf_counter()
     ds = generate(seed=seed, n_dossiers=n, start=START, end=END)
     t1 = time.perf_counter()
-    if not per_request:
+    if not (per_request or stream):
         ds.prerender()
     t2 = time.perf_counter()
     info = {"generate_s": round(t1 - t0, 2), "prerender_s": round(t2 - t1, 2), "per_request": per_request,
-            "dossiers": ds.count("dossiers"), "payments": ds.count("payments")}
+            "stream": stream, "dossiers": ds.count("dossiers"), "payments": ds.count("payments"),
+            "simulator_peak_rss_mib": round(_peak_rss_mib())}
 
     def ready(url: str) -> None:
         print(f"READY {url} {json.dumps(info)}", flush=True)
 
-    serve_forever(ds, token=TOKEN, on_ready=ready, per_request=per_request)
+    serve_forever(ds, token=TOKEN, on_ready=ready, per_request=per_request, stream=stream)
 
 
 def start_simulator(n: int, seed: int, per_request: bool = False) -> tuple[subprocess.Popen, str, dict[str, Any]]:
@@ -136,7 +154,9 @@ class _Timers:
         self.t: dict[str, float] = {}
 
     def wrap(self, obj: Any, name: str, label: str) -> None:
-        fn = getattr(obj, name)
+        fn = getattr(obj, name, None)
+        if fn is None:  # a part another design does not have (or has moved): not timed
+            return
 
         def timed(*a: Any, **k: Any) -> Any:
             t0 = time.perf_counter()
@@ -257,15 +277,26 @@ def stage_load_limit(p: dict[str, Any]) -> dict[str, Any]:
         src.close()
         rows = sum(t.num_rows for t in tables.values())
         con = duckdb.connect(p["warehouse_url"].removeprefix("duckdb:///"))
+        # a raw table that is a view over landed files (tasks/landing.py) is written as one zstd
+        # Parquet file, the native path of that design
+        views = {f"{sc}.{n}" for sc, n in con.execute("SELECT schema_name, view_name FROM duckdb_views()").fetchall()}
+        landing = Path(p["workdir"]) / "limit-parquet"
+        landing.mkdir(exist_ok=True)
         t0 = time.perf_counter()
         con.execute("BEGIN")
         for name, tbl in tables.items():
+            if name in views:
+                import pyarrow.parquet as pq
+
+                pq.write_table(tbl, landing / f"{name}.parquet", compression="zstd")
+                continue
             con.register("src_arrow", tbl)
             con.execute(f"INSERT INTO {name} SELECT * FROM src_arrow")  # noqa: S608
             con.unregister("src_arrow")
         con.execute("COMMIT")
         wall = time.perf_counter() - t0
         con.close()
+        shutil.rmtree(landing, ignore_errors=True)
     else:
         import psycopg
 
@@ -424,13 +455,18 @@ def stage_user_cli(p: dict[str, Any]) -> dict[str, Any]:
 
 STAGES = {"raw_fetch": stage_raw_fetch, "pipeline": stage_pipeline, "load_limit": stage_load_limit,
           "dlt": stage_dlt, "nightly": stage_nightly,
-          "user_cli": stage_user_cli}
+          "user_cli": stage_user_cli, "compare": stage_compare}
 
 
-def run_stage(name: str, params: dict[str, Any], timeout: float = 7200) -> dict[str, Any]:
+def run_stage(name: str, params: dict[str, Any], timeout: float = 7200, code: Path = ROOT) -> dict[str, Any]:
+    """Run a stage in a child process, of this tree's code or of another tree's (``code``: the
+    baseline's worktree, first on the child's ``PYTHONPATH``)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "stage", name, json.dumps(params)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    env = None
+    if code != ROOT:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "stage", name, json.dumps(params)], cwd=code,
+                          capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout)[-3000:]
@@ -481,6 +517,53 @@ def user_path(n: int, args: argparse.Namespace, work: Path, st: dict[str, Any], 
         shutil.rmtree(work / "user", ignore_errors=True)
 
 
+def pipelines_duckdb(args: argparse.Namespace, base: dict[str, Any], work: Path, st: dict[str, Any]) -> Path | None:
+    """The DuckDB pipeline stage and, with ``--baseline-ref``, the baseline's (its own code, same
+    simulator, its own warehouse), interleaved: baseline then new, ``--repeat`` times, so both see
+    the same machine. The last run of each keeps its warehouse: the new one at
+    ``work/pipeline.duckdb`` (the later stages read it), the baseline's, returned, in its own folder."""
+    runs: dict[str, list[float | None]] = {"pipeline_duckdb": [], "pipeline_duckdb_baseline": []}
+    base_duck = None
+    for i in range(args.repeat):
+        last = i == args.repeat - 1
+        tag = f" (run {i + 1} of {args.repeat})" if args.repeat > 1 else ""
+        if args.baseline:
+            tree, commit = args.baseline
+            bdir = work / f"baseline-{i}"
+            bdir.mkdir()
+            base_duck = bdir / "pipeline.duckdb"
+            print(f"   pipeline -> DuckDB, baseline {commit}{tag}...", flush=True)
+            r = run_stage("pipeline", {**base, "workdir": str(bdir), "warehouse_url": f"duckdb:///{base_duck}"},
+                          code=tree)
+            runs["pipeline_duckdb_baseline"].append(r.get("wall_s"))
+            if last:
+                st["pipeline_duckdb_baseline"] = r
+            else:
+                shutil.rmtree(bdir, ignore_errors=True)
+        ndir = work if last else work / f"new-{i}"
+        ndir.mkdir(exist_ok=True)
+        print(f"   pipeline -> DuckDB{tag}...", flush=True)
+        r = run_stage("pipeline", {**base, "workdir": str(ndir), "warehouse_url": f"duckdb:///{ndir / 'pipeline.duckdb'}"})
+        runs["pipeline_duckdb"].append(r.get("wall_s"))
+        if last:
+            st["pipeline_duckdb"] = r
+        else:
+            shutil.rmtree(ndir, ignore_errors=True)
+    for name, walls in runs.items():
+        if name in st and args.repeat > 1:
+            st[name]["runs_wall_s"] = walls
+    return base_duck if base_duck is not None and base_duck.exists() else None
+
+
+def _compare(duck: Path, other: Path | str, tables: list[str]) -> dict[str, Any]:
+    """The ``compare`` stage (a child reading both warehouses) of the new DuckDB warehouse with
+    another: a DuckDB file or a database URL."""
+    if not duck.exists():
+        return {"error": "no new DuckDB warehouse (its pipeline failed)"}
+    url = f"duckdb:///{other}" if isinstance(other, Path) else other
+    return run_stage("compare", {"a": f"duckdb:///{duck}", "b": url, "tables": tables})
+
+
 def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"dvc-bench-{n}-"))
     res: dict[str, Any] = {"size": n, "stages": {}}
@@ -503,13 +586,23 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         print("   raw fetch...", flush=True)
         st["raw_fetch"] = run_stage("raw_fetch", base)
         duck = work / "pipeline.duckdb"
-        print("   pipeline -> DuckDB...", flush=True)
-        st["pipeline_duckdb"] = run_stage("pipeline", {**base, "warehouse_url": f"duckdb:///{duck}"})
+        base_duck = pipelines_duckdb(args, base, work, st)
+        cmps = res["comparisons"] = {}
+        if base_duck is not None:
+            print("   comparing the report and core tables with the baseline's...", flush=True)
+            cmps["baseline"] = _compare(duck, base_duck, [REPORTS, *CORE_TABLES])
+            shutil.rmtree(base_duck.parent, ignore_errors=True)
+        elif args.baseline:
+            cmps["baseline"] = {"error": "no baseline DuckDB warehouse (its pipeline failed)"}
         if args.pg:
             print("   pipeline -> PostgreSQL...", flush=True)
             db = f"dvc_bench_{os.getpid()}_p"
             pg_dbs.append(db)
-            st["pipeline_pg"] = run_stage("pipeline", {**base, "warehouse_url": _pg_db(db, True)})
+            pg_url = _pg_db(db, True)
+            st["pipeline_pg"] = run_stage("pipeline", {**base, "warehouse_url": pg_url})
+            if "error" not in st["pipeline_pg"]:
+                print("   comparing the report tables, DuckDB vs PostgreSQL...", flush=True)
+                cmps["postgresql"] = _compare(duck, pg_url, [REPORTS])
         if duck.exists():
             print("   load limit (DuckDB)...", flush=True)
             st["load_limit_duckdb"] = run_stage("load_limit", {**base, "engine": "duckdb", "source_duckdb": str(duck),
@@ -533,6 +626,9 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             print(f"   nightly incremental of {args.changes:,} changes...", flush=True)
             nightly_db = work / "nightly.duckdb"
             shutil.copyfile(duck, nightly_db)
+            landed = work / "pipeline-landing"  # a raw layer of landed files (tasks/landing.py) goes along
+            if landed.is_dir():
+                shutil.copytree(landed, work / "nightly-landing")
             import requests
 
             adv = requests.post(f"{url}/_sim/advance", params={"changes": args.changes, "seed": 7},
@@ -575,12 +671,24 @@ def _per_row(st: dict[str, Any], stage: str, key: str = "wall_s") -> float | Non
     return t / rows if t is not None and rows else None
 
 
+def _paired(st: dict[str, Any], a: str, b: str) -> float | None:
+    """The median of ``a``'s wall over ``b``'s, run by run (both run ``--repeat`` times, interleaved)."""
+    wa = st.get(a, {}).get("runs_wall_s") or [_get(st, a, "wall_s")]
+    wb = st.get(b, {}).get("runs_wall_s") or [_get(st, b, "wall_s")]
+    pairs = [x / y for x, y in zip(wa, wb, strict=False) if x and y]
+    return round(statistics.median(pairs), 2) if pairs else None
+
+
 def ratios(st: dict[str, Any]) -> dict[str, Any]:
     """Time ratios for the same rows (per-row times, so a peer read on a prefix compares too)."""
     fetch = _get(st, "raw_fetch", "wall_s")
     duck = _get(st, "pipeline_duckdb", "wall_s")
     duck_el = _get(st, "pipeline_duckdb", "extract_load_s")
     return {
+        # the new design over the previous one (--baseline-ref): the median of the interleaved pairs
+        "pipeline_duckdb_over_baseline": _paired(st, "pipeline_duckdb", "pipeline_duckdb_baseline"),
+        "pipeline_duckdb_extract_load_over_baseline": _div(duck_el, _get(st, "pipeline_duckdb_baseline",
+                                                                         "extract_load_s")),
         "pipeline_duckdb_over_raw_fetch": _div(duck, fetch),
         "pipeline_duckdb_extract_load_over_raw_fetch": _div(duck_el, fetch),
         "pipeline_pg_over_raw_fetch": _div(_get(st, "pipeline_pg", "wall_s"), fetch),
@@ -608,7 +716,8 @@ def _fmt(v: Any, nd: int = 1) -> str:
 def table(res: dict[str, Any]) -> str:
     st = res["stages"]
     ds = res.get("dataset", {})
-    render = "pages rendered per request" if ds.get("per_request") else f"simulator pre-render {ds.get('prerender_s')} s"
+    render = ("pages rendered per request" if ds.get("per_request") else "pages streamed (rendered when asked, "
+              "one ahead)" if ds.get("stream") else f"simulator pre-render {ds.get('prerender_s')} s")
     lines = [f"### {res['size']:,} dossiers ({ds.get('dossiers', 0):,} dossiers + {ds.get('payments', 0):,} "
              f"payment requests; {render})", "",
              "| stage | wall s | rows | rows/s | peak RSS MiB | breakdown (s) |", "|---|---:|---:|---:|---:|---|"]
@@ -630,11 +739,13 @@ def table(res: dict[str, Any]) -> str:
             extra = f"{s['bytes'] / 2**20:,.0f} MiB in {s['pages']} pages ({s['bytes'] / 2**20 / wall:,.0f} MiB/s)"
         if s.get("load_s") and rows:
             extra += f"; load {rows / s['load_s']:,.0f} rows/s"
+        if len(s.get("runs_wall_s") or ()) > 1:
+            extra += "; runs (interleaved) " + " / ".join(_fmt(w) for w in s["runs_wall_s"])
         lines.append(f"| {name} | {_fmt(wall)} | {_fmt(rows)} | {_fmt(rate, 0)} | {_fmt(s.get('peak_rss_mib'), 0)} "
                      f"| {extra} |")
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {k} | {_fmt(v, 2)} |" for k, v in res["ratios"].items() if v is not None]
-    return "\n".join(lines)
+    return "\n".join(lines + comparison_lines(res))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -668,7 +779,15 @@ def main(argv: list[str] | None = None) -> int:
                          "first run); by default it is created before the timed run, and timed apart")
     ap.add_argument("--stages", default="all",
                     help="'all' (default; the --no-* options apply), or 'user_path' for the user's path alone")
+    ap.add_argument("--baseline-ref", metavar="REF",
+                    help="also run the pipeline stage (DuckDB) of this commit or branch (the previous design: "
+                         "a temporary git worktree), interleaved with the new one, and compare their report "
+                         "and core tables")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the DuckDB pipeline stage (and the baseline's) this many times, interleaved")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat is at least 1")
     if args.stages not in ("all", "user_path"):
         ap.error("--stages is 'all' or 'user_path'")
     args.only_user_path = args.stages == "user_path"
@@ -681,14 +800,19 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     md = [f"# dvc-etl bench {stamp}", "", f"{os.cpu_count()} CPUs; page size {PAGE_SIZE}; "
           f"chunk {_default('chunk_records'):,} records; DuckDB memory limit {_default('duckdb_memory_limit')}", ""]
-    for n in [int(x) for x in args.sizes.split(",") if x]:
-        res = bench_size(n, args)
-        results.append(res)
-        text = table(res)
-        print("\n" + text, flush=True)
-        md += [text, ""]
-        (OUT / f"bench-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
-        (OUT / f"bench-{stamp}.md").write_text("\n".join(md))
+    with baseline_worktree(None if args.only_user_path else args.baseline_ref, ROOT) as args.baseline:
+        if args.baseline:
+            md += [f"Baseline (the previous design): `{args.baseline_ref}` = {args.baseline[1]}, its pipeline stage "
+                   f"run from a git worktree, interleaved with the new one ({args.repeat} run(s) each)", ""]
+        for n in [int(x) for x in args.sizes.split(",") if x]:
+            res = bench_size(n, args)
+            res["baseline_commit"] = args.baseline[1] if args.baseline else None
+            results.append(res)
+            text = table(res)
+            print("\n" + text, flush=True)
+            md += [text, ""]
+            (OUT / f"bench-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+            (OUT / f"bench-{stamp}.md").write_text("\n".join(md))
     print(f"\nwritten: {OUT / f'bench-{stamp}.md'} and .json")
     return 0
 
