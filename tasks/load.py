@@ -2,7 +2,10 @@
 
 One call of :func:`load_batch` is one transaction that:
 
-1. appends the distinct raw versions (``raw.<entity>``, conflict = already there);
+1. records the batch's raw versions: on DuckDB the Parquet file landed just before the
+   transaction (:mod:`tasks.landing`: its ``dq.landed_files`` row, and the ``raw.<entity>`` view
+   rebuilt over it); on PostgreSQL appends the distinct versions to the ``raw.<entity>`` table
+   (conflict = already there);
 2. upserts the good rows into ``core.<entity>``: an older version never overwrites a newer one,
    an identical row is not rewritten (``IS DISTINCT FROM``);
 3. records dossier versions (status history) and the supplement rounds of the dossiers' current
@@ -12,7 +15,8 @@ One call of :func:`load_batch` is one transaction that:
 5. moves the watermark (never backwards) and adds the batch's counts to ``dq.run_summary``.
 
 Either all of it commits or none of it does, so a crash at any point loses nothing and
-duplicates nothing on the rerun.
+duplicates nothing on the rerun (a landed file whose row never committed is invisible, and
+swept by the next nightly run).
 
 Bulk paths: DuckDB registers the DataFrame and runs ``INSERT ... SELECT`` (never executemany);
 PostgreSQL ``COPY``s into a temporary table, then ``INSERT ... ON CONFLICT DO UPDATE``.
@@ -33,6 +37,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from tasks import landing
 from tasks.clock import now_local
 from tasks.entities import REGISTRY, VERSIONED
 from tasks.faults import crash_point
@@ -71,6 +76,9 @@ class LoadResult:
     rows_loaded: int
     rows_quarantined: int
     warnings: int
+    #: Raw versions written by the batch. DuckDB: the rows of the landed file (the batch's distinct
+    #: versions, whether or not an earlier load had them: the view keeps the first). PostgreSQL:
+    #: the versions new to ``raw.<entity>``. Only this module's callers' totals read it.
     raw_new: int
 
     @property
@@ -181,11 +189,17 @@ def load_batch(
     watermark: datetime | None = None,
 ) -> LoadResult:
     """Load one normalised batch in one transaction. ``issues`` = parse issues + check issues
-    (record_key, rule, severity, detail); keys with a critical issue are quarantined."""
+    (record_key, rule, severity, detail); keys with a critical issue are quarantined.
+
+    On DuckDB the raw frame is landed as a Parquet file first, outside the transaction (with a
+    connection: before any of its statements; :mod:`tasks.landing`)."""
+    now = now_local()
+    raw = norm.raw.assign(source=source, _source=origin, _run_id=run_id, _loaded_at=now)[RAW_COLUMNS]
+    landed = landing.land(engine_or_conn, norm.entity, source, run_id, raw, now)
     if isinstance(engine_or_conn, Connection):
-        return _load(engine_or_conn, norm, issues, source, run_id, origin, watermark)
+        return _load(engine_or_conn, norm, issues, source, run_id, origin, watermark, now, raw, landed)
     with engine_or_conn.begin() as conn:
-        return _load(conn, norm, issues, source, run_id, origin, watermark)
+        return _load(conn, norm, issues, source, run_id, origin, watermark, now, raw, landed)
 
 
 def _load(
@@ -196,34 +210,34 @@ def _load(
     run_id: str,
     origin: str,
     watermark: datetime | None,
+    now: datetime,
+    raw: pd.DataFrame,
+    landed: landing.LandedFile | None,
 ) -> LoadResult:
     entity = norm.entity
-    now = now_local()
-    if dialect_name(conn) == "duckdb":
-        # a chunk's WAL (the raw JSON included) is over DuckDB's default 16 MB threshold, so every
-        # commit would also checkpoint; checkpointing every few chunks commits faster (bench/README.md)
+    duck = dialect_name(conn) == "duckdb"
+    if duck:
+        # a chunk's WAL (core, versions, supplements) can be over DuckDB's default 16 MB threshold,
+        # so every commit would also checkpoint; checkpointing every few chunks commits faster (bench/README.md)
         conn.execute(sa.text(f"SET checkpoint_threshold = '{DUCKDB_CHECKPOINT_THRESHOLD}'"))
     critical = issues[issues["severity"] == "critical"] if len(issues) else issues
     warn = issues[issues["severity"] == "warning"] if len(issues) else issues
     bad_keys = set(critical["record_key"]) if len(critical) else set()
 
-    # 1. raw
-    raw = norm.raw.assign(source=source, _source=origin, _run_id=run_id, _loaded_at=now)[RAW_COLUMNS]
-    stage(conn, "stg_raw", raw, f"raw.{entity}")
-    # PostgreSQL reports the rows an INSERT .. ON CONFLICT DO NOTHING wrote (a count(*) of a
-    # million-row table is a full scan, twice per chunk); DuckDB's count(*) is cheap.
-    counted = dialect_name(conn) == "duckdb"
-    before = conn.execute(sa.text(f"SELECT count(*) FROM raw.{entity}")).scalar_one() if counted else 0
-    inserted = conn.execute(
-        sa.text(
-            f"INSERT INTO raw.{entity} ({', '.join(RAW_COLUMNS)}) SELECT {', '.join(RAW_COLUMNS)} FROM stg_raw "
-            "ON CONFLICT (source, record_key, record_hash) DO NOTHING"
-        )
-    )
-    if counted:
-        raw_new = conn.execute(sa.text(f"SELECT count(*) FROM raw.{entity}")).scalar_one() - before
+    # 1. raw: DuckDB, the landed file's manifest row and view; PostgreSQL, the table (it reports
+    # the rows an INSERT .. ON CONFLICT DO NOTHING wrote)
+    if duck:
+        if landed is not None:
+            landing.record(conn, landed)
+        raw_new = landed.rows if landed is not None else 0
     else:
-        raw_new = inserted.rowcount
+        stage(conn, "stg_raw", raw, f"raw.{entity}")
+        raw_new = conn.execute(
+            sa.text(
+                f"INSERT INTO raw.{entity} ({', '.join(RAW_COLUMNS)}) SELECT {', '.join(RAW_COLUMNS)} FROM stg_raw "
+                "ON CONFLICT (source, record_key, record_hash) DO NOTHING"
+            )
+        ).rowcount
     crash_point("load.after_raw")
 
     # 2. core

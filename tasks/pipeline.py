@@ -93,9 +93,11 @@ def run_nightly(
     publications. The run's lifecycle (writer lock, migrations, its ``dq.runs`` row) is the
     caller's: ``flows.lifecycle.tracked_run`` in the flows."""
     from tasks.calendar import calendar_span, load_calendar
+    from tasks.landing import sweep
     from tasks.source_api import SourceClient
 
     steps, logger = steps or NightlySteps(), logger or log
+    sweep(engine)  # the landed raw files of loads that never committed (tasks.landing)
     result = RunResult(run_id, settings.source_name)
     load_calendar(engine, *calendar_span(), settings.reference_dir)
     with SourceClient.from_settings(settings) as client:

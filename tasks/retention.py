@@ -17,6 +17,11 @@ purge changes no report figure (``tests/test_data_at_rest.py`` republishes and c
 :func:`purge` runs at the end of every nightly run (``tasks.pipeline.run_nightly``) and from
 ``dvc-etl db purge``, under the warehouse's writer lock.
 
+On DuckDB, ``raw.<entity>`` is a view over landed Parquet files (:mod:`tasks.landing`): each file
+holding doomed rows is rewritten without them (and without extra copies of a version, landed again
+by a later load, once they are older than the cutoff), its manifest row swapped in the purge's
+transaction; the old file is deleted after the commit.
+
 Deleted rows leave the tables at once; on disk, DuckDB reuses their blocks after the checkpoint
 that :func:`purge` runs and PostgreSQL's autovacuum reclaims them (``VACUUM FULL`` rewrites the
 files when an erasure must be physical at once).
@@ -32,6 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from tasks import landing
 from tasks.clock import now_local
 from tasks.entities import ENTITIES
 from tasks.entities import entity as entity_of
@@ -101,6 +107,8 @@ def purge(engine: Engine, *, raw_retention_days: int, quarantine_raw_retention_d
     res = PurgeResult(raw_cutoff=now - timedelta(days=raw_retention_days),
                       quarantine_cutoff=now - timedelta(days=quarantine_raw_retention_days))
     q_cut = {"cutoff": res.quarantine_cutoff}
+    duck = dialect_name(engine) == "duckdb"
+    replaced: list[str] = []
     with engine.begin() as conn:
         res.quarantine_resolved = _count(
             conn, "SELECT count(*) FROM dq.quarantine WHERE raw_record IS NOT NULL AND resolved_at IS NOT NULL", {})
@@ -114,12 +122,15 @@ def purge(engine: Engine, *, raw_retention_days: int, quarantine_raw_retention_d
             params = {"cutoff": res.raw_cutoff}
             doomed = _superseded(entity)
             n = _count(conn, f"SELECT count(*) FROM ({doomed}) d", params)  # noqa: S608
-            if n:
+            if duck:  # landed files: rewritten without the doomed versions (and old extra copies)
+                replaced += landing.drop_rows(conn, entity, doomed, params, res.raw_cutoff)
+            elif n:
                 match = "r.source = d.source AND r.record_key = d.record_key AND r.record_hash = d.record_hash"
                 delete = f"DELETE FROM raw.{entity} AS r USING ({doomed}) AS d WHERE {match}"  # noqa: S608
                 conn.execute(sa.text(delete), params)
             res.raw_versions[entity] = n
-    if dialect_name(engine) == "duckdb" and (res.raw_total or res.quarantine_resolved or res.quarantine_expired):
+    landing.unlink(engine, replaced)  # committed: the files the manifest no longer names
+    if duck and (res.raw_total or res.quarantine_resolved or res.quarantine_expired):
         with engine.begin() as conn:  # the WAL's copy of the purged rows goes with it
             conn.exec_driver_sql("CHECKPOINT")
     log.info("%s", res.line())

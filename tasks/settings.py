@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         "warehouse (`data/dvc-analyst.duckdb`). None with a PostgreSQL warehouse (analysts use their role "
         "and the views)."
     )
+    landing_dir: Path | None = _unset(
+        "Landing folder of a DuckDB warehouse's raw layer: each load batch's raw records as a Parquet file, "
+        "`raw.<entity>` a view over the committed ones (`tasks/landing.py`); unset or empty: "
+        "`<warehouse file stem>-landing/` beside the DuckDB file (`data/dvc-landing/`). Part of the "
+        "warehouse: back it up with the file. Ignored for PostgreSQL (raw tables)."
+    )
     reports_dir: Path = Field(Path("reports"), description="Where workbooks and data docs are written.")
     data_docs_keep_runs: int = Field(
         30, ge=0,
@@ -284,6 +290,12 @@ class Settings(BaseSettings):
     def _cut_case(cls, value: object) -> object:
         """`Decree-09 ` is `decree-09`; anything else is refused naming the accepted values."""
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("landing_dir", mode="before")
+    @classmethod
+    def _blank_landing(cls, value: object) -> object:
+        """`DVC_LANDING_DIR=` (empty) is unset: the folder beside the DuckDB file."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _secrets_from_blocks(self) -> Settings:

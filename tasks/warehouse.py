@@ -4,7 +4,8 @@ Plain functions, no Prefect: the flows call them, the tests call them directly.
 
 - :func:`connect` builds the engine from a URL (creates the DuckDB file's folder, owner-only).
 - :func:`private_umask` / :func:`make_private`: personal data at rest is readable by the owner only
-  (0600 files, 0700 folders): the warehouse file, its WAL, spill folder and lock, ``reports/``.
+  (0600 files, 0700 folders): the warehouse file, its WAL, spill folder and lock, its landing
+  folder of raw files (:mod:`tasks.landing`), ``reports/``.
 - :func:`upgrade` applies the versioned migrations of ``sql/migrations`` (never drops data).
 - :func:`sql_file` / :func:`run_sql_file` read the SQL kept in ``sql/``.
 """
@@ -24,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from tasks import landing
 from tasks.clock import now_local
 from tasks.settings import MEMORY_SIZE, SQL_DIR, Settings
 
@@ -99,10 +101,12 @@ def duckdb_files(database: str | Path) -> list[Path]:
     return [db, *(db.with_name(db.name + suffix) for suffix in (".wal", ".tmp", ".lock"))]
 
 
-def connect(url: str, *, duckdb_memory_limit: str | None = None) -> Engine:
+def connect(url: str, *, duckdb_memory_limit: str | None = None, landing_dir: str | Path | None = None) -> Engine:
     """Engine for a warehouse URL. ``duckdb:///path`` (relative to the working directory) or
     ``postgresql+psycopg://...``. ``duckdb_memory_limit`` caps DuckDB's buffer pool (bigger work
-    spills to disk); None or empty keeps DuckDB's default (80 % of RAM)."""
+    spills to disk); None or empty keeps DuckDB's default (80 % of RAM). ``landing_dir``: the
+    DuckDB warehouse's landing folder of raw files (``DVC_LANDING_DIR``; None or empty: beside
+    the file, :mod:`tasks.landing`)."""
     try:
         u = sa.engine.make_url(url)
     except Exception as exc:  # noqa: BLE001 - turned into a clear message
@@ -115,6 +119,9 @@ def connect(url: str, *, duckdb_memory_limit: str | None = None) -> Engine:
             for f in duckdb_files(db):  # personal data at rest: 0600, spill folder 0700
                 make_private(f, recursive=True)
         engine = sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0)
+        landing.configure(engine, landing_dir)
+        if u.database and u.database != ":memory:":
+            make_private(landing.landing_dir(engine))  # its raw files are made 0600 when landed
         limit = (duckdb_memory_limit or "").strip()
         if limit:
             if not _MEMORY_LIMIT.match(limit):
@@ -145,7 +152,8 @@ def open_warehouse(settings: Settings) -> Engine:
     The pipeline starts here: the process umask becomes :data:`PRIVATE_UMASK` first, so the
     warehouse's files and the reports written afterwards are readable by the owner only."""
     private_umask()
-    return connect(settings.warehouse_url, duckdb_memory_limit=settings.duckdb_memory_limit)
+    return connect(settings.warehouse_url, duckdb_memory_limit=settings.duckdb_memory_limit,
+                   landing_dir=settings.landing_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,6 +224,9 @@ MIGRATION_ATTEMPTS = 5
 def upgrade(engine: Engine) -> list[str]:
     """Apply pending migrations, each in its own transaction. Returns the versions applied.
 
+    On DuckDB, then: the raw tables of an older warehouse become landed files and views
+    (:func:`tasks.landing.convert_raw_tables`, once) and the raw views are rebuilt over this
+    engine's landing folder (:func:`tasks.landing.refresh_views`).
     On PostgreSQL a migration that loses a deadlock against a reader is retried (with a short
     back-off, :data:`MIGRATION_ATTEMPTS` times in all) instead of failing the run."""
     dialect = dialect_name(engine)
@@ -240,6 +251,9 @@ def upgrade(engine: Engine) -> list[str]:
             if applied:
                 log.info("applied migration %s", path.name)
                 done.append(version)
+        if dialect == "duckdb":
+            landing.convert_raw_tables(engine, landed_at=now_local())
+            landing.refresh_views(engine)
     except sa.exc.OperationalError as exc:
         raise WarehouseError(f"cannot reach the warehouse ({engine.url.render_as_string()}): {exc.orig}") from None
     return done
