@@ -168,6 +168,7 @@ class LandedFile:
     rows: int
     bytes: int
     landed_at: datetime
+    folder: str | None = None  # the landing folder it was landed in (absolute)
 
 
 def land(engine_or_conn: Engine | Connection, entity: str, source: str, run_id: str, frame: pd.DataFrame,
@@ -188,13 +189,15 @@ def land(engine_or_conn: Engine | Connection, entity: str, source: str, run_id: 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return LandedFile(dest.relative_to(root).as_posix(), source, entity, run_id, table.num_rows, size, landed_at)
+    return LandedFile(dest.relative_to(root).as_posix(), source, entity, run_id, table.num_rows, size, landed_at,
+                      str(root))
 
 
 def _insert_manifest(conn: Connection, f: LandedFile) -> None:
     conn.execute(sa.text(
-        "INSERT INTO dq.landed_files (path, source, entity, run_id, rows, bytes, landed_at) "
-        "VALUES (:path, :source, :entity, :run_id, :rows, :bytes, :landed_at)"), f.__dict__)
+        "INSERT INTO dq.landed_files (path, source, entity, run_id, rows, bytes, landed_at, folder) "
+        "VALUES (:path, :source, :entity, :run_id, :rows, :bytes, :landed_at, :folder)"),
+        {**f.__dict__, "folder": f.folder or str(landing_dir(conn))})
 
 
 def record(conn: Connection, landed: LandedFile) -> None:
@@ -210,6 +213,22 @@ def manifest_paths(conn: Connection, entity: str | None = None) -> list[str]:
         f"SELECT path FROM dq.landed_files {where} ORDER BY landed_at, path"), params)]  # noqa: S608
 
 
+def located(conn: Connection, entity: str | None = None) -> dict[str, Path | None]:
+    """Each committed file's relative path -> where it is: in this warehouse's landing folder, or
+    else in the folder it was landed in (a copy of the ``.duckdb`` file made without its folder
+    reads the original's files; it never deletes them: :func:`sweep` and :func:`unlink` act in
+    its own folder only); None when neither holds it."""
+    root = landing_dir(conn)
+    where, params = ("WHERE entity = :e", {"e": entity}) if entity else ("", {})
+    out: dict[str, Path | None] = {}
+    for rel, folder in conn.execute(sa.text(
+            f"SELECT path, folder FROM dq.landed_files {where} ORDER BY landed_at, path"), params):  # noqa: S608
+        here = root / rel
+        there = Path(folder) / rel if folder else None
+        out[rel] = here if here.is_file() else there if there is not None and there.is_file() else None
+    return out
+
+
 def view_sql(entity: str, files: list[Path]) -> str:
     """The ``CREATE OR REPLACE VIEW raw.<entity>`` statement over ``files`` (absolute paths)."""
     cols = ", ".join(f"CAST({c} AS {_SQL_TYPES.get(c, 'VARCHAR')}) AS {c}" for c in COLUMNS)
@@ -223,8 +242,18 @@ def view_sql(entity: str, files: list[Path]) -> str:
 
 
 def rebuild_view(conn: Connection, entity: str) -> None:
+    """``raw.<entity>`` over the manifest's files; a clear error when the landing folder lacks
+    one (a ``.duckdb`` file copied or moved without its landing folder)."""
     root = landing_dir(conn)
-    conn.exec_driver_sql(view_sql(entity, [root / p for p in manifest_paths(conn, entity)]))
+    where = located(conn, entity)
+    missing = [rel for rel, path in where.items() if path is None]
+    if missing:
+        raise RuntimeError(
+            f"the landing folder {root} lacks {len(missing)} of the {len(where)} raw files of raw.{entity} that "
+            f"dq.landed_files lists (first: {missing[0]}): a DuckDB warehouse is its .duckdb file and its landing "
+            "folder; copy or move them together, or set DVC_LANDING_DIR to the folder they were landed in "
+            "(docs/operations.md)")
+    conn.exec_driver_sql(view_sql(entity, [p for p in where.values() if p is not None]))
 
 
 def refresh_views(engine_or_conn: Engine | Connection) -> None:
@@ -238,7 +267,7 @@ def refresh_views(engine_or_conn: Engine | Connection) -> None:
             refresh_views(conn)
         return
     conn, root = engine_or_conn, landing_dir(engine_or_conn)
-    missing = [p for p in manifest_paths(conn) if not (root / p).is_file()]
+    missing = [rel for rel, path in located(conn).items() if path is None]
     if missing:
         log.warning("the landing folder %s lacks %d of the warehouse's raw files (first: %s): raw views "
                     "left as they are; is DVC_LANDING_DIR set as when they were landed?", root, len(missing), missing[0])
@@ -302,10 +331,10 @@ def drop_rows(conn: Connection, entity: str, doomed_versions: str, params: dict,
     Manifest rows swapped and the view rebuilt here; returns the replaced files' paths, to
     :func:`unlink` after the commit."""
     root = landing_dir(conn)
-    rel = manifest_paths(conn, entity)
-    if not rel:
+    where = located(conn, entity)
+    if not where:
         return []
-    by_abs = {str(root / p): p for p in rel}
+    by_abs = {str(path): rel for rel, path in where.items() if path is not None}
     listed = ", ".join(_lit(a) for a in by_abs)
     conn.execute(sa.text("DROP TABLE IF EXISTS landing_doomed"))
     conn.execute(sa.text(

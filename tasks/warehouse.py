@@ -118,7 +118,11 @@ def connect(url: str, *, duckdb_memory_limit: str | None = None, landing_dir: st
                 private_dir(db.parent)  # data/: created owner-only
             for f in duckdb_files(db):  # personal data at rest: 0600, spill folder 0700
                 make_private(f, recursive=True)
-        engine = sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0)
+        # two connections to a file (they share one database in the process): a chunk loads on one
+        # while the next chunk's checks read on the other (tasks.resources.ChunkLoader); an
+        # in-memory database is one connection's own, so it keeps one
+        in_memory = not u.database or u.database == ":memory:"
+        engine = sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=1 if in_memory else 2, max_overflow=0)
         landing.configure(engine, landing_dir)
         if u.database and u.database != ":memory:":
             make_private(landing.landing_dir(engine))  # its raw files are made 0600 when landed

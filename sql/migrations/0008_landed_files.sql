@@ -12,5 +12,7 @@ CREATE TABLE IF NOT EXISTS dq.landed_files (
     run_id      VARCHAR NOT NULL,
     rows        BIGINT NOT NULL,               -- rows in the file
     bytes       BIGINT NOT NULL,               -- size of the file
-    landed_at   TIMESTAMP NOT NULL
+    landed_at   TIMESTAMP NOT NULL,
+    folder      VARCHAR                        -- the landing folder it was landed in (absolute): where a
+                                               -- copy of the .duckdb file without its folder finds it
 );
