@@ -56,10 +56,23 @@ def derive_lists(records: Sequence[dict]) -> DossierLists:
             bad[i] = True
             detail[i] = f"malformed nested list: {exc}"[:200]
     d = list(zip(*derived, strict=True)) if derived else [[] for _ in range(_N_LIST_VALUES)]
-    columns = {col: pd.array(values, dtype=dtype)
+    columns = {col: _column(values, dtype)
                for values, (col, dtype) in zip(d, _LIST_DTYPES.items(), strict=False)}  # d's last: the rounds
     rounds = _supplement_rounds(d[_N_LIST_VALUES - 1], bad, detail)
     return DossierLists(columns, rounds, bad, detail)
+
+
+def _column(values: Sequence[Any], dtype: str) -> Any:
+    """``pd.array(values, dtype=dtype)``, built straight from numpy when no value is null (the
+    values are exact ints, or bools for "boolean", by construction)."""
+    if None not in values:
+        try:
+            data = np.array(values, dtype={"boolean": bool, "Int32": np.int32}.get(dtype, np.int64))
+        except (OverflowError, TypeError, ValueError):  # beyond the dtype: pandas says how
+            return pd.array(values, dtype=dtype)
+        cls = pd.arrays.BooleanArray if dtype == "boolean" else pd.arrays.IntegerArray
+        return cls(data, np.zeros(len(data), dtype=bool))
+    return pd.array(values, dtype=dtype)
 
 
 def _as_list(value: Any) -> list | None:
