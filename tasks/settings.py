@@ -193,14 +193,15 @@ class Settings(BaseSettings):
     )
     freshness_days: int = Field(3, description="Warn when no new dossier arrived for this many days.")
     gx_row_budget: int = Field(
-        200_000, ge=0,
+        30_000, ge=0,
         description="Rows of each entity per run that Great Expectations (the record of the checks, not the "
-        "gate) validates in full, chunk by chunk: the default covers every row of a nightly run; beyond them "
+        "gate) validates in full, chunk by chunk: the default covers every row of a nightly run (a night of "
+        "10,000 changes reads some 15,000 dossiers); beyond them "
         "(a backfill, a full refresh) it validates a deterministic sample (DVC_GX_SAMPLE_FRACTION). 0: no "
         "budget, GX validates every row. The checks read every row regardless.",
     )
     gx_sample_fraction: float = Field(
-        0.1, gt=0, le=1,
+        0.02, gt=0, le=1,
         description="Share of the rows beyond DVC_GX_ROW_BUDGET that Great Expectations validates: the rows "
         "whose record key hashes below it, so a rerun samples the same rows.",
     )
