@@ -29,6 +29,7 @@ from tasks.clock import CALENDAR, data_cut, nightly_periods, now_local
 from tasks.entities import CATALOGUES, INCREMENTAL
 from tasks.faults import crash_point
 from tasks.gx import close_gx, gx_chunk, settle_gx, wait_gx
+from tasks.landing import sweep
 from tasks.load import LoadResult, get_watermark, load_batch
 from tasks.normalize import normalize
 from tasks.quality import check_context, known_dossiers
@@ -93,7 +94,6 @@ def run_nightly(
     publications. The run's lifecycle (writer lock, migrations, its ``dq.runs`` row) is the
     caller's: ``flows.lifecycle.tracked_run`` in the flows."""
     from tasks.calendar import calendar_span, load_calendar
-    from tasks.landing import sweep
     from tasks.source_api import SourceClient
 
     steps, logger = steps or NightlySteps(), logger or log
