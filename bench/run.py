@@ -75,6 +75,9 @@ def _peak_rss_mib() -> float:
 
 def _emit(result: dict[str, Any]) -> None:
     result.setdefault("peak_rss_mib", round(_peak_rss_mib(), 1))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the normaliser's worker, if any
+    if children and "worker_peak_rss_mib" not in result:
+        result["worker_peak_rss_mib"] = round(children, 1)
     print(RESULT_TAG + json.dumps(result, default=str), flush=True)
 
 
@@ -190,6 +193,13 @@ def _instrument() -> _Timers:
 
     timers = _Timers()
     timers.wrap(pl, "normalize", "normalize")
+    try:  # the chunks of an extraction: normalised in the run's process, or waited for from the worker
+        import tasks.normalize_pool as pool
+    except ImportError:  # a design without it (--baseline-ref)
+        pool = None
+    if pool is not None:
+        timers.wrap(pool, "normalize", "normalize")
+        timers.wrap(pool.ChunkNormalizer, "result", "normalize_wait")
     timers.wrap(q, "check", "check")
     timers.wrap(pl, "_validate_with_gx", "gx")
     timers.wrap(pl, "load_batch", "load")
@@ -721,7 +731,8 @@ def table(res: dict[str, Any]) -> str:
     lines = [f"### {res['size']:,} dossiers ({ds.get('dossiers', 0):,} dossiers + {ds.get('payments', 0):,} "
              f"payment requests; {render})", "",
              "| stage | wall s | rows | rows/s | peak RSS MiB | breakdown (s) |", "|---|---:|---:|---:|---:|---|"]
-    keys = ("catalogues_s", "fetch_wait_s", "normalize_s", "check_s", "gx_s", "load_s", "reports_s", "publish_s", "workbook_s")
+    keys = ("catalogues_s", "fetch_wait_s", "normalize_s", "normalize_wait_s", "check_s", "gx_s", "load_s", "reports_s",
+            "publish_s", "workbook_s")
     for name, s in st.items():
         if "error" in s:
             lines.append(f"| {name} | FAILED | | | | {s['error'][-120:]!r} |")
@@ -739,6 +750,8 @@ def table(res: dict[str, Any]) -> str:
             extra = f"{s['bytes'] / 2**20:,.0f} MiB in {s['pages']} pages ({s['bytes'] / 2**20 / wall:,.0f} MiB/s)"
         if s.get("load_s") and rows:
             extra += f"; load {rows / s['load_s']:,.0f} rows/s"
+        if s.get("worker_peak_rss_mib") and name.startswith(("pipeline", "nightly")):
+            extra += f"; normaliser worker peak RSS {s['worker_peak_rss_mib']:,.0f} MiB"
         if len(s.get("runs_wall_s") or ()) > 1:
             extra += "; runs (interleaved) " + " / ".join(_fmt(w) for w in s["runs_wall_s"])
         lines.append(f"| {name} | {_fmt(wall)} | {_fmt(rows)} | {_fmt(rate, 0)} | {_fmt(s.get('peak_rss_mib'), 0)} "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -150,6 +151,7 @@ class HttpTransport:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.stats = ClientStats()
+        self._bodies = threading.local()  # the body of the last answer get_json decoded, per thread
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._safe_url(self.base_url)!r}, token={'***' if self._token else None})"
@@ -310,11 +312,15 @@ class HttpTransport:
             raise SourceResponseError(f"{url} answered JSON without a 'data' list ({shape}): not the source contract")
         odd = sum(1 for r in body["data"] if not isinstance(r, dict))
         if odd:
-            # a broken record must not fail the night: it goes on, wrapped as the normaliser wraps it,
-            # and is quarantined (it has no key) with what was read
             log.warning("%s: %d record(s) of the page are not JSON objects; they will be quarantined", url, odd)
-            body["data"] = [r if isinstance(r, dict) else {"_not_an_object": r} for r in body["data"]]
+            body["data"] = _objects(body["data"])
+        self._bodies.last = content
         return body
+
+    def last_body(self) -> bytes | None:
+        """The bytes of the last answer :meth:`get_json` decoded in this thread (its records:
+        :func:`page_records`), or None."""
+        return getattr(self._bodies, "last", None)
 
     def _detail(self, content: bytes) -> str:
         text = _error_text(content)
@@ -373,3 +379,16 @@ def _error_text(content: bytes) -> str:
 def _short(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _objects(records: list[Any]) -> list[Any]:
+    """A broken record must not fail the night: it goes on, wrapped as the normaliser wraps it, and
+    is quarantined (it has no key) with what was read."""
+    return [r if isinstance(r, dict) else {"_not_an_object": r} for r in records]
+
+
+def page_records(content: bytes) -> list[dict]:
+    """The records of a page body that :meth:`HttpTransport.get_json` accepted, decoded as it
+    decodes them (a worker process normalising the page decodes it again by this rule)."""
+    records = orjson.loads(content)["data"]
+    return _objects(records) if any(not isinstance(r, dict) for r in records) else records

@@ -31,7 +31,8 @@ from tasks.faults import crash_point
 from tasks.gx import close_gx, gx_chunk, settle_gx, wait_gx
 from tasks.landing import sweep
 from tasks.load import LoadResult, get_watermark, load_batch
-from tasks.normalize import normalize
+from tasks.normalize import Normalized, normalize
+from tasks.normalize_pool import ChunkNormalizer, Part
 from tasks.quality import check_context, known_dossiers
 from tasks.resources import ChunkLoader, read_ahead, release_memory, use_system_arrow_pool
 from tasks.runs import EntityResult, RunResult, mark_partition, record_checks
@@ -166,6 +167,7 @@ def process_records(
     defer_gx: bool = False,
     loader: ChunkLoader | None = None,
     after_load: Callable[[], None] | None = None,
+    norm: Normalized | None = None,
 ) -> LoadResult | None:
     """Normalise, check and load one chunk of records (one transaction). Great Expectations
     validates the chunk too (``tasks.gx.gx_chunk``); with ``defer_gx`` in its background thread, so the
@@ -173,11 +175,13 @@ def process_records(
 
     With a ``loader`` the load is handed to its thread and this returns None at once (the caller
     prepares the next chunk meanwhile; ``loader.wait()`` gives the result); ``after_load`` runs
-    once the chunk is committed and counted in ``result``."""
+    once the chunk is committed and counted in ``result``. ``norm``: the chunk already normalised
+    (:mod:`tasks.normalize_pool`; ``records`` is then unused)."""
     from tasks.quality import check, rule_severity
 
     use_system_arrow_pool()
-    norm = normalize(entity, records, hash_key=settings.hash_key.get_secret_value().encode())
+    if norm is None:
+        norm = normalize(entity, records, hash_key=settings.hash_key.get_secret_value().encode())
     if entity == "payments":
         context.known_dossier_keys = known_dossiers(engine, settings.source_name, norm.core["ma_ho_so"])
     outcome = check(entity, norm.core, context)
@@ -203,7 +207,7 @@ def process_records(
     wm = None
     if move_watermark and "ngay_cap_nhat" in norm.core and norm.core["ngay_cap_nhat"].notna().any():
         wm = norm.core["ngay_cap_nhat"].max().to_pydatetime()
-    big = len(records) >= 1000
+    big = norm.rows_received >= 1000
     del outcome, check_issues, records
 
     def commit() -> LoadResult:
@@ -324,14 +328,30 @@ def extract_entity(
     # source renders them meanwhile; a whole chunk ahead would hold one more chunk in memory)
     ahead = max(2, -(-chunk_records // (2 * settings.page_size)))
 
-    def flush(buffer: list[dict], loader: ChunkLoader, read: int) -> None:
-        done = (lambda: progress(f"{entity}{LOAD_LABEL}", res.rows_received, read)) if progress else None
-        process_records(engine, entity, buffer, settings=settings, run_id=run_id, result=res, context=ctx,
-                        defer_gx=True, loader=loader, after_load=done)
+    normalizer = ChunkNormalizer(entity, settings.hash_key.get_secret_value().encode(),
+                                 workers=settings.normalize_workers)
+    pending: list[tuple[Any, int]] = []  # chunks handed to the normaliser, not yet checked and loaded
 
-    with ChunkLoader(f"load-{entity}") as loader:  # chunk N loads while chunk N+1 is read and normalised
-        _read_batches(client, entity, batches, res, lambda buffer, read: flush(buffer, loader, read),
-                      loader.wait, chunk_records, ahead, progress)
+    def finish(loader: ChunkLoader) -> None:
+        while pending:
+            future, read = pending.pop(0)
+            done = (lambda read=read: progress(f"{entity}{LOAD_LABEL}", res.rows_received, read)) if progress else None
+            process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx,
+                            defer_gx=True, loader=loader, after_load=done, norm=normalizer.result(future))
+
+    def flush(parts: list[Part], read: int, in_worker: bool, loader: ChunkLoader) -> None:
+        future = normalizer.submit(parts, in_worker=in_worker)
+        finish(loader)  # the previous chunk is checked and loaded while the worker normalises this one
+        pending.append((future, read))
+        if not in_worker:
+            finish(loader)
+
+    # chunk N loads while chunk N+1 is read and normalised (in the worker process, if several chunks)
+    with ChunkLoader(f"load-{entity}") as loader, normalizer:
+        _read_batches(client, entity, batches, res, lambda parts, read, w: flush(parts, read, w, loader),
+                      lambda: (finish(loader), loader.wait()), chunk_records, ahead, progress,
+                      lambda expected: normalizer.started or normalizer.wants_worker(expected, chunk_records))
+        finish(loader)
     if res.chunks == 0:
         process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx)
     close_gx(res)  # GX writes the entity's record in its thread while the run goes on
@@ -348,31 +368,39 @@ def extract_entity(
 
 def _read_batches(
     client: SourceClient, entity: str, batches: list[tuple[datetime | None, datetime | None]], res: EntityResult,
-    flush: Callable[[list[dict], int], None], settle: Callable[[], Any], chunk_records: int, ahead: int,
-    progress: ProgressFn | None,
+    flush: Callable[[list[Part], int, bool], None], settle: Callable[[], Any], chunk_records: int, ahead: int,
+    progress: ProgressFn | None, in_worker: Callable[[int | None], bool],
 ) -> None:
-    """:func:`extract_entity`'s reading: the pages of each sub-window, ``flush(records, read so
-    far)`` every ``chunk_records`` records and at the end of each sub-window, then ``settle()``
-    (its loads committed) before the sub-window is logged."""
+    """:func:`extract_entity`'s reading: the pages of each sub-window, ``flush(parts, read so far,
+    in_worker)`` every ``chunk_records`` records and at the end of each sub-window, then
+    ``settle()`` (its loads committed) before the sub-window is logged. A chunk's parts are its
+    pages' bodies when ``in_worker(records expected in the sub-window)`` says, on its first page,
+    that a worker process normalises them; else their decoded records."""
     seen = 0
     for n, (lo, hi) in enumerate(batches, 1):
-        buffer: list[dict] = []
+        parts: list[Part] = []
+        buffered = 0
+        worker: bool | None = None
         received_before = res.rows_received
         seen_before = seen
         for page in read_ahead(client.iter_pages(entity, lo, hi), depth=ahead):
-            buffer.extend(page.records)
             crash_point("extract.after_page")
             seen += len(page.records)
+            # ``total`` counts the records of [cursor, hi) of this request: what was read
+            # before this page plus what is left from it estimates the window's size
+            remaining = None if page.total is None else page.total - (page.page - 1) * page.page_size
+            expected = None if remaining is None else max(seen, seen - len(page.records) + remaining)
+            if worker is None:
+                worker = in_worker(None if expected is None else expected - seen_before)
+            parts.append(page.body if worker and page.body is not None else page.records)
+            buffered += len(page.records)
             if progress:
-                # ``total`` counts the records of [cursor, hi) of this request: what was read
-                # before this page plus what is left from it estimates the window's size
-                remaining = None if page.total is None else page.total - (page.page - 1) * page.page_size
-                progress(entity, seen, None if remaining is None else max(seen, seen - len(page.records) + remaining))
-            if len(buffer) >= chunk_records:
-                flush(buffer, seen)
-                buffer = []
-        if buffer:
-            flush(buffer, seen)
+                progress(entity, seen, expected)
+            if buffered >= chunk_records:
+                flush(parts, seen, bool(worker))
+                parts, buffered = [], 0
+        if parts:
+            flush(parts, seen, bool(worker))
         res.batches.append((lo, hi))
         if len(batches) > 1:
             settle()

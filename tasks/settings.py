@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         description="Records normalised, checked and loaded per transaction. Bounds the run's memory "
         "(roughly 25 MB per 1,000 dossiers in flight); larger chunks commit less often.",
     )
+    normalize_workers: int = Field(
+        1, ge=0, le=1,
+        description="Worker processes that normalise an extraction's chunks while the run checks and loads the "
+        "previous one (both cores busy), for extractions of more than one chunk; 0: normalise in the run's own "
+        "process. A nightly of one chunk never starts it.",
+    )
 
     # --- files and folders --------------------------------------------------------------------
     warehouse_url: str = Field(

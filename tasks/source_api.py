@@ -13,7 +13,7 @@ one run is deduplicated by the normaliser (latest ``NgayCapNhat`` wins).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,9 @@ class Page:
     records: list[dict[str, Any]]
     page_size: int
     updated_from: str | None = None
+    #: the body as the source sent it (None from a client that does not keep it): a worker process
+    #: normalises the page from these bytes (tasks.normalize_pool)
+    body: bytes | None = field(default=None, repr=False)
 
 
 class SourceClient(HttpTransport):
@@ -132,8 +135,9 @@ class SourceClient(HttpTransport):
             params = {"updated_from": cursor, "updated_to": until, "page": str(page_no),
                       "page_size": str(self.page_size)}
             params = {k: v for k, v in params.items() if v is not None}
+            self._bodies.last = None
             body = self.get_json(ent.endpoint, params, entity=entity, page=page_no)
-            page = self._page_from_body(entity, page_no, body, cursor)
+            page = self._page_from_body(entity, page_no, body, cursor, raw=self.last_body())
             keys = [_record_fingerprint(r, ent.key) for r in page.records]
             if page.records and keys == previous_keys:
                 raise SourceResponseError(
@@ -168,13 +172,14 @@ class SourceClient(HttpTransport):
             return True
         return page.total is not None and page.page * page.page_size >= page.total
 
-    def _page_from_body(self, entity: str, page_no: int, body: dict[str, Any], cursor: str | None) -> Page:
+    def _page_from_body(self, entity: str, page_no: int, body: dict[str, Any], cursor: str | None,
+                        raw: bytes | None = None) -> Page:
         records = body["data"]
         total = _lenient_int(body.get("total"))
         served_size = _lenient_int(body.get("page_size"))
         page_size = served_size if served_size and 0 < served_size <= self.page_size else self.page_size
         return Page(entity=entity, page=page_no, total=total, records=records, page_size=page_size,
-                    updated_from=cursor)
+                    updated_from=cursor, body=raw)
 
 
 # --- helpers ----------------------------------------------------------------------------------

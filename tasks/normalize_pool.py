@@ -1,0 +1,236 @@
+"""Normalising an extraction's chunks in a worker process, so a run uses both cores.
+
+The normaliser (:mod:`tasks.normalize`) is Python, record by record. In the run's own process it
+holds the interpreter lock while the previous chunk's checks and Great Expectations (Python too)
+wait, and the second core only gets the warehouse's native load. An extraction of several chunks
+hands each chunk to one worker process instead, and checks and loads the previous chunk while the
+worker normalises the next:
+
+- the chunk goes to the worker as the page bodies the source sent (bytes: no pickling of a
+  chunk's records); the worker decodes them with the transport's own rule
+  (:func:`tasks.http_transport.page_records`) and runs the same :func:`~tasks.normalize.normalize`
+  on the same records, so its output is the in-process output, value for value;
+- its :class:`~tasks.normalize.Normalized` comes back pickled (Arrow buffers, cheap);
+- chunks are normalised one at a time and in order, and the caller takes the results in order:
+  what commits, and when, is unchanged.
+
+The worker starts (a fresh interpreter: about a second of imports, overlapping the reading) only
+for an extraction expected to span several chunks; a nightly's single chunk is normalised in the
+run's process. ``DVC_NORMALIZE_WORKERS=0`` keeps every chunk there. An error of the normaliser is
+raised in the run as it would be in-process; a worker that dies (killed, out of memory) fails the
+run with a message saying so.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any, BinaryIO
+
+from tasks.normalize import Normalized, normalize
+
+log = logging.getLogger(__name__)
+
+#: One part of a chunk, in reading order: a page body as the source sent it, or records already
+#: decoded (a page that came without its body, e.g. from a test double).
+Part = bytes | Sequence[dict]
+
+_HEADER = struct.Struct("!Q")  # the length of each pickled message on the worker's pipes
+
+
+class NormalizerWorkerDied(RuntimeError):
+    """The worker process normalising the run's chunks ended abnormally."""
+
+
+def chunk_records(parts: Sequence[Part]) -> list[dict]:
+    """The records of a chunk's parts, in reading order (page bodies decoded as the transport does)."""
+    from tasks.http_transport import page_records
+
+    records: list[dict] = []
+    for part in parts:
+        records.extend(page_records(part) if isinstance(part, bytes | bytearray | memoryview) else part)
+    return records
+
+
+class _Worker:
+    """One worker process (``python -m tasks.normalize_pool``: no re-import of the caller's main
+    module, unlike multiprocessing's spawn) and two threads that write its requests and read its
+    answers, in order, into futures; neither side can block the other on a full pipe."""
+
+    def __init__(self, entity: str) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.entity = entity
+        self.proc = subprocess.Popen([sys.executable, "-m", "tasks.normalize_pool"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, close_fds=True)
+        self._requests: queue.Queue[bytes | None] = queue.Queue()
+        self._waiting: collections.deque[Future[Normalized]] = collections.deque()
+        self._lock = threading.Lock()
+        self._dead: str | None = None
+        threading.Thread(target=self._send, name=f"normalize-send-{entity}", daemon=True).start()
+        threading.Thread(target=self._receive, name=f"normalize-recv-{entity}", daemon=True).start()
+
+    def submit(self, parts: list[Part], hash_key: bytes) -> Future[Normalized]:
+        future: Future[Normalized] = Future()
+        with self._lock:
+            if self._dead is not None:
+                future.set_exception(self._died())
+                return future
+            self._waiting.append(future)
+        self._requests.put(pickle.dumps((self.entity, parts, hash_key), protocol=5))
+        return future
+
+    def _send(self) -> None:
+        pipe = self.proc.stdin
+        assert pipe is not None
+        try:
+            while (data := self._requests.get()) is not None:
+                pipe.write(_HEADER.pack(len(data)))
+                pipe.write(data)
+                pipe.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the worker is gone: the reader fails what waits
+        finally:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+    def _receive(self) -> None:
+        pipe = self.proc.stdout
+        assert pipe is not None
+        while True:
+            message = _read_message(pipe)
+            if message is None:
+                break
+            with self._lock:
+                future = self._waiting.popleft()
+            try:
+                kind, value = pickle.loads(message)
+            except Exception as exc:  # noqa: BLE001 - an answer that cannot be read fails its chunk
+                kind, value = "error", exc
+            if kind == "ok":
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        with self._lock:
+            self._dead = f"exit code {self.proc.wait()}"
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(self._died())
+
+    def _died(self) -> NormalizerWorkerDied:
+        return NormalizerWorkerDied(
+            f"{self.entity}: the worker process normalising the chunks ended abnormally ({self._dead}: killed, or "
+            "out of memory?); nothing of the chunk it held was loaded. Rerun; DVC_NORMALIZE_WORKERS=0 normalises "
+            "in the run's own process")
+
+    def close(self, *, cancel: bool) -> None:
+        self._requests.put(None)  # its stdin closes once the requests sent are written: it exits
+        if cancel:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _read_message(pipe: BinaryIO) -> bytes | None:
+    header = pipe.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    data = pipe.read(size)
+    return data if len(data) == size else None
+
+
+def _serve() -> None:
+    """The worker's loop: read a chunk, normalise it, write its result (or its error), until the
+    run closes the pipe. Its standard output carries only these answers (fd 1 goes to stderr)."""
+    from tasks.resources import use_system_arrow_pool
+
+    use_system_arrow_pool()
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests = sys.stdin.buffer
+    while (message := _read_message(requests)) is not None:
+        entity, parts, hash_key = pickle.loads(message)
+        try:
+            answer = pickle.dumps(("ok", normalize(entity, chunk_records(parts), hash_key=hash_key)), protocol=5)
+        except Exception as exc:  # noqa: BLE001 - raised in the run, as in-process
+            try:
+                answer = pickle.dumps(("error", exc), protocol=5)
+            except Exception:  # noqa: BLE001 - an error that does not pickle: its text
+                answer = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")), protocol=5)
+        del parts
+        answers.write(_HEADER.pack(len(answer)))
+        answers.write(answer)
+        answers.flush()
+
+
+class ChunkNormalizer:
+    """Normalises the chunks of one extraction, in the worker process once it is started.
+
+    :meth:`submit` returns a future of the chunk's :class:`Normalized`: already done when the
+    chunk was normalised here, pending while the worker runs. Use as a context manager: leaving it
+    stops the worker (pending chunks are cancelled when leaving on an error)."""
+
+    def __init__(self, entity: str, hash_key: bytes, *, workers: int = 1) -> None:
+        self.entity = entity
+        self._key = hash_key
+        self._workers = max(0, workers)
+        self._pool: _Worker | None = None
+
+    def wants_worker(self, expected_records: int | None, chunk_records: int) -> bool:
+        """Whether an extraction of about ``expected_records`` records (None: unknown) should be
+        normalised in the worker: when workers are allowed and it spans more than one chunk."""
+        return self._workers > 0 and expected_records is not None and expected_records > chunk_records
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def submit(self, parts: Sequence[Part], *, in_worker: bool) -> Future[Normalized]:
+        """Normalise one chunk: in the worker (started if need be) with ``in_worker``, else here."""
+        if not in_worker or self._workers == 0:
+            done: Future[Normalized] = Future()
+            try:
+                done.set_result(normalize(self.entity, chunk_records(parts), hash_key=self._key))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                done.set_exception(exc)
+            return done
+        if self._pool is None:
+            log.info("%s: normalising the chunks in a worker process", self.entity)
+            self._pool = _Worker(self.entity)
+        return self._pool.submit(list(parts), self._key)
+
+    def result(self, future: Future[Normalized]) -> Normalized:
+        """The chunk's result; the normaliser's own error as it is, a dead worker as
+        :class:`NormalizerWorkerDied`."""
+        return future.result()
+
+    def close(self, *, cancel: bool = False) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(cancel=cancel)
+
+    def __enter__(self) -> ChunkNormalizer:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.close(cancel=exc_type is not None)
+
+
+if __name__ == "__main__":
+    _serve()

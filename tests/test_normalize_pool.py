@@ -1,0 +1,104 @@
+"""The worker process that normalises an extraction's chunks (tasks/normalize_pool.py): what it
+returns is what the run's own process computes, the run's warehouse is the same with it or
+without it, a failure in it is raised in the run, and a single chunk never starts it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+
+from simulator.dataset import generate
+from simulator.server import start_server
+from tasks.normalize import normalize
+from tasks.normalize_pool import ChunkNormalizer, NormalizerWorkerDied
+from tests.test_faults import TOKEN, fingerprint_of, make_dataset, run_pipeline, settings_for
+
+KEY = b"k" * 32
+
+
+def _records(entity: str, n: int = 900) -> list[dict]:
+    ds = generate(seed=3, n_dossiers=n, start=date(2024, 1, 1), end=date(2024, 6, 30))
+    recs = ds.records(entity, quirks=True)
+    recs[5]["NgayCapNhat"] = "2024-13-45"  # a parse issue travels back with its detail
+    recs.append(dict(recs[7]))  # a repeated key: dedupe across parts
+    return recs
+
+
+def _assert_same(got, want) -> None:  # noqa: ANN001
+    for name in ("core", "raw", "issues", "versions", "supplements"):
+        a, b = getattr(got, name), getattr(want, name)
+        if b is None:
+            assert a is None, name
+            continue
+        pd.testing.assert_frame_equal(a, b, check_exact=True, obj=name)
+    assert (got.rows_received, got.rows_duplicate) == (want.rows_received, want.rows_duplicate)
+    assert dict(got.raw_by_key) == dict(want.raw_by_key)
+
+
+@pytest.mark.parametrize("entity", ["dossiers", "payments"])
+def test_the_worker_returns_what_the_run_process_computes(entity: str) -> None:
+    recs = _records(entity)
+    half = len(recs) // 2
+    # page bodies as the source sends them, and a page that came already decoded, in reading order
+    parts = [orjson.dumps({"data": recs[:half], "total": len(recs)}), recs[half:]]
+    with ChunkNormalizer(entity, KEY, workers=1) as normalizer:
+        got = normalizer.result(normalizer.submit(parts, in_worker=True))
+        assert normalizer.started
+    want = normalize(entity, recs, hash_key=KEY)
+    assert len(want.issues) >= 1
+    _assert_same(got, want)
+
+
+def test_an_error_of_the_normaliser_is_raised_in_the_run_as_in_process() -> None:
+    parts = [orjson.dumps({"data": [{"MaHoSo": "X"}]})]
+    with pytest.raises(Exception) as here:
+        normalize("no-such-entity", [{"MaHoSo": "X"}], hash_key=KEY)
+    with ChunkNormalizer("no-such-entity", KEY, workers=1) as normalizer:
+        future = normalizer.submit(parts, in_worker=True)
+        with pytest.raises(type(here.value)) as there:
+            normalizer.result(future)
+    assert str(there.value) == str(here.value)
+
+
+def test_a_killed_worker_fails_the_chunk_with_a_clear_error() -> None:
+    parts = [orjson.dumps({"data": _records("dossiers", 300)})]
+    normalizer = ChunkNormalizer("dossiers", KEY, workers=1)
+    try:
+        normalizer.result(normalizer.submit(parts, in_worker=True))
+        worker = normalizer._pool
+        assert worker is not None
+        worker.proc.kill()
+        worker.proc.wait()
+        with pytest.raises(NormalizerWorkerDied, match=r"dossiers: the worker process .* DVC_NORMALIZE_WORKERS=0"):
+            normalizer.result(normalizer.submit(parts, in_worker=True))
+    finally:
+        normalizer.close()
+
+
+def test_only_an_extraction_of_several_chunks_starts_the_worker() -> None:
+    one = ChunkNormalizer("dossiers", KEY, workers=1)
+    assert not one.wants_worker(None, 15_000)  # unknown size: the run's process
+    assert not one.wants_worker(15_000, 15_000)  # one chunk
+    assert one.wants_worker(15_001, 15_000)
+    assert not ChunkNormalizer("dossiers", KEY, workers=0).wants_worker(10**6, 15_000)
+    future = one.submit([orjson.dumps({"data": _records("dossiers", 50)})], in_worker=False)
+    assert future.done() and not one.started
+
+
+def test_a_run_loads_the_same_warehouse_with_and_without_the_worker(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    urls = {w: f"duckdb:///{tmp_path / f'w{w}.duckdb'}" for w in (1, 0)}
+    with start_server(make_dataset(), token=TOKEN) as sim:
+        for workers, url in urls.items():
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="tasks.normalize_pool"):
+                run_pipeline(settings_for(url, sim.url, tmp_path / f"w{workers}", normalize_workers=workers),
+                             full_refresh=True, chunk_records=300)
+            started = "normalising the chunks in a worker process" in caplog.text
+            assert started == (workers == 1)
+    assert fingerprint_of(urls[1]) == fingerprint_of(urls[0])
