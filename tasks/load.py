@@ -19,7 +19,8 @@ duplicates nothing on the rerun (a landed file whose row never committed is invi
 swept by the next nightly run).
 
 Bulk paths: DuckDB registers the DataFrame and runs ``INSERT ... SELECT`` (never executemany);
-PostgreSQL ``COPY``s into a temporary table, then ``INSERT ... ON CONFLICT DO UPDATE``.
+PostgreSQL ``COPY``s into a temporary table, then ``INSERT ... ON CONFLICT DO UPDATE``, except the
+raw versions: those not yet there are ``COPY``'d straight into ``raw.<entity>`` (:func:`_append_raw`).
 Identifiers in the generated SQL come from this module's constants and the entity registry
 (:mod:`tasks.entities`) only; values are always bound.
 """
@@ -231,13 +232,7 @@ def _load(
             landing.record(conn, landed)
         raw_new = landed.rows if landed is not None else 0
     else:
-        stage(conn, "stg_raw", raw, f"raw.{entity}")
-        raw_new = conn.execute(
-            sa.text(
-                f"INSERT INTO raw.{entity} ({', '.join(RAW_COLUMNS)}) SELECT {', '.join(RAW_COLUMNS)} FROM stg_raw "
-                "ON CONFLICT (source, record_key, record_hash) DO NOTHING"
-            )
-        ).rowcount
+        raw_new = _append_raw(conn, entity, raw)
     crash_point("load.after_raw")
 
     # 2. core
@@ -317,6 +312,30 @@ def _load(
     add_run_summary(conn, run_id, source, result, now)
     crash_point("load.before_commit")
     return result
+
+
+def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame) -> int:
+    """PostgreSQL: append the batch's versions new to ``raw.<entity>`` (the batch's are distinct);
+    returns how many. The versions already there (an overlap read again) are found by their key
+    and hash, staged alone, and the rest is ``COPY``'d straight into the table: the records' text,
+    most of a load's bytes, is written once instead of into a staging table and again by an
+    ``INSERT ... ON CONFLICT DO NOTHING``. Runs hold the warehouse's writer lock, so nothing else
+    adds a version between the lookup and the copy (a conflict would still fail the transaction,
+    never duplicate a row)."""
+    if raw.empty:
+        return 0
+    ids = ["source", "record_key", "record_hash"]
+    stage(conn, "stg_raw_ids", raw[ids], f"raw.{entity}")
+    have = conn.execute(
+        sa.text(f"SELECT s.record_key, s.record_hash FROM stg_raw_ids AS s JOIN raw.{entity} AS r "
+                "ON r.source = s.source AND r.record_key = s.record_key AND r.record_hash = s.record_hash")
+    ).all()
+    if have:
+        known = pd.MultiIndex.from_tuples([tuple(r) for r in have])
+        raw = raw[~pd.MultiIndex.from_frame(raw[["record_key", "record_hash"]]).isin(known)]
+    if len(raw):
+        _copy_frame(conn, f"raw.{entity}", raw[RAW_COLUMNS])
+    return len(raw)
 
 
 def stage_keys(conn: Connection, keys: pd.DataFrame) -> None:
