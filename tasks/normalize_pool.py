@@ -28,6 +28,7 @@ import logging
 import os
 import pickle
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -160,6 +161,7 @@ def _serve() -> None:
     run closes the pipe. Its standard output carries only these answers (fd 1 goes to stderr)."""
     from tasks.resources import use_system_arrow_pool
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it closes the pipe
     use_system_arrow_pool()
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
