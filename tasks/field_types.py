@@ -8,11 +8,13 @@ into a silent null. Plain, pure functions (no I/O).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # (core column, API field, kind). Kinds: str, i16, i64, ts, d8 (yyyyMMdd date), f64.
 FIELDS: dict[str, list[tuple[str, str, str]]] = {
@@ -154,94 +156,120 @@ def _parse(values: list[Any], kind: str) -> tuple[pd.Series, pd.Series]:
 # it handles exactly (leading/trailing blanks, non-ASCII digits, odd types, out-of-range fields),
 # and the column is then parsed by :func:`_parse`, so the results are the same either way.
 _DIGITS_TS = 14
-_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int32)
 
 
-def string_array(values: list[str | None]) -> pd.Series:
+_STR_OR_NONE = frozenset((str, type(None)))
+_INT_STR_OR_NONE = frozenset((int, str, type(None)))
+
+
+def string_array(values: Sequence[str | None]) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(values, pa.large_string())])))
 
 
-def _fast_str(values: list[Any]) -> tuple[pd.Series, pd.Series] | None:
-    out: list[str | None] = []
-    append = out.append
-    for v in values:
-        if v is None:
-            append(None)
-        elif type(v) is str:
-            if not v:
-                append(None)
-            elif v[0].isspace() or v[-1].isspace():
-                return None
-            else:
-                append(v)
-        else:
-            return None
-    return string_array(out), pd.Series(np.zeros(len(values), dtype=bool))
+def _fast_str(values: Sequence[Any]) -> tuple[pd.Series, pd.Series] | None:
+    """Only str and None, none with leading/trailing blanks: the Arrow column straight from the
+    values (empty strings become nulls); None otherwise."""
+    if not set(map(type, values)) <= _STR_OR_NONE:
+        return None
+    present = list(filter(None, values))  # neither None nor ""
+    if list(map(str.strip, present)) != present:  # str.strip drops what str.isspace() calls blank
+        return None
+    arr = pa.array(values, pa.large_string())
+    if len(present) + values.count(None) != len(values):  # empty strings: null
+        arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.large_string()), arr)
+    return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([arr]))), pd.Series(
+        np.zeros(len(values), dtype=bool))
 
 
-def _fast_ts(values: list[Any]) -> tuple[pd.Series, pd.Series] | None:
+def _fast_ts(values: Sequence[Any]) -> tuple[pd.Series, pd.Series] | None:
+    """Only str and None, every non-empty string 14 ASCII digits of a valid time: read from the
+    bytes of the Arrow column of the values; None otherwise."""
     n = len(values)
-    pos: list[int] = []
-    texts: list[str] = []
-    for i, v in enumerate(values):
-        if v is None or v == "":
-            continue
-        if type(v) is not str or len(v) != _DIGITS_TS:
-            return None
-        pos.append(i)
-        texts.append(v)
+    if not set(map(type, values)) <= _STR_OR_NONE:
+        return None
+    if not n:
+        return pd.Series(np.array([], dtype="datetime64[us]")), pd.Series(np.zeros(0, dtype=bool))
+    try:
+        arr = pa.array(values, pa.string())
+    except (UnicodeEncodeError, pa.ArrowException):
+        return None
+    if not isinstance(arr, pa.StringArray) or arr.offset:
+        return None
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1)
+    lengths = np.diff(offsets)  # bytes; 0 for None and ""
+    present = lengths != 0
     out = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
-    if texts:
-        buf = "".join(texts).encode("utf-8")
-        if len(buf) != _DIGITS_TS * len(texts):
-            return None  # non-ASCII characters
-        d = (np.frombuffer(buf, dtype=np.uint8).reshape(-1, _DIGITS_TS) - 48).astype(np.int64)
-        if (d > 9).any() or (d < 0).any():
+    if present.any():
+        if (lengths[present] != _DIGITS_TS).any():
             return None
-        y = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
-        mo = d[:, 4] * 10 + d[:, 5]
-        dd = d[:, 6] * 10 + d[:, 7]
-        hh = d[:, 8] * 10 + d[:, 9]
-        mi = d[:, 10] * 10 + d[:, 11]
-        ss = d[:, 12] * 10 + d[:, 13]
-        if ((mo < 1) | (mo > 12) | (hh > 23) | (mi > 59) | (ss > 59) | (dd < 1) | (y < 1900) | (y > 2200)).any():
+        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8, count=int(offsets[-1]))[int(offsets[0]):]
+        stamps = _ts_from_digits(data)
+        if stamps is None:
             return None
-        leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
-        dim = _DAYS_IN_MONTH[mo - 1] + ((mo == 2) & leap)
-        if (dd > dim).any():
-            return None
-        months = ((y - 1970) * 12 + (mo - 1)).astype("datetime64[M]")
-        days = months.astype("datetime64[D]") + (dd - 1).astype("timedelta64[D]")
-        secs = hh * 3600 + mi * 60 + ss
-        out[np.asarray(pos, dtype=np.int64)] = days.astype("datetime64[us]") + (secs * 1_000_000).astype(
-            "timedelta64[us]")
+        out[present] = stamps
     return pd.Series(out), pd.Series(np.zeros(n, dtype=bool))
 
 
-def _fast_int(values: list[Any], kind: str) -> tuple[pd.Series, pd.Series] | None:
+def _ts_from_digits(data: np.ndarray) -> np.ndarray | None:
+    """``datetime64[us]`` of consecutive 14-byte ``yyyyMMddHHmmss`` texts (uint8 bytes); None when
+    a byte is not an ASCII digit or a field is out of range (year 1900..2200, a real date)."""
+    u = data - np.uint8(48)  # wraps around below "0": any byte not a digit is then above 9
+    if (u > 9).any():
+        return None
+    d = u.reshape(-1, _DIGITS_TS).T.astype(np.int32)  # one contiguous row per digit position
+    y = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
+    mo = d[4] * 10 + d[5]
+    dd = d[6] * 10 + d[7]
+    hh = d[8] * 10 + d[9]
+    mi = d[10] * 10 + d[11]
+    ss = d[12] * 10 + d[13]
+    if ((mo < 1) | (mo > 12) | (hh > 23) | (mi > 59) | (ss > 59) | (dd < 1) | (y < 1900) | (y > 2200)).any():
+        return None
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    if (dd > _DAYS_IN_MONTH[mo - 1] + ((mo == 2) & leap)).any():
+        return None
+    # days since 1970-01-01 of the civil date (H. Hinnant's days_from_civil: years start in March)
+    jan_feb = mo <= 2
+    yy = (y - jan_feb).astype(np.int64)
+    era = yy // 400
+    yoe = yy - era * 400
+    doy = (153 * (mo + np.where(jan_feb, 9, -3)) + 2) // 5 + dd - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return ((days * 86400 + (hh * 3600 + mi * 60 + ss)) * 1_000_000).view("datetime64[us]")
+
+
+def _fast_int(values: Sequence[Any], kind: str) -> tuple[pd.Series, pd.Series] | None:
+    """Only int, str and None: ints and strings of ASCII digits within the kind's limit, empty
+    strings (null); None otherwise. Each distinct value is typed once."""
+    if not set(map(type, values)) <= _INT_STR_OR_NONE:  # no bool or float, equal to an int
+        return None
     limit = 32767 if kind == "i16" else 2**62
-    out: list[int | None] = []
-    append = out.append
-    for v in values:
-        t = type(v)
-        if t is int:
-            if -limit <= v <= limit:
-                append(v)
-                continue
-            return None
-        if v is None or (t is str and not v):
-            append(None)
-        elif t is str and v.isascii() and v.isdigit():
-            x = int(v)
+    typed: dict[Any, int | None] = {}
+    for v in set(values):
+        if type(v) is int:
+            if not -limit <= v <= limit:
+                return None
+            typed[v] = v
+        elif v is None or not v:
+            typed[v] = None
+        elif v.isascii() and v.isdigit():
+            try:
+                x = int(v)
+            except ValueError:  # beyond int()'s digit limit (and so beyond the kind's)
+                return None
             if x > limit:
                 return None
-            append(x)
+            typed[v] = x
         else:
             return None
-    return pd.Series(pd.array(out, dtype="Int16" if kind == "i16" else "Int64")), pd.Series(
-        np.zeros(len(values), dtype=bool))
+    arr = pa.array(list(map(typed.__getitem__, values)), pa.int64())
+    data = pc.fill_null(arr, 1).to_numpy().astype(np.int16 if kind == "i16" else np.int64)
+    mask = arr.is_null().to_numpy(zero_copy_only=False)
+    return pd.Series(pd.arrays.IntegerArray(data, mask)), pd.Series(np.zeros(len(values), dtype=bool))
 
-def parse_column(values: list[Any], kind: str) -> tuple[pd.Series, pd.Series]:
+
+def parse_column(values: Sequence[Any], kind: str) -> tuple[pd.Series, pd.Series]:
     fast = None
     if kind == "str":
         fast = _fast_str(values)

@@ -259,7 +259,8 @@ def _normalize(entity: str, records: Sequence[dict], *, hash_key: bytes,
             core[col] = array
         # beside each hash, the id of its key: a key rotation shows, and rows left to re-hash can be found
         key_id = hash_key_id(hash_key)
-        core["applicant_key_id"] = string_array([None if h is None else key_id for h in hk])
+        core["applicant_key_id"] = string_array([None if h is None else key_id for h in hk] if None in hk
+                                                else [key_id] * n)
         rounds = lists.rounds
         if lists.bad.any() and rules.nested_lists is not None:
             mask = pd.Series(lists.bad)
@@ -280,7 +281,8 @@ def _normalize(entity: str, records: Sequence[dict], *, hash_key: bytes,
         {
             "record_key": keys.values,
             "record_hash": hashes,
-            "ngay_cap_nhat": string_array([v if v is None or type(v) is str else _text(v) for v in upd]),
+            "ngay_cap_nhat": string_array(upd if set(map(type, upd)) <= {str, type(None)}
+                                          else [v if v is None or type(v) is str else str(v) for v in upd]),
             "record": pd.Series(pd.arrays.ArrowStringArray(texts)),
         }
     )
@@ -293,15 +295,13 @@ def _normalize(entity: str, records: Sequence[dict], *, hash_key: bytes,
         critical = set(issues.loc[issues["severity"] == "critical", "_pos"])
         clean = ~core["_order"].isin(critical) & core["ngay_cap_nhat"].notna() & core["trang_thai"].notna()
         versions = core.loc[clean, ["ma_ho_so", "ngay_cap_nhat", "trang_thai"]]
-        if versions["ma_ho_so"].duplicated().any():  # else no (ma_ho_so, ngay_cap_nhat) pair repeats
-            versions = versions.drop_duplicates(["ma_ho_so", "ngay_cap_nhat"], keep="last")
-        versions = versions.reset_index(drop=True)
+        versions = _drop_repeats(versions, versions["ma_ho_so"].duplicated(keep=False).to_numpy(),
+                                 ["ma_ho_so", "ngay_cap_nhat"], keep="last")
     kept_pos, n_dup = _kept_positions(core, multi)
     kept = core if n_dup == 0 else core.take(kept_pos)
     supplements = kept_rounds(rounds, core, kept["_order"]) if rounds is not None else None
     ties = _conflicting_ties(ent, rules.key_unique, keys, core, raw["record_hash"], multi)
-    if multi.any():  # a repeated (record_key, record_hash) needs a repeated key
-        raw = raw.drop_duplicates(["record_key", "record_hash"]).reset_index(drop=True)
+    raw = _drop_repeats(raw, multi, ["record_key", "record_hash"], keep="first")
     raw_by_key = RecordTexts(dict(zip(kept["_record_key"].tolist(), kept["_order"].tolist(), strict=True)), texts)
     # issues only for the kept version of each key (an older, broken copy is superseded)
     issues = issues[issues["_pos"].isin(set(kept["_order"]))].drop(columns="_pos").reset_index(drop=True)
@@ -347,12 +347,27 @@ def _kept_positions(core: pd.DataFrame, multi: np.ndarray) -> tuple[np.ndarray, 
     n = len(core)
     if not multi.any():
         return np.arange(n), 0
-    pos = np.arange(n)
+    pos = np.flatnonzero(multi)  # a key read once is kept
     if "ngay_cap_nhat" in core:  # NaT is the smallest datetime64 integer: first, as na_position="first"
-        stamp = core["ngay_cap_nhat"].to_numpy(dtype="datetime64[us]").view(np.int64)
-        pos = np.lexsort((pos, stamp))
-    dup = pd.Series(core["_record_key"].to_numpy()[pos]).duplicated(keep="last").to_numpy()
-    return np.sort(pos[~dup]), int(dup.sum())
+        stamp = core["ngay_cap_nhat"].to_numpy(dtype="datetime64[us]").view(np.int64)[pos]
+        pos = pos[np.lexsort((pos, stamp))]
+    dup = core["_record_key"].take(pos).duplicated(keep="last").to_numpy()
+    keep = np.ones(n, dtype=bool)
+    keep[pos[dup]] = False
+    return np.flatnonzero(keep), int(dup.sum())
+
+
+def _drop_repeats(frame: pd.DataFrame, among: np.ndarray, columns: list[str], keep: str) -> pd.DataFrame:
+    """``frame.drop_duplicates(columns, keep=keep)`` with a RangeIndex, looking for repeats only
+    among the rows ``among`` marks (a row outside them repeats no other)."""
+    at = np.flatnonzero(among)
+    if len(at):
+        dup = frame[columns].iloc[at].duplicated(keep=keep).to_numpy()  # not the other columns' rows
+        if dup.any():
+            kept = np.ones(len(frame), dtype=bool)
+            kept[at[dup]] = False
+            frame = frame[kept]
+    return frame.reset_index(drop=True)
 
 
 def _conflicting_ties(ent: Entity, rule: IssueRule, keys: pd.Series, core: pd.DataFrame,
@@ -363,17 +378,27 @@ def _conflicting_ties(ent: Entity, rule: IssueRule, keys: pd.Series, core: pd.Da
     they can conflict)."""
     if not multi.any():
         return pd.DataFrame(columns=ISSUE_COLUMNS)
-    stamp = core["ngay_cap_nhat"][multi].astype("string").fillna("").values if "ngay_cap_nhat" in core else ""
-    g = pd.DataFrame({"k": keys[multi].values, "t": stamp, "h": hashes[multi].values})
-    top = g[g["t"] == g.groupby("k")["t"].transform("max")]
-    versions = top.groupby("k")["h"].nunique()
-    bad = versions[versions > 1]
+    k = keys[multi].tolist()
+    h = hashes[multi].tolist()
+    # NaT (the smallest datetime64 integer) before any time, equal to another NaT
+    t = (core["ngay_cap_nhat"].to_numpy(dtype="datetime64[us]").view(np.int64)[multi].tolist()
+         if "ngay_cap_nhat" in core else [0] * len(k))
+    latest: dict[str, int] = {}
+    for key, stamp in zip(k, t, strict=True):
+        if key not in latest or stamp > latest[key]:
+            latest[key] = stamp
+    contents: dict[str, set[str]] = {}
+    for key, stamp, digest in zip(k, t, h, strict=True):
+        if stamp == latest[key]:
+            contents.setdefault(key, set()).add(digest)
+    bad = sorted((key, len(c)) for key, c in contents.items() if len(c) > 1)
     key_fields = "/".join(ent.key)
     same = " with the same NgayCapNhat" if "ngay_cap_nhat" in core else ""
     return pd.DataFrame({
-        "record_key": pd.Series(bad.index, dtype="string"), "rule": rule.name, "severity": rule.severity,
-        "detail": [f"{key_fields} = {k} arrived {n} times{same} and with different content: "
-                   "which one is current cannot be told" for k, n in bad.items()],
+        "record_key": pd.Series([key for key, _ in bad], dtype="string"), "rule": rule.name,
+        "severity": rule.severity,
+        "detail": [f"{key_fields} = {key} arrived {n} times{same} and with different content: "
+                   "which one is current cannot be told" for key, n in bad],
     }, columns=ISSUE_COLUMNS)
 
 
@@ -440,21 +465,28 @@ def applicant_key(id_number: Any, key: bytes) -> str | None:
 
 
 def _applicant_keys(ids: Sequence[Any], key: bytes) -> list[str | None]:
-    digest = _hmac_digest
+    """:func:`applicant_key` of every ID: a plain ASCII alphanumeric ID hashed from SHA-256 states
+    holding the HMAC key's pads (RFC 2104: what HMAC computes, without setting the key up per ID)."""
+    block_key = (hashlib.sha256(key).digest() if len(key) > _BLOCK else key).ljust(_BLOCK, b"\0")
+    inner_copy = hashlib.sha256(block_key.translate(_IPAD)).copy
+    outer_copy = hashlib.sha256(block_key.translate(_OPAD)).copy
     out: list[str | None] = []
     append = out.append
     for v in ids:
         if type(v) is str and v and v.isalnum() and v.isascii():
-            append(digest(key, v.encode(), "sha256").hex())
+            inner = inner_copy()
+            inner.update(v.encode())
+            outer = outer_copy()
+            outer.update(inner.digest())
+            append(outer.hexdigest())
         else:
             append(applicant_key(v, key))
     return out
 
 
-try:  # what hmac.digest calls (OpenSSL's one-shot HMAC), without its Python frame per ID
-    from _hashlib import hmac_digest as _hmac_digest
-except ImportError:  # pragma: no cover - a Python without OpenSSL
-    _hmac_digest = hmac.digest
+_BLOCK = 64  # SHA-256's block size, the length of an HMAC key's pads
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 def _levels(value: Any) -> str | None:
@@ -462,10 +494,4 @@ def _levels(value: Any) -> str | None:
         return None
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
     return str(value)
