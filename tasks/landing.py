@@ -324,6 +324,23 @@ def _copy_to_file(conn: Connection, select: str, root: Path, entity: str, run_id
     return dest.relative_to(root).as_posix(), size
 
 
+def loaded_before(conn: Connection, entity: str, cutoff: datetime) -> bool:
+    """Whether any landed row of ``entity`` was loaded before ``cutoff``: the retention's cheap
+    first look (:func:`drop_rows` and the superseded versions only take rows loaded before it).
+    It reads the files' ``_loaded_at`` column, their row-group statistics skipping every group
+    loaded since; True when a manifest file is missing (the caller takes its full path, and fails
+    as it would)."""
+    where = located(conn, entity)
+    if not where:
+        return False
+    if any(path is None for path in where.values()):
+        return True
+    listed = ", ".join(_lit(str(path)) for path in where.values())
+    return bool(conn.execute(sa.text(
+        f"SELECT EXISTS (SELECT 1 FROM read_parquet([{listed}]) WHERE CAST(_loaded_at AS TIMESTAMP) < :cut)"),  # noqa: S608
+        {"cut": cutoff}).scalar_one())
+
+
 def drop_rows(conn: Connection, entity: str, doomed_versions: str, params: dict, cutoff: datetime) -> list[str]:
     """Retention on DuckDB, in the purge's transaction: rewrite each landed file of ``entity``
     without its doomed rows: every copy of the versions ``doomed_versions`` selects (source,

@@ -20,7 +20,9 @@ purge changes no report figure (``tests/test_data_at_rest.py`` republishes and c
 On DuckDB, ``raw.<entity>`` is a view over landed Parquet files (:mod:`tasks.landing`): each file
 holding doomed rows is rewritten without them (and without extra copies of a version, landed again
 by a later load, once they are older than the cutoff), its manifest row swapped in the purge's
-transaction; the old file is deleted after the commit.
+transaction; the old file is deleted after the commit. Every doomed row was loaded before the
+cutoff, so an entity none of whose landed rows is that old (:func:`tasks.landing.loaded_before`,
+answered from the files' statistics) is left unscanned: most nights, nothing is due.
 
 Deleted rows leave the tables at once; on disk, DuckDB reuses their blocks after the checkpoint
 that :func:`purge` runs and PostgreSQL's autovacuum reclaims them (``VACUUM FULL`` rewrites the
@@ -120,6 +122,9 @@ def purge(engine: Engine, *, raw_retention_days: int, quarantine_raw_retention_d
             "AND (resolved_at IS NOT NULL OR last_seen_at <= :cutoff)"), q_cut)
         for entity in ENTITIES:
             params = {"cutoff": res.raw_cutoff}
+            if duck and not landing.loaded_before(conn, entity, res.raw_cutoff):
+                res.raw_versions[entity] = 0  # nothing old enough: no need to scan the whole raw layer
+                continue
             doomed = _superseded(entity)
             n = _count(conn, f"SELECT count(*) FROM ({doomed}) d", params)  # noqa: S608
             if duck:  # landed files: rewritten without the doomed versions (and old extra copies)
