@@ -173,8 +173,9 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None) -> Pa
                 for schema, name in relations:
                     conn.exec_driver_sql(f"CREATE TABLE {_ALIAS}.{_q(schema)}.{_q(name)} AS "  # noqa: S608
                                          f"SELECT * FROM {_q(schema)}.{_q(name)}")  # names from the catalog, quoted
-                for stmt in _comments(conn, relations):
-                    conn.exec_driver_sql(stmt)
+                comments = _comments(conn, relations)
+                if comments:  # one round trip: a few hundred of them (every mart column has one)
+                    conn.exec_driver_sql(";\n".join(comments))
                 conn.commit()
                 conn.exec_driver_sql(f"CHECKPOINT {_ALIAS}")
                 conn.commit()

@@ -43,6 +43,7 @@ from xlsxwriter.format import Format
 
 from tasks import workbook_sheets as sheets
 from tasks.reports import Publication, headline, resolve_publication
+from tasks.resources import gc_paused
 from tasks.workbook_cells import (  # noqa: F401 - the formats are part of this module's interface
     BIG_COUNT_FORMAT,
     COUNT_FORMAT,
@@ -79,7 +80,9 @@ def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str
     history = sa.table(f"{table}_history", sa.column("publication_id"), schema="mart")
     stmt = (sa.select(sa.text("*")).select_from(history)
             .where(history.c.publication_id == publication_id).order_by(sa.text(order_by)))
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+    result = conn.execute(stmt)
+    keys = list(result.keys())
+    return [dict(zip(keys, r, strict=True)) for r in result.fetchall()]
 
 
 def _load(engine: Engine, pub: Publication) -> dict[str, list[dict[str, Any]]]:
@@ -117,13 +120,14 @@ def build_workbook(engine: Engine, publication: Publication | str | tuple[date, 
     doc = Doc(pub, unit_name or _default_office_name(data["rpt_progress"]), report_number or None, place or None)
     book = xlsxwriter.Workbook(str(path), WORKBOOK_OPTIONS)
     formats: dict[tuple, Format] = {}
-    try:
-        for name, write in sheets.SHEETS:
-            write(Sheet(book, formats, name), doc, data, lambda: headline(engine, pub))
-        book.set_properties({"title": f"Báo cáo TTHC {vn_date(pub.period_start)} - {vn_date(pub.period_end)}",
-                             "author": "dvc-etl", "comments": f"publication {pub.publication_id}"})
-    finally:
-        book.close()
+    with gc_paused():  # its cells are many small acyclic records: no collections scanning the heap
+        try:
+            for name, write in sheets.SHEETS:
+                write(Sheet(book, formats, name), doc, data, lambda: headline(engine, pub))
+            book.set_properties({"title": f"Báo cáo TTHC {vn_date(pub.period_start)} - {vn_date(pub.period_end)}",
+                                 "author": "dvc-etl", "comments": f"publication {pub.publication_id}"})
+        finally:
+            book.close()
     return pub
 
 

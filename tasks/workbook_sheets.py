@@ -116,14 +116,16 @@ def write_table(
                        empty_of(c.kind))
               for c in columns]
     write = ws.write
+    # each column's value of a row (None: the row's number) with its formats, resolved once
+    cells = [(c.getter(), col, styles[col - 1]) for col, c in enumerate(columns, start=1)]
     first = row
     for section in sections:
         if section.label:
             ws.merge(row, 1, row, ncols, section.label, BOLD | BORDER | SECTION_FILL)
             row += 1
         for stt, record in enumerate(section.rows, start=1):
-            for i, column in enumerate(columns):
-                write(row, i + 1, stt if column.value is None else column.get(record), styles[i])
+            for get, col, formats in cells:
+                write(row, col, stt if get is None else get(record), formats)
             row += 1
         all_rows.extend(section.rows)
     if total_label is not None:

@@ -1,0 +1,107 @@
+"""The nightly run's work after the loads, kept proportional to what is due (issue: the nightly on a
+big warehouse): the retention purge takes a cheap first look before it scans the raw layer, and
+the workbook's cells go through a shorter writer that must write XlsxWriter's bytes exactly."""
+
+from __future__ import annotations
+
+import zipfile
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+import xlsxwriter
+from xlsxwriter.worksheet import Worksheet
+
+from tasks import landing
+from tasks.load import RAW_COLUMNS
+from tasks.retention import purge
+from tasks.warehouse import connect, upgrade
+from tasks.workbook import WORKBOOK_OPTIONS
+from tasks.workbook_cells import FastWorksheet
+
+
+def _land(engine: sa.Engine, rows: list[tuple], run_id: str) -> None:
+    frame = pd.DataFrame([("s", k, h, u, "{}", "api", run_id, t) for k, h, u, t in rows], columns=RAW_COLUMNS)
+    with engine.begin() as conn:
+        landing.record(conn, landing.land(engine, "dossiers", "s", run_id, frame, rows[0][3]))
+
+
+def _manifest(engine: sa.Engine) -> list[tuple]:
+    with engine.connect() as c:
+        return [tuple(r) for r in c.execute(sa.text("SELECT path, rows, bytes FROM dq.landed_files ORDER BY path"))]
+
+
+def test_the_purge_scans_nothing_when_no_row_is_old_enough(duckdb_url, monkeypatch):
+    eng = connect(duckdb_url)
+    upgrade(eng)
+    loaded, later = datetime(2024, 6, 1, 8), datetime(2024, 6, 20, 8)
+    _land(eng, [("A", "a1", "20240501000000", loaded), ("B", "b1", "20240501000000", loaded)], "r1")
+    _land(eng, [("A", "a2", "20240515000000", later), ("B", "b1", "20240501000000", later)], "r2")
+    with eng.connect() as c:
+        assert not landing.loaded_before(c, "dossiers", loaded)  # loaded at the cutoff: not before it
+        assert landing.loaded_before(c, "dossiers", datetime(2024, 6, 1, 8, 0, 1))
+        assert not landing.loaded_before(c, "payments", later)  # nothing landed
+    manifest = _manifest(eng)
+
+    def no_scan(*a, **k):
+        raise AssertionError("the raw layer was scanned with nothing due")
+
+    with monkeypatch.context() as m:
+        m.setattr(landing, "drop_rows", no_scan)
+        res = purge(eng, raw_retention_days=30, quarantine_raw_retention_days=30, now=datetime(2024, 6, 30))
+    assert res.raw_versions == {e: 0 for e in res.raw_versions} and res.raw_versions
+    assert _manifest(eng) == manifest
+    # once a1 and b1's extra copy are old enough, the purge takes its full path and drops them
+    res = purge(eng, raw_retention_days=30, quarantine_raw_retention_days=30, now=datetime(2024, 7, 10))
+    assert res.raw_versions["dossiers"] == 1
+    with eng.connect() as c:
+        assert sorted(r[0] for r in c.execute(sa.text("SELECT record_hash FROM raw.dossiers"))) == ["a2", "b1"]
+    eng.dispose()
+
+
+def test_a_missing_landed_file_is_not_taken_for_nothing_due(duckdb_url):
+    eng = connect(duckdb_url)
+    upgrade(eng)
+    _land(eng, [("A", "a1", "20240501000000", datetime(2024, 6, 1, 8))], "r1")
+    (landing.landing_dir(eng) / _manifest(eng)[0][0]).unlink()
+    with eng.connect() as c:
+        assert landing.loaded_before(c, "dossiers", datetime(2024, 1, 1))  # the full path says what is wrong
+    eng.dispose()
+
+
+def _book(path: Path, worksheet_class: type[Worksheet]) -> None:
+    book = xlsxwriter.Workbook(str(path), WORKBOOK_OPTIONS)
+    book.set_properties({"created": datetime(2024, 7, 1, 8)})
+    plain, dated = book.add_format({"border": 1}), book.add_format({"num_format": "dd/mm/yyyy"})
+    ws = book.add_worksheet("Sheet 1", worksheet_class=worksheet_class)
+    values = ["text", "Hồ sơ & <b> \"quoted\" 'x'", "  spaces ", "=SUM(A1)", "ctrl\x01char", "", 0, -3, 0.1, 1e20,
+              1e-7, 1 / 3, 123456789012, 2.5, float("nan"), float("inf"), True, False, None]
+    for r, value in enumerate(values):
+        for c, fmt in enumerate((None, plain)):
+            if value is None:
+                ws.write_blank(r, c, None, fmt)
+            elif isinstance(value, bool):
+                ws.write_boolean(r, c, value, fmt)
+            elif isinstance(value, str):
+                ws.write_string(r, c, value, fmt)
+            else:
+                ws.write_number(r, c, value, fmt)
+    ws.write_datetime(0, 3, datetime(2024, 6, 30, 17, 45), dated)
+    ws.write_datetime(1, 3, date(2024, 6, 30), dated)
+    ws.write_datetime(2, 3, datetime(2024, 6, 30), None)
+    ws.write_formula(3, 3, "=SUM(A1:A3)", plain, 7)
+    ws.write_formula(4, 3, '=IF(A1=0,"N/A",A2/A1)', plain, "N/A")
+    ws.merge_range(20, 0, 21, 3, "merged", plain)
+    ws.set_row(22, 30)
+    book.close()
+
+
+def test_the_fast_worksheet_writes_xlsxwriters_bytes(tmp_path):
+    _book(tmp_path / "plain.xlsx", Worksheet)
+    _book(tmp_path / "fast.xlsx", FastWorksheet)
+    plain, fast = zipfile.ZipFile(tmp_path / "plain.xlsx"), zipfile.ZipFile(tmp_path / "fast.xlsx")
+    assert plain.namelist() == fast.namelist()
+    for name in plain.namelist():
+        assert plain.read(name) == fast.read(name), name
+    assert (tmp_path / "plain.xlsx").read_bytes() == (tmp_path / "fast.xlsx").read_bytes()
