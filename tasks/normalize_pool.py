@@ -192,7 +192,8 @@ class ChunkNormalizer:
         self.entity = entity
         self._key = hash_key
         self._workers = max(0, workers)
-        self._pool: _Worker | None = None
+        self._pool: list[_Worker] = []
+        self._submitted = 0
 
     def wants_worker(self, expected_records: int | None, chunk_records: int) -> bool:
         """Whether an extraction of about ``expected_records`` records (None: unknown) should be
@@ -201,7 +202,12 @@ class ChunkNormalizer:
 
     @property
     def started(self) -> bool:
-        return self._pool is not None
+        return bool(self._pool)
+
+    @property
+    def in_flight(self) -> int:
+        """How many chunks may be normalising at once: one per worker (at least one)."""
+        return max(1, len(self._pool))
 
     def submit(self, parts: Sequence[Part], *, in_worker: bool) -> Future[Normalized]:
         """Normalise one chunk: in the worker (started if need be) with ``in_worker``, else here."""
@@ -212,10 +218,13 @@ class ChunkNormalizer:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
                 done.set_exception(exc)
             return done
-        if self._pool is None:
-            log.info("%s: normalising the chunks in a worker process", self.entity)
-            self._pool = _Worker(self.entity)
-        return self._pool.submit(list(parts), self._key)
+        if not self._pool:
+            log.info("%s: normalising the chunks in %s", self.entity,
+                     "a worker process" if self._workers == 1 else f"{self._workers} worker processes")
+            self._pool = [_Worker(self.entity) for _ in range(self._workers)]
+        worker = self._pool[self._submitted % len(self._pool)]  # in turn: each chunk's result is awaited in order
+        self._submitted += 1
+        return worker.submit(list(parts), self._key)
 
     def result(self, future: Future[Normalized]) -> Normalized:
         """The chunk's result; the normaliser's own error as it is, a dead worker as
@@ -223,9 +232,9 @@ class ChunkNormalizer:
         return future.result()
 
     def close(self, *, cancel: bool = False) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close(cancel=cancel)
+        pool, self._pool = self._pool, []
+        for worker in pool:
+            worker.close(cancel=cancel)
 
     def __enter__(self) -> ChunkNormalizer:
         return self

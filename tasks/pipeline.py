@@ -332,8 +332,8 @@ def extract_entity(
                                  workers=settings.normalize_workers)
     pending: list[tuple[Any, int]] = []  # chunks handed to the normaliser, not yet checked and loaded
 
-    def finish(loader: ChunkLoader) -> None:
-        while pending:
+    def finish(loader: ChunkLoader, keep: int = 0) -> None:
+        while len(pending) > keep:
             future, read = pending.pop(0)
             done = (lambda read=read: progress(f"{entity}{LOAD_LABEL}", res.rows_received, read)) if progress else None
             process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx,
@@ -341,7 +341,8 @@ def extract_entity(
 
     def flush(parts: list[Part], read: int, in_worker: bool, loader: ChunkLoader) -> None:
         future = normalizer.submit(parts, in_worker=in_worker)
-        finish(loader)  # the previous chunk is checked and loaded while the worker normalises this one
+        # the previous chunks are checked and loaded while the workers normalise the next ones
+        finish(loader, keep=normalizer.in_flight - 1)
         pending.append((future, read))
         if not in_worker:
             finish(loader)

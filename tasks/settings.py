@@ -108,10 +108,10 @@ class Settings(BaseSettings):
         "(roughly 25 MB per 1,000 dossiers in flight); larger chunks commit less often.",
     )
     normalize_workers: int = Field(
-        1, ge=0, le=1,
+        1, ge=0, le=4,
         description="Worker processes that normalise an extraction's chunks while the run checks and loads the "
         "previous one (both cores busy), for extractions of more than one chunk; 0: normalise in the run's own "
-        "process. A nightly of one chunk never starts it.",
+        "process. Chunks go to the workers in turn; more than one only helps with more than 2 cores. A nightly of one chunk never starts them.",
     )
 
     # --- files and folders --------------------------------------------------------------------

@@ -70,8 +70,8 @@ def test_a_killed_worker_fails_the_chunk_with_a_clear_error() -> None:
     normalizer = ChunkNormalizer("dossiers", KEY, workers=1)
     try:
         normalizer.result(normalizer.submit(parts, in_worker=True))
-        worker = normalizer._pool
-        assert worker is not None
+        worker = normalizer._pool[0]
+        assert len(normalizer._pool) == 1
         worker.proc.kill()
         worker.proc.wait()
         with pytest.raises(NormalizerWorkerDied, match=r"dossiers: the worker process .* DVC_NORMALIZE_WORKERS=0"):
@@ -102,3 +102,16 @@ def test_a_run_loads_the_same_warehouse_with_and_without_the_worker(tmp_path: Pa
             started = "normalising the chunks in a worker process" in caplog.text
             assert started == (workers == 1)
     assert fingerprint_of(urls[1]) == fingerprint_of(urls[0])
+
+
+def test_two_workers_take_chunks_in_turn_and_their_results_come_back_in_order() -> None:
+    recs = _records("payments", 600)
+    chunks = [recs[i:i + 150] for i in range(0, len(recs), 150)]
+    with ChunkNormalizer("payments", KEY, workers=2) as normalizer:
+        futures = [normalizer.submit([orjson.dumps({"data": c})], in_worker=True) for c in chunks]
+        assert normalizer.in_flight == 2
+        got = [normalizer.result(f) for f in futures]
+        pids = {w.proc.pid for w in normalizer._pool}
+    assert len(pids) == 2
+    for chunk, result in zip(chunks, got, strict=True):
+        _assert_same(result, normalize("payments", chunk, hash_key=KEY))
