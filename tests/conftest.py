@@ -96,12 +96,21 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    """One Prefect test server for the whole session (~10 s to start)."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
+    """One Prefect test server for the whole session: Prefect's ``prefect_test_harness``, its
+    SQLite database (in the temporary folder the harness makes) a copy of the session's migrated
+    empty database (tests/prefect_db.py) instead of an empty file to migrate (~10 s)."""
+    import prefect.testing.utilities as harness
 
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+    from tests.prefect_db import seed
+
+    folder = Path(tempfile.mkdtemp(prefix="dvc-prefect-harness-"))
+    seed(tmp_path_factory, folder / "prefect-test.db")  # the file name the harness gives its database
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(harness, "mkdtemp", lambda: str(folder))
+        with harness.prefect_test_harness(server_startup_timeout=180):
+            mp.undo()
+            yield
 
 
 @pytest.fixture

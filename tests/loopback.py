@@ -47,7 +47,9 @@ class LoopbackServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for serve_forever to notice: every 0.05 s, not the default 0.5 s
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
 
     def answer(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, bytes, str | None]:
         """(status, body, content type) for one request."""

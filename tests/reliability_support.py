@@ -246,15 +246,40 @@ def sim_env(work: Path, url: str, **extra: str) -> dict[str, str]:
     return cli_env(work, url, shared_simulator().url, TOKEN, DVC_PAGE_SIZE=PAGE_SIZE, **extra)
 
 
-def baseline(backend: str, work: Path) -> tuple[dict[str, str], list]:
+def baseline(backend: str, work: Path, tmp_path_factory: Any = None) -> tuple[dict[str, str], list]:
     """(warehouse_state, current periods) after ONE uninterrupted ``dvc-etl run`` of the shared
-    simulator's data (call inside the prefect_harness fixture); computed once per backend."""
-    if backend not in _BASELINES:
-        url = new_warehouse(backend, work)
-        try:
-            p = run_cli(["run", "-q"], sim_env(work, url), work)
-            assert p.returncode == 0, p.stderr[-3000:]
-            _BASELINES[backend] = (warehouse_state(url), current_periods(url))
-        finally:
-            drop_warehouse(url)
+    simulator's data (call inside the prefect_harness fixture); computed once per backend.
+
+    With ``tmp_path_factory``, once per backend for the whole test session: the first xdist worker
+    to ask computes it (under a lock) and leaves it in the session's temporary folder for the
+    others. Every worker's shared simulator serves the same data (``small_dataset()``: a fixed seed),
+    and nothing changes it, so the uninterrupted run of one worker is that of every worker."""
+    if backend in _BASELINES:
+        return _BASELINES[backend]
+    if tmp_path_factory is None:
+        _BASELINES[backend] = _baseline_run(backend, work)
+        return _BASELINES[backend]
+    import fcntl
+    import pickle
+
+    base = tmp_path_factory.getbasetemp()
+    folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    cached = folder / f"reliability-baseline-{backend}.pickle"
+    with (folder / f"reliability-baseline-{backend}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cached.exists():
+            _BASELINES[backend] = pickle.loads(cached.read_bytes())  # noqa: S301 - written just above, this session
+        else:
+            _BASELINES[backend] = _baseline_run(backend, work)
+            cached.write_bytes(pickle.dumps(_BASELINES[backend]))
     return _BASELINES[backend]
+
+
+def _baseline_run(backend: str, work: Path) -> tuple[dict[str, str], list]:
+    url = new_warehouse(backend, work)
+    try:
+        p = run_cli(["run", "-q"], sim_env(work, url), work)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return warehouse_state(url), current_periods(url)
+    finally:
+        drop_warehouse(url)

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from flows.lifecycle import UnsafeOverride, check_overrides, run_settings
 from tasks.settings import SAFE_OVERRIDES, Settings
 from tests.loopback import LoopbackServer
+from tests.prefect_db import seed
 from tests.test_alerts import WebhookReceiver
 from tests.test_prefect_server import BIN, Processes, _clean_env, _tail, start_prefect_server
 
@@ -219,6 +220,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
     """``prefect server start --host 127.0.0.1`` on a free port, its own PREFECT_HOME (SQLite),
     with ``PREFECT_SERVER_API_AUTH_STRING=admin:<random>`` as docs/operations.md says."""
     home = tmp_path_factory.mktemp("prefect-auth-server")
+    seed(tmp_path_factory, home / "prefect.db")  # the server's SQLite file in its PREFECT_HOME, migrated
     procs = Processes(home)
     try:
         env = start_prefect_server(procs, home, 150)

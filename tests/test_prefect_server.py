@@ -39,6 +39,7 @@ import yaml
 from tasks.settings import PROJECT_ROOT
 from tasks.warehouse import connect, writer_lock
 from tests.loopback import free_port
+from tests.prefect_db import seed
 from tests.test_alerts import WebhookReceiver
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(420)]
@@ -265,6 +266,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     docs/operations.md says: the server has PREFECT_SERVER_API_AUTH_STRING, every client (deploy,
     workers, their flow runs, these requests) PREFECT_API_AUTH_STRING."""
     home = tmp_path_factory.mktemp("prefect-server")
+    seed(tmp_path_factory, home / "prefect.db")  # the server's SQLite file in its PREFECT_HOME, migrated
     procs = Processes(home)
     hook = WebhookReceiver().__enter__()
     try:

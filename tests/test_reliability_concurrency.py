@@ -30,8 +30,8 @@ CASES = [
 
 
 @pytest.mark.parametrize(("backend", "wait"), CASES)
-def test_two_runs_started_together(prefect_harness, tmp_path, backend, wait):
-    want_state, want_periods = baseline(backend, tmp_path / "baseline")
+def test_two_runs_started_together(prefect_harness, tmp_path, tmp_path_factory, backend, wait):
+    want_state, want_periods = baseline(backend, tmp_path / "baseline", tmp_path_factory)
     url = new_warehouse(backend, tmp_path)
     try:
         env = sim_env(tmp_path, url, DVC_LOCK_WAIT_SECONDS=wait)

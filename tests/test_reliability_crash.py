@@ -85,11 +85,11 @@ def _crash_run(point: str, url: str, work: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, f"{point} was never reached (exit {proc.returncode}): {err[-3000:]}"
 
 
-def crash_then_rerun(points: list[str], backend: str, work: Path) -> dict:
+def crash_then_rerun(points: list[str], backend: str, work: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Kill one run at each of ``points`` in turn (on one warehouse), then rerun once; the
     warehouse must equal the one of an uninterrupted run. PostgreSQL: a poller checks mart
     throughout."""
-    want_state, want_periods = baseline(backend, work / "baseline")
+    want_state, want_periods = baseline(backend, work / "baseline", tmp_path_factory)
     url = new_warehouse(backend, work)
     poller = MartPoller(url) if backend == "postgresql" else None
     try:
@@ -124,15 +124,16 @@ def crash_then_rerun(points: list[str], backend: str, work: Path) -> dict:
 
 
 @pytest.mark.postgres
-def test_crashes_during_extraction_load_and_publication_then_rerun_converges(prefect_harness, tmp_path):
+def test_crashes_during_extraction_load_and_publication_then_rerun_converges(prefect_harness, tmp_path,
+                                                                             tmp_path_factory):
     """Default suite: one PostgreSQL warehouse, a run killed at each of the DEFAULT_POINTS in
     turn while a reader polls mart, then one rerun: same warehouse as an uninterrupted run."""
-    crash_then_rerun(DEFAULT_POINTS, "postgresql", tmp_path)
+    crash_then_rerun(DEFAULT_POINTS, "postgresql", tmp_path, tmp_path_factory)
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize(("point", "backend"), SLOW, ids=[f"{p}-{b}" for p, b in SLOW])
-def test_crash_matrix(prefect_harness, tmp_path, point, backend):
+def test_crash_matrix(prefect_harness, tmp_path, tmp_path_factory, point, backend):
     """Every point on its own: one crash, one rerun, compared with an uninterrupted run."""
-    crash_then_rerun([point], backend, tmp_path)
+    crash_then_rerun([point], backend, tmp_path, tmp_path_factory)

@@ -46,8 +46,8 @@ def _mart_state(url: str) -> dict[str, str]:
 
 
 @pytest.mark.slow  # ~30 s; tests/test_gate.py keeps an outage case in the default suite
-def test_source_down_for_a_whole_run(prefect_harness, tmp_path):
-    want_state, want_periods = baseline("duckdb", tmp_path / "baseline")
+def test_source_down_for_a_whole_run(prefect_harness, tmp_path, tmp_path_factory):
+    want_state, want_periods = baseline("duckdb", tmp_path / "baseline", tmp_path_factory)
     url = new_warehouse("duckdb", tmp_path)
     first = run_cli(["run", "-q", "--until", "2024-02-15"], sim_env(tmp_path, url), tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]

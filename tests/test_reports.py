@@ -29,6 +29,8 @@ line with a price (n_le_phi 1, n_le_phi_co_gia 1), NgayNopHoSo = NgayTiepNhan.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -315,13 +317,36 @@ def by_key(records: list[dict[str, Any]], *key: str) -> dict[tuple, dict[str, An
     return out
 
 
-@pytest.fixture
-def golden(warehouse_url: str) -> tuple[Engine, reports.Publication]:
-    engine = fresh_warehouse(warehouse_url)
-    load_golden(engine)
-    pub = reports.publish(engine, *PERIOD, run_id="golden", as_of=AS_OF, reference_dir=REFERENCE_DIR)
-    yield engine, pub
-    engine.dispose()
+@contextmanager
+def module_warehouse(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A warehouse for a module-scoped fixture (``request.param``: duckdb or postgresql), like
+    conftest's ``warehouse_url`` (same test ids)."""
+    if request.param == "duckdb":
+        yield f"duckdb:///{tmp_path_factory.mktemp('wh') / 'wh.duckdb'}"
+        return
+    from tests.conftest import create_pg_database, drop_pg_database
+
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+WAREHOUSES = ["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="module", params=WAREHOUSES)
+def golden(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Engine, reports.Publication]]:
+    """The golden dataset published once per warehouse for the module: the tests using it only
+    read it (SELECTs, ``reports.headline``)."""
+    with module_warehouse(request, tmp_path_factory) as url:
+        engine = fresh_warehouse(url)
+        load_golden(engine)
+        pub = reports.publish(engine, *PERIOD, run_id="golden", as_of=AS_OF, reference_dir=REFERENCE_DIR)
+        yield engine, pub
+        engine.dispose()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -916,14 +941,17 @@ def official_reference(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def official(warehouse_url: str, tmp_path: Path) -> Engine:
-    engine = fresh_warehouse(warehouse_url)
-    load_official(engine)
-    reports.publish(engine, *PERIOD, run_id="official", as_of=AS_OF, reference_dir=official_reference(tmp_path),
-                    period_cut="decree-09", period_label="2024-03")
-    yield engine
-    engine.dispose()
+@pytest.fixture(scope="module", params=WAREHOUSES)
+def official(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """The official dataset published once per warehouse for the module: its tests only read it."""
+    with module_warehouse(request, tmp_path_factory) as url:
+        engine = fresh_warehouse(url)
+        load_official(engine)
+        reports.publish(engine, *PERIOD, run_id="official", as_of=AS_OF,
+                        reference_dir=official_reference(tmp_path_factory.mktemp("official-reference")),
+                        period_cut="decree-09", period_label="2024-03")
+        yield engine
+        engine.dispose()
 
 
 def test_official_on_time_with_supplements(official: Engine) -> None:

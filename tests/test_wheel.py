@@ -10,7 +10,10 @@ To stay fast, the fresh environment reaches the dependencies already installed i
 virtual environment through a ``.pth`` line; only the wheel itself is installed. Lines of a
 ``.pth`` file only extend ``sys.path``: the project's editable install (an import hook run by its
 own ``.pth``) is not active there, and the test checks that every ``tasks``/``flows``/
-``simulator`` module and data folder in use lies inside the fresh environment.
+``simulator`` module and data folder in use lies inside the fresh environment. The demo starts its
+own temporary Prefect server, as a user's would; its database in the test's PREFECT_HOME is a copy
+of the session's already migrated empty one (tests/prefect_db.py), so that start does not spend
+~10 s running Prefect's migrations (Prefect's, not the wheel's).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import duckdb
 import pytest
 
 from tasks.settings import PROJECT_ROOT
+from tests.prefect_db import seed
 
 #: What the build reads: the project's metadata, its packages and the folders shipped as data.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "tasks", "flows", "simulator", "sql", "expectations", "reference")
@@ -86,7 +90,8 @@ def test_the_wheel_holds_every_module_and_shipped_file(wheel: Path) -> None:
     assert "dvc-etl = tasks.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
-def test_installed_wheel_runs_the_demo_from_an_empty_folder(wheel: Path, tmp_path: Path) -> None:
+def test_installed_wheel_runs_the_demo_from_an_empty_folder(wheel: Path, tmp_path: Path,
+                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
@@ -102,6 +107,7 @@ def test_installed_wheel_runs_the_demo_from_an_empty_folder(wheel: Path, tmp_pat
     work.mkdir()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("DVC_") and k not in ("PYTHONPATH", "PREFECT_API_URL", "VIRTUAL_ENV")}
+    seed(tmp_path_factory, tmp_path / "prefect-home" / "prefect.db")  # the temporary server's database
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                GX_ANALYTICS_ENABLED="false", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
 
