@@ -16,7 +16,7 @@ from simulator.dataset import generate
 from simulator.server import start_server
 from tasks.normalize import normalize
 from tasks.normalize_pool import ChunkNormalizer, NormalizerWorkerDied
-from tests.test_faults import TOKEN, fingerprint_of, make_dataset, run_pipeline, settings_for
+from tests.test_faults import DATA_SEED, TOKEN, fingerprint_of, run_pipeline, settings_for
 
 KEY = b"k" * 32
 
@@ -93,12 +93,14 @@ def test_only_an_extraction_of_several_chunks_starts_the_worker() -> None:
 def test_a_run_loads_the_same_warehouse_with_and_without_the_worker(tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     urls = {w: f"duckdb:///{tmp_path / f'w{w}.duckdb'}" for w in (1, 0)}
-    with start_server(make_dataset(), token=TOKEN) as sim:
+    data = generate(seed=DATA_SEED, n_dossiers=700)
+    data._d["status"][[5, 600]] = 11  # not a status code: quarantined, so the quarantine is compared too
+    with start_server(data, token=TOKEN) as sim:
         for workers, url in urls.items():
             caplog.clear()
             with caplog.at_level(logging.INFO, logger="tasks.normalize_pool"):
                 run_pipeline(settings_for(url, sim.url, tmp_path / f"w{workers}", normalize_workers=workers),
-                             full_refresh=True, chunk_records=300)
+                             full_refresh=True, chunk_records=200)
             started = "normalising the chunks in a worker process" in caplog.text
             assert started == (workers == 1)
     assert fingerprint_of(urls[1]) == fingerprint_of(urls[0])
