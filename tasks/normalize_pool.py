@@ -119,10 +119,12 @@ class _Worker:
                 kind, value = pickle.loads(message)
             except Exception as exc:  # noqa: BLE001 - an answer that cannot be read fails its chunk
                 kind, value = "error", exc
+            del message  # not held while the next answer is awaited
             if kind == "ok":
                 future.set_result(value)
             else:
                 future.set_exception(value)
+            del value
         with self._lock:
             self._dead = f"exit code {self.proc.wait()}"
             waiting, self._waiting = list(self._waiting), collections.deque()
@@ -159,7 +161,7 @@ def _read_message(pipe: BinaryIO) -> bytes | None:
 def _serve() -> None:
     """The worker's loop: read a chunk, normalise it, write its result (or its error), until the
     run closes the pipe. Its standard output carries only these answers (fd 1 goes to stderr)."""
-    from tasks.resources import use_system_arrow_pool
+    from tasks.resources import release_memory, use_system_arrow_pool
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it closes the pipe
     use_system_arrow_pool()
@@ -168,17 +170,22 @@ def _serve() -> None:
     requests = sys.stdin.buffer
     while (message := _read_message(requests)) is not None:
         entity, parts, hash_key = pickle.loads(message)
+        del message
         try:
-            answer = pickle.dumps(("ok", normalize(entity, chunk_records(parts), hash_key=hash_key)), protocol=5)
+            result: tuple[str, Any] = ("ok", normalize(entity, chunk_records(parts), hash_key=hash_key))
         except Exception as exc:  # noqa: BLE001 - raised in the run, as in-process
-            try:
-                answer = pickle.dumps(("error", exc), protocol=5)
-            except Exception:  # noqa: BLE001 - an error that does not pickle: its text
-                answer = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")), protocol=5)
-        del parts
+            result = ("error", exc)
+        del parts  # the chunk's bytes and records go before its answer is serialised
+        try:
+            answer = pickle.dumps(result, protocol=5)
+        except Exception as exc:  # noqa: BLE001 - an error that does not pickle: its text
+            answer = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")), protocol=5)
+        del result
         answers.write(_HEADER.pack(len(answer)))
         answers.write(answer)
         answers.flush()
+        del answer
+        release_memory()  # what the chunk freed goes back to the OS, as in the run's process
 
 
 class ChunkNormalizer:
