@@ -400,7 +400,7 @@ def _read_batches(
             if buffered >= chunk_records:
                 flush(parts, seen, bool(worker))
                 parts, buffered = [], 0
-        if parts:
+        if buffered:  # an empty page adds no records: no empty chunk to load
             flush(parts, seen, bool(worker))
         res.batches.append((lo, hi))
         if len(batches) > 1:

@@ -117,3 +117,29 @@ def test_two_workers_take_chunks_in_turn_and_their_results_come_back_in_order() 
     assert len(pids) == 2
     for chunk, result in zip(chunks, got, strict=True):
         _assert_same(result, normalize("payments", chunk, hash_key=KEY))
+
+
+def test_empty_pages_and_sub_windows_commit_no_empty_chunk() -> None:
+    """A sub-window whose only page is empty (a catch-up's quiet months) gives no chunk to load;
+    a chunk is flushed only with records in it (an empty chunk is still a transaction)."""
+    from tasks.pipeline import _read_batches
+    from tasks.runs import EntityResult
+    from tasks.source_api import Page
+
+    recs = _records("dossiers", 60)[:50]
+
+    class Pages:
+        def iter_pages(self, entity, lo, hi):  # noqa: ANN001, ANN202 - the reader's side of SourceClient
+            if lo == 1:
+                yield Page(entity, 1, 50, recs[:30], 30)
+                yield Page(entity, 2, 50, recs[30:], 30)
+            else:
+                yield Page(entity, 1, 0, [], 30)
+
+    flushed: list[int] = []
+    res = EntityResult("dossiers")
+    _read_batches(Pages(), "dossiers", [(0, 1), (1, 2), (2, 3), (3, None)], res,  # type: ignore[arg-type]
+                  lambda parts, read, worker: flushed.append(sum(map(len, parts))), lambda: None, 40, 2, None,
+                  lambda expected: False)
+    assert flushed == [50]  # both pages (a chunk ends at a page boundary), then nothing
+    assert len(res.batches) == 4
