@@ -112,7 +112,8 @@ def connect(url: str, *, duckdb_memory_limit: str | None = None, landing_dir: st
     except Exception as exc:  # noqa: BLE001 - turned into a clear message
         raise WarehouseError(f"DVC_WAREHOUSE_URL is not a valid SQLAlchemy URL: {exc}") from None
     if u.get_backend_name() == "duckdb":
-        if u.database and u.database != ":memory:":
+        on_file = bool(u.database) and u.database != ":memory:"
+        if on_file:
             db = Path(u.database).expanduser()
             if not db.parent.exists():
                 private_dir(db.parent)  # data/: created owner-only
@@ -121,10 +122,9 @@ def connect(url: str, *, duckdb_memory_limit: str | None = None, landing_dir: st
         # two connections to a file (they share one database in the process): a chunk loads on one
         # while the next chunk's checks read on the other (tasks.resources.ChunkLoader); an
         # in-memory database is one connection's own, so it keeps one
-        in_memory = not u.database or u.database == ":memory:"
-        engine = sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=1 if in_memory else 2, max_overflow=0)
+        engine = sa.create_engine(u, poolclass=sa.pool.QueuePool, pool_size=2 if on_file else 1, max_overflow=0)
         landing.configure(engine, landing_dir)
-        if u.database and u.database != ":memory:":
+        if on_file:
             make_private(landing.landing_dir(engine))  # its raw files are made 0600 when landed
         limit = (duckdb_memory_limit or "").strip()
         if limit:
