@@ -3,16 +3,15 @@
 The normaliser (:mod:`tasks.normalize`) is Python, record by record. In the run's own process it
 holds the interpreter lock while the previous chunk's checks and Great Expectations (Python too)
 wait, and the second core only gets the warehouse's native load. An extraction of several chunks
-hands each chunk to one worker process instead, and checks and loads the previous chunk while the
-worker normalises the next:
+hands each chunk to a worker process instead (``DVC_NORMALIZE_WORKERS``, default one; several take
+the chunks in turn), and checks and loads the previous chunk while the worker normalises the next:
 
 - the chunk goes to the worker as the page bodies the source sent (bytes: no pickling of a
   chunk's records); the worker decodes them with the transport's own rule
   (:func:`tasks.http_transport.page_records`) and runs the same :func:`~tasks.normalize.normalize`
   on the same records, so its output is the in-process output, value for value;
 - its :class:`~tasks.normalize.Normalized` comes back pickled (Arrow buffers, cheap);
-- chunks are normalised one at a time and in order, and the caller takes the results in order:
-  what commits, and when, is unchanged.
+- the caller takes the results in the chunks' order: what commits, and when, is unchanged.
 
 The worker starts (a fresh interpreter: about a second of imports, overlapping the reading) only
 for an extraction expected to span several chunks; a nightly's single chunk is normalised in the
