@@ -229,13 +229,14 @@ def _timed_steps() -> Any:
 
 
 class _TreePeak:
-    """The peak resident size of this process and its children (the normaliser's worker), polled
-    from /proc every 0.2 s in a thread (a child's own ``ru_maxrss`` would count the parent's size
-    at fork)."""
+    """The peak resident size of process ``root`` (default: this one) and its descendants (the
+    normaliser's worker, Prefect's server), polled from /proc every 0.2 s in a thread (a child's
+    own ``ru_maxrss`` would count its parent's size at fork)."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: int | None = None) -> None:
         import threading
 
+        self.root = root or os.getpid()
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -243,7 +244,7 @@ class _TreePeak:
 
     def _poll(self) -> None:
         while not self._stop.wait(0.2):
-            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            self.peak = max(self.peak, _tree_rss_bytes(self.root))
 
     def mib(self) -> float:
         self._stop.set()
@@ -454,21 +455,15 @@ def stage_user_cli(p: dict[str, Any]) -> dict[str, Any]:
         if init.returncode:
             raise RuntimeError(f"creating Prefect's database failed ({init.returncode}): {init.stderr[-2000:]}")
         prefect_init_s = time.perf_counter() - t_init
-    peak = 0
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(cli), "run", "--full-refresh", "--quiet"], cwd=home, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tree = _TreePeak(proc.pid)
     with proc.stdout as out_pipe:  # type: ignore[union-attr]
-        import threading
-
-        lines: list[bytes] = []
-        reader = threading.Thread(target=lambda: lines.extend(out_pipe), daemon=True)
-        reader.start()
-        while proc.poll() is None:
-            peak = max(peak, _tree_rss_bytes(proc.pid))
-            time.sleep(0.2)
+        lines = out_pipe.readlines()
+        proc.wait()
         wall = time.perf_counter() - t0
-        reader.join(timeout=10)
+    peak = tree.mib()
     tail = b"".join(lines).decode(errors="replace").strip().splitlines()[-3:]
     rows = flow_s = None
     wh = home / "data" / "dvc.duckdb"
@@ -480,7 +475,7 @@ def stage_user_cli(p: dict[str, Any]) -> dict[str, Any]:
         flow_s = got[0] if got else None
         con.close()
     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"wall_s": wall, "rows": rows, "exit_code": proc.returncode, "peak_rss_mib": round(peak / 2**20, 1),
+    return {"wall_s": wall, "rows": rows, "exit_code": proc.returncode, "peak_rss_mib": peak,
             "flow_s": flow_s, "outside_flow_s": wall - flow_s if flow_s is not None else None,
             "largest_process_rss_mib": round(largest, 1), "tail": tail,
             "prefect_home": "fresh" if prefect_init_s is None else "initialised",
