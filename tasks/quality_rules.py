@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.clock import now_local
 from tasks.suites import (
@@ -118,6 +120,19 @@ def _eval_null(rule: Rule, env: Batch) -> Evaluation:
                  lambda pos: col + " = " + _pick(f, col, pos) + " should be empty" + _cond_suffix(rule, f, pos))
 
 
+def _isin(s: pd.Series, values: Iterable[Any]) -> np.ndarray:
+    """``s.isin(values)`` as a numpy mask. For Arrow-backed strings against string values, one
+    ``pyarrow.compute.is_in`` (pandas converts each value to an Arrow scalar in a Python loop: a
+    payment chunk's ~50,000 known dossier keys cost 0.1 s a chunk there); otherwise pandas'."""
+    if isinstance(s.array, pd.arrays.ArrowStringArray):
+        vals = values if isinstance(values, (list, set, frozenset, tuple)) else list(values)
+        if vals and all(type(v) is str for v in vals):
+            arr = pa.array(s.array)
+            found = pc.is_in(arr, value_set=pa.array(list(vals), type=arr.type))
+            return found.fill_null(False).to_numpy(zero_copy_only=False)
+    return s.isin(values).to_numpy(dtype=bool)
+
+
 def _domain_values(rule: Rule, env: Batch) -> tuple[np.ndarray, pd.Series]:
     """Rows in the rule's domain with a value (GX map expectations ignore nulls)."""
     f, col = env.frame, rule.kwargs["column"]
@@ -128,7 +143,7 @@ def _domain_values(rule: Rule, env: Batch) -> tuple[np.ndarray, pd.Series]:
 def _eval_in_set(rule: Rule, env: Batch) -> Evaluation:
     dom, s = _domain_values(rule, env)
     allowed = rule.kwargs["value_set"]
-    mask = dom & ~s.isin(allowed).to_numpy(dtype=bool)
+    mask = dom & ~_isin(s, allowed)
     col = rule.kwargs["column"]
     shown = ", ".join(map(str, allowed))
     return Evaluation(mask, _element_count(rule, env),
@@ -301,7 +316,7 @@ def _eval_reference(rule: Rule, env: Batch) -> Evaluation:
     if values is None:
         return Evaluation(np.zeros(len(env.frame), dtype=bool), 0, note=note)
     dom, s = _domain_values(rule, env)
-    mask = dom & ~s.isin(values).to_numpy(dtype=bool)
+    mask = dom & ~_isin(s, values)
     return Evaluation(mask, int(dom.sum()),
                  lambda pos: col + " = " + _pick(env.frame, col, pos) + f" not found in {ref}")
 
@@ -312,7 +327,7 @@ def _eval_unit_valid_at(rule: Rule, env: Batch) -> Evaluation:
         return Evaluation(np.zeros(len(f), dtype=bool), 0, note="skipped: no unit catalogue in the context")
     col, dcol = kw["column"], kw["date_column"]
     known = units["ma_don_vi"].dropna()
-    dom = (f[col].isin(set(known)).to_numpy(dtype=bool) & f[dcol].notna().to_numpy()
+    dom = (_isin(f[col], set(known)) & f[dcol].notna().to_numpy()
            & condition_mask(kw.get("row_condition"), f))
     pos = np.flatnonzero(dom)
     left = pd.DataFrame({"_pos": pos, "ma_don_vi": f[col].to_numpy()[pos],

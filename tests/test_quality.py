@@ -617,3 +617,18 @@ def test_check_one_million_dossiers() -> None:
     ctx = context(recent_volumes=[900_000] * 6)
     out = check("dossiers", frame, ctx)
     assert out.quarantined_count == 2 and len(out.issues) == 4
+
+
+@pytest.mark.parametrize("values", [
+    {"K1", "K3"}, set(), {"K1", 1}, ["K2", ""], {"absent"}, ("K1",), frozenset({"", "K4"}),
+])
+@pytest.mark.parametrize("dtype", ["string", object])
+def test_reference_membership_matches_pandas_isin(values: Any, dtype: Any) -> None:
+    """The gate's membership test (a single Arrow ``is_in`` for Arrow strings against strings) gives
+    pandas' ``isin`` row for row: nulls, empty strings, non-string values, empty sets."""
+    from tasks.quality_rules import _isin
+
+    s = pd.Series(["K1", None, "K2", "", "K3", "K4", None] * 3, dtype=dtype)
+    got = _isin(s, values)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, s.isin(values).to_numpy(dtype=bool))
