@@ -29,9 +29,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from tasks.grants import CORE_RESTRICTED
@@ -49,6 +54,10 @@ _ALIAS = "dvc_analyst_copy"
 
 class AnalystCopyError(WarehouseError):
     """The analyst copy could not be written (the publication itself is committed and unaffected)."""
+
+
+class _Abandoned(Exception):  # noqa: N818 - not an error: the caller failed, its copy is dropped
+    """The caller of :class:`AnalystCopyAlongside` failed: the copy is rolled back, unpublished."""
 
 
 def default_analyst_path(warehouse_file: Path | str) -> Path:
@@ -139,7 +148,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def publish_analyst_copy(engine: Engine, target: Path | str | None = None) -> Path | None:
+def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
+                         before_commit: Callable[[Connection, str], None] | None = None) -> Path | None:
     """Write the analyst copy of a DuckDB warehouse atomically; returns its path.
 
     ``target`` defaults to :func:`default_analyst_path` of the warehouse file. Call it after a
@@ -147,6 +157,9 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None) -> Pa
     engine: DuckDB lets one process open the file, so the copy is read through the same engine.
     Returns None, doing nothing, on a PostgreSQL or in-memory warehouse. Raises
     :class:`AnalystCopyError` when the copy cannot be written; the previous copy then stays.
+    ``before_commit(conn, alias)`` runs once the copy's tables are written, before they commit (the
+    copy is attached as ``alias``): :class:`AnalystCopyAlongside` records a workbook there; what it
+    raises abandons the copy and is raised as it is.
     """
     if dialect_name(engine) != "duckdb":
         log.debug("analyst copy: a PostgreSQL warehouse has none (analysts use the views)")
@@ -176,6 +189,8 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None) -> Pa
                 comments = _comments(conn, relations)
                 if comments:  # one round trip: a few hundred of them (every mart column has one)
                     conn.exec_driver_sql(";\n".join(comments))
+                if before_commit is not None:
+                    before_commit(conn, _ALIAS)
                 conn.commit()
                 conn.exec_driver_sql(f"CHECKPOINT {_ALIAS}")
                 conn.commit()
@@ -197,7 +212,7 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None) -> Pa
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             with contextlib.suppress(OSError):
                 leftover.unlink()
-        if isinstance(exc, AnalystCopyError):
+        if isinstance(exc, (AnalystCopyError, _Abandoned)):
             raise
         raise AnalystCopyError(f"cannot write the analyst copy {target}: {exc}") from exc
     log.info("analyst copy %s: %d tables of mart and core", target, len(relations))
@@ -216,3 +231,64 @@ def refresh_analyst_copy(engine: Engine, settings: Settings) -> Path | None:
     except AnalystCopyError as exc:
         log.error("%s; analysts keep the previous copy", exc)
         return None
+
+
+class AnalystCopyAlongside:
+    """:func:`refresh_analyst_copy` in a thread while the caller writes the publication's workbook.
+
+    The copy's snapshot is taken when the context is entered (the publication has committed); its
+    tables are written while the caller lays the workbook out (DuckDB copies in its own threads, the
+    workbook is Python). The workbook's path, recorded in ``mart.publications`` after the snapshot,
+    is handed over with :meth:`workbook_recorded` and written into the copy's row before the copy
+    commits, so the copy says what the warehouse says. On leaving, the copy is finished and waited
+    for; if the caller raised, it is rolled back (the previous copy stays) and the caller's error
+    goes on. Does nothing (no thread) when ``enabled`` is false or the warehouse has no copy
+    (PostgreSQL, in memory). A failed copy is logged, as by :func:`refresh_analyst_copy`.
+    """
+
+    def __init__(self, engine: Engine, settings: Settings, *, enabled: bool = True) -> None:
+        self.engine, self.settings = engine, settings
+        self.target = analyst_copy_path(settings) if enabled else None
+        self._workbooks: dict[str, str] = {}
+        self._release: Future[None] = Future()
+        self._thread: threading.Thread | None = None
+        self.path: Path | None = None
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> AnalystCopyAlongside:
+        if self.target is not None:
+            self._thread = threading.Thread(target=self._copy, name="analyst-copy", daemon=True)
+            self._thread.start()
+        return self
+
+    def workbook_recorded(self, publication_id: str, path: Path | str) -> None:
+        """The workbook of ``publication_id`` is written and recorded: the copy records it too."""
+        self._workbooks[publication_id] = str(path)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._thread is None:
+            return
+        if exc is None:
+            self._release.set_result(None)
+        else:
+            self._release.set_exception(_Abandoned(f"the publication's step failed: {exc_type.__name__}"))
+        self._thread.join()
+        if exc is None and self._error is not None:
+            raise self._error
+
+    def _record_workbooks(self, conn: Connection, alias: str) -> None:
+        self._release.result()  # the caller is done (or raises _Abandoned: the copy is dropped)
+        update = sa.text(f"UPDATE {_q(alias)}.mart.publications SET workbook_path = :w "  # noqa: S608
+                         "WHERE publication_id = :p")  # the alias: our constant
+        for pid, path in self._workbooks.items():
+            conn.execute(update, {"w": path, "p": pid})
+
+    def _copy(self) -> None:
+        try:
+            self.path = publish_analyst_copy(self.engine, self.target, before_commit=self._record_workbooks)
+        except AnalystCopyError as exc:
+            log.error("%s; analysts keep the previous copy", exc)
+        except _Abandoned:
+            log.info("analyst copy abandoned: the publication's step failed; analysts keep the previous copy")
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self._error = exc

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from tasks.analyst import refresh_analyst_copy
+from tasks.analyst import AnalystCopyAlongside
 from tasks.clock import CALENDAR, data_cut, nightly_periods, now_local
 from tasks.entities import CATALOGUES, INCREMENTAL
 from tasks.faults import crash_point
@@ -122,13 +122,11 @@ def run_nightly(
     elif publish:
         todo = list(periods) if periods is not None else nightly_periods(data_cut(engine))
         labels = list(period_labels) if period_labels is not None else [None] * len(todo)
-        for period, label in zip(todo, labels, strict=True):
-            result.published.append(steps.run(
+        for i, (period, label) in enumerate(zip(todo, labels, strict=True)):
+            result.published.append(steps.run(  # one analyst copy, with the last: of every publication
                 "publish-period", publish_period, engine=engine, settings=settings, period=tuple(period),
                 run_id=run_id, workbook=workbook, period_cut=period_cut, period_label=label,
-                on_publication=steps.published, analyst_copy=False))
-        if result.published:  # one analyst copy for the run's publications
-            refresh_analyst_copy(engine, settings)
+                on_publication=steps.published, analyst_copy=i == len(todo) - 1))
     result.purged = purge_personal_data(engine, settings)  # retention, Decree 13/2023
     for entity, record in settle_gx(run_id).items():  # GX validated in the background since step 2
         for key, value in record.items():  # data_docs, gx_success, gx
@@ -452,18 +450,19 @@ def publish_period(
     )
     crash_point("publish.after_commit")
     written = None
-    if workbook:
-        from tasks.workbook import write_workbook
+    # the analysts' copy is written (DuckDB, its own threads) while the workbook is laid out (Python)
+    with AnalystCopyAlongside(engine, settings, enabled=analyst_copy) as copy:
+        if workbook:
+            from tasks.workbook import write_workbook
 
-        path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
-        make_private(private_dir(path.parent), recursive=True)  # reports/: 0700 folders, 0600 files
-        written = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name,
-                                 report_number=settings.report_number, place=settings.report_place)
-        crash_point("workbook.after_write")  # write_workbook has recorded mart.publications.workbook_path
-    if on_publication is not None:
-        on_publication(engine, pub)
-    if analyst_copy:
-        refresh_analyst_copy(engine, settings)
+            path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
+            make_private(private_dir(path.parent), recursive=True)  # reports/: 0700 folders, 0600 files
+            written = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name,
+                                     report_number=settings.report_number, place=settings.report_place)
+            copy.workbook_recorded(pub.publication_id, written)
+            crash_point("workbook.after_write")  # write_workbook has recorded mart.publications.workbook_path
+        if on_publication is not None:
+            on_publication(engine, pub)
     return {"period": [str(period[0]), str(period[1])], "publication_id": pub.publication_id,
             "as_of": str(pub.as_of), "workbook": str(written), "period_cut": pub.period_cut,
             "period_label": pub.period_label}

@@ -287,3 +287,50 @@ def test_where_the_copy_goes(tmp_path, monkeypatch):
                                       analyst_duckdb=tmp_path / "a.duckdb")) is None
     monkeypatch.setenv("DVC_ANALYST_DUCKDB", str(tmp_path / "b.duckdb"))
     assert analyst_copy_path(Settings(_env_file=None)) == tmp_path / "b.duckdb"
+
+
+def test_the_copy_written_beside_the_workbook_records_the_workbook(tmp_path):
+    """``publish_period`` writes the analysts' copy in a thread while it lays the workbook out: the
+    copy's snapshot is older than the workbook's record in ``mart.publications``, yet the copy
+    names the workbook, as the warehouse does."""
+    from tasks.pipeline import publish_period
+
+    db = tmp_path / "wh.duckdb"
+    engine = _published(f"duckdb:///{db}")
+    settings = Settings(_env_file=None, warehouse_url=f"duckdb:///{db}", reports_dir=tmp_path / "reports",
+                        reference_dir=REFERENCE_DIR)
+    out = publish_period(engine, settings, PERIOD, "beside", analyst_copy=True)
+    with engine.connect() as c:
+        recorded = dict(c.execute(sa.text("SELECT publication_id, workbook_path FROM mart.publications")).all())
+    engine.dispose()
+    assert recorded[out["publication_id"]] == out["workbook"] and Path(out["workbook"]).is_file()
+    copy = duckdb.connect(str(tmp_path / "wh-analyst.duckdb"), read_only=True)
+    try:
+        assert dict(copy.execute("SELECT publication_id, workbook_path FROM mart.publications").fetchall()) == recorded
+    finally:
+        copy.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "analyst" in p.name) == ["wh-analyst.duckdb"]
+
+
+def test_a_failed_workbook_abandons_the_copy_beside_it(tmp_path, monkeypatch):
+    """The workbook fails while the copy is being written: the error reaches the caller, the
+    previous copy stays as it was, and no temporary file is left."""
+    import tasks.workbook
+    from tasks.pipeline import publish_period
+
+    db = tmp_path / "wh.duckdb"
+    engine = _published(f"duckdb:///{db}")
+    settings = Settings(_env_file=None, warehouse_url=f"duckdb:///{db}", reports_dir=tmp_path / "reports",
+                        reference_dir=REFERENCE_DIR)
+    before = publish_analyst_copy(engine)
+    old = before.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full while writing the workbook")
+
+    monkeypatch.setattr(tasks.workbook, "write_workbook", broken)
+    with pytest.raises(OSError, match="disk full"):
+        publish_period(engine, settings, (date(2024, 2, 1), date(2024, 2, 29)), "fails", analyst_copy=True)
+    engine.dispose()
+    assert before.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir() if "analyst" in p.name) == ["wh-analyst.duckdb"]
