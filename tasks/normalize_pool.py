@@ -24,28 +24,22 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import pickle
 import queue
-import signal
-import struct
 import subprocess
-import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, BinaryIO
+from typing import Any
 
 from tasks.normalize import Normalized, normalize
+from tasks.pipes import read_message, start_worker, worker_pipes, write_message
 
 log = logging.getLogger(__name__)
 
 #: One part of a chunk, in reading order: a page body as the source sent it, or records already
 #: decoded (a page that came without its body, e.g. from a test double).
 Part = bytes | Sequence[dict]
-
-_HEADER = struct.Struct("!Q")  # the length of each pickled message on the worker's pipes
-
 
 class NormalizerWorkerDied(RuntimeError):
     """The worker process normalising the run's chunks ended abnormally."""
@@ -62,16 +56,13 @@ def chunk_records(parts: Sequence[Part]) -> list[dict]:
 
 
 class _Worker:
-    """One worker process (``python -m tasks.normalize_pool``: no re-import of the caller's main
-    module, unlike multiprocessing's spawn) and two threads that write its requests and read its
-    answers, in order, into futures; neither side can block the other on a full pipe."""
+    """One worker process (``python -m tasks.normalize_pool``, :func:`tasks.pipes.start_worker`)
+    and two threads that write its requests and read its answers, in order, into futures; neither
+    side can block the other on a full pipe."""
 
     def __init__(self, entity: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.entity = entity
-        self.proc = subprocess.Popen([sys.executable, "-m", "tasks.normalize_pool"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.proc = start_worker("tasks.normalize_pool")
         self._requests: queue.Queue[bytes | None] = queue.Queue()
         self._waiting: collections.deque[Future[Normalized]] = collections.deque()
         self._lock = threading.Lock()
@@ -94,9 +85,7 @@ class _Worker:
         assert pipe is not None
         try:
             while (data := self._requests.get()) is not None:
-                pipe.write(_HEADER.pack(len(data)))
-                pipe.write(data)
-                pipe.flush()
+                write_message(pipe, data)
         except (BrokenPipeError, OSError, ValueError):
             pass  # the worker is gone: the reader fails what waits
         finally:
@@ -109,7 +98,7 @@ class _Worker:
         pipe = self.proc.stdout
         assert pipe is not None
         while True:
-            message = _read_message(pipe)
+            message = read_message(pipe)
             if message is None:
                 break
             with self._lock:
@@ -148,26 +137,14 @@ class _Worker:
             self.proc.wait()
 
 
-def _read_message(pipe: BinaryIO) -> bytes | None:
-    header = pipe.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(header)
-    data = pipe.read(size)
-    return data if len(data) == size else None
-
-
 def _serve() -> None:
     """The worker's loop: read a chunk, normalise it, write its result (or its error), until the
     run closes the pipe. Its standard output carries only these answers (fd 1 goes to stderr)."""
     from tasks.resources import release_memory, use_system_arrow_pool
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it closes the pipe
+    requests, answers = worker_pipes()  # Ctrl-C is the run's to handle: it closes the pipe
     use_system_arrow_pool()
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    requests = sys.stdin.buffer
-    while (message := _read_message(requests)) is not None:
+    while (message := read_message(requests)) is not None:
         entity, parts, hash_key = pickle.loads(message)
         del message
         try:
@@ -180,9 +157,7 @@ def _serve() -> None:
         except Exception as exc:  # noqa: BLE001 - an error that does not pickle: its text
             answer = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")), protocol=5)
         del result
-        answers.write(_HEADER.pack(len(answer)))
-        answers.write(answer)
-        answers.flush()
+        write_message(answers, answer)
         del answer
         release_memory()  # what the chunk freed goes back to the OS, as in the run's process
 

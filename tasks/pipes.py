@@ -1,0 +1,57 @@
+"""The run's worker processes: how they start and how they talk (framed pickles over pipes).
+
+A worker is a fresh interpreter started as ``python -m <module>`` (:func:`start_worker`: no
+re-import of the caller's main module, unlike multiprocessing's spawn), with the caller's import
+path. Requests go to its standard input and answers come back on its standard output, each one
+pickled and framed by its length (:func:`write_message`, :func:`read_message`). In the worker,
+:func:`worker_pipes` takes fd 1 for the answers and points fd 1 at stderr, so nothing a library
+prints can corrupt them, and leaves Ctrl-C to the run (which closes the pipe: the worker exits).
+
+Users: :mod:`tasks.normalize_pool` (the normaliser's chunks), :mod:`tasks.gx_host` (Great
+Expectations' record).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+from typing import BinaryIO
+
+HEADER = struct.Struct("!Q")  # the length of each pickled message
+
+
+def start_worker(module: str) -> subprocess.Popen:
+    """``python -m module`` with this process's import path and environment, its stdin and stdout
+    piped (requests, answers), its stderr this process's."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            close_fds=True)
+
+
+def write_message(pipe: BinaryIO, data: bytes) -> None:
+    pipe.write(HEADER.pack(len(data)))
+    pipe.write(data)
+    pipe.flush()
+
+
+def read_message(pipe: BinaryIO) -> bytes | None:
+    """The next message, or None at the end of the pipe (or a message cut short)."""
+    header = pipe.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    data = pipe.read(size)
+    return data if len(data) == size else None
+
+
+def worker_pipes() -> tuple[BinaryIO, BinaryIO]:
+    """In a worker: (requests, answers). SIGINT ignored (Ctrl-C is the run's to handle); fd 1 goes
+    to stderr, the answers to a duplicate of the original fd 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    return sys.stdin.buffer, answers
