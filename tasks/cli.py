@@ -136,11 +136,12 @@ def run(
     require_hash_key(settings)
     s, u = parse_day(since, "--since"), parse_day(until, "--until")
     server = start_orchestrator()  # its process starts while this one imports the run's modules
+    from tasks.gx_host import start as start_gx_host
+
+    start_gx_host()  # GX is imported in its worker process while this one imports the flow's modules
     from flows.nightly import nightly
-    from tasks.data_docs import preload_gx
 
     if server is not None:
-        preload_gx()
         server.join()
     with progress_bars(show_progress(quiet)):
         summary = run_guarded(

@@ -238,9 +238,8 @@ DVC_GX_ROW_BUDGET rows per entity and a deterministic sample beyond.</p>
 # Great Expectations: the context of a run, and the values it shows
 # ---------------------------------------------------------------------------------------------
 def preload_gx() -> None:
-    """Import what a validation imports (``great_expectations``: seconds), ahead of the run, when
-    the caller has nothing better to do (the CLI while the orchestrator's server starts): the GX
-    thread then does not import it while the first chunks are loaded."""
+    """Import what a validation imports (``great_expectations``: seconds), ahead of the first
+    validation: the GX host (:mod:`tasks.gx_host`) does it as it starts, while the run reads."""
     import great_expectations  # noqa: F401
     from great_expectations.core.expectation_suite import ExpectationSuite  # noqa: F401
     from great_expectations.core.run_identifier import RunIdentifier  # noqa: F401

@@ -149,11 +149,27 @@ class GxTally:
     _stored: int = field(default=-1, repr=False)  # chunks counted when the result was last stored
     _gx: Any = field(default=None, repr=False)  # (context, batch definition, suite), made in the GX thread
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: where GX runs: None in this process, or the GX host (tasks.gx_host: a worker process that
+    #: keeps a mirror of this tally, validates, stores and writes the data docs there)
+    host: Any = field(default=None, repr=False)
 
     @classmethod
     def for_settings(cls, entity: str, run_id: str, settings: Settings) -> GxTally:
+        from tasks.gx_host import host
+
         return cls(entity, run_id, docs_root(settings), settings.data_docs_keep_runs,
-                   Coverage(row_budget=settings.gx_row_budget, sample_fraction=settings.gx_sample_fraction))
+                   Coverage(row_budget=settings.gx_row_budget, sample_fraction=settings.gx_sample_fraction),
+                   host=host())
+
+    def spec(self) -> dict[str, Any]:
+        """What the GX host needs to keep this tally's mirror: its identity and its counts."""
+        return {"entity": self.entity, "run_id": self.run_id, "root": str(self.root), "keep_runs": self.keep_runs,
+                "expectations_dir": self.expectations_dir, "started_at": self.started_at,
+                "run_time": self.run_time, "coverage": asdict(self.coverage)}
+
+    def _take_counts(self, counts: dict[str, Any]) -> None:
+        for k, v in counts.items():
+            setattr(self.coverage, k, v)
 
     @property
     def folder(self) -> Path:
@@ -210,6 +226,13 @@ class GxTally:
     def validate(self, data: pd.DataFrame) -> None:
         """Validate one batch (:meth:`select`) and add GX's result to the entity's (never raises:
         the chunks of a batch GX could not run on are logged and counted in ``chunks_failed``)."""
+        if self.host is not None:
+            try:
+                self._take_counts(self.host.call(_host_validate, self.spec(), data))
+            except Exception:  # noqa: BLE001 - the record must not break the load
+                log.exception("%s: Great Expectations could not validate %d rows", self.entity, len(data))
+                self.coverage.chunks_failed += int(data.attrs.get("chunks", 1))
+            return
         chunks, started = int(data.attrs.get("chunks", 1)), time.perf_counter()
         try:
             from great_expectations.validator.v1_validator import Validator
@@ -295,7 +318,84 @@ class GxTally:
 
 def finish_all(tallies: list[GxTally]) -> list[dict[str, Any]]:
     """:meth:`GxTally.finish` for tallies of one run, in the GX thread: the results added up since
-    their last finish stored, and their data docs pages built in one go."""
+    their last finish stored, and their data docs pages built in one go (in the GX host, for
+    tallies that validate there)."""
+    hosted = [t for t in tallies if t.host is not None]
+    if hosted:
+        _finish_in_host(hosted)
+    _finish_here([t for t in tallies if t.host is None])
+    return [t.record() for t in tallies]
+
+
+def _finish_in_host(tallies: list[GxTally]) -> None:
+    """The host stores the results of its mirrors and writes their data docs; the tallies take
+    its record (success, data docs page) and counts."""
+    try:
+        answers = tallies[0].host.call(_host_finish, [t.spec() for t in tallies])
+    except Exception:  # noqa: BLE001 - the record must not break the run
+        log.exception("the Great Expectations record of run %s could not be written", tallies[0].run_id)
+        for t in tallies:
+            t.docs_index = ""
+        return
+    for t, (_record, success, docs_index, counts) in zip(tallies, answers, strict=True):
+        t.success, t.docs_index = success, docs_index
+        t._take_counts(counts)
+
+
+def forget(tallies: list[GxTally]) -> None:
+    """The run is done with these tallies: the GX host drops their mirrors."""
+    hosted = [t for t in tallies if t.host is not None]
+    if hosted:
+        try:
+            hosted[0].host.call(_host_forget, [t.spec() for t in hosted])
+        except Exception:  # noqa: BLE001 - a host gone has forgotten them already
+            log.debug("the GX host could not forget run %s's tallies", hosted[0].run_id, exc_info=True)
+
+
+# -- in the GX host (tasks.gx_host runs these, sent by name) --------------------------------------
+#: The coverage counts the host keeps (it validates); the others are the run's tally's (it selects).
+HOST_COUNTS = ("rows_validated", "chunks_validated", "chunks_failed", "seconds")
+#: The host's mirror tallies, by (run id, entity, data-docs root); empty in the run's process.
+_MIRRORS: dict[tuple[str, str, str], GxTally] = {}
+
+
+def _mirror(spec: dict[str, Any]) -> GxTally:
+    key = (spec["run_id"], spec["entity"], spec["root"])
+    tally = _MIRRORS.get(key)
+    if tally is None:
+        tally = _MIRRORS[key] = GxTally(spec["entity"], spec["run_id"], Path(spec["root"]), spec["keep_runs"],
+                                        coverage=Coverage(**spec["coverage"]),
+                                        expectations_dir=spec["expectations_dir"], started_at=spec["started_at"],
+                                        run_time=spec["run_time"])
+    else:
+        for k, v in spec["coverage"].items():
+            if k not in HOST_COUNTS:
+                setattr(tally.coverage, k, v)
+    return tally
+
+
+def _counts(tally: GxTally) -> dict[str, Any]:
+    return {k: getattr(tally.coverage, k) for k in HOST_COUNTS}
+
+
+def _host_validate(spec: dict[str, Any], data: pd.DataFrame) -> dict[str, Any]:
+    tally = _mirror(spec)
+    tally.validate(data)
+    return _counts(tally)
+
+
+def _host_finish(specs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool | None, str | None, dict]]:
+    tallies = [_mirror(spec) for spec in specs]
+    _finish_here(tallies)
+    return [(t.record(), t.success, t.docs_index, _counts(t)) for t in tallies]
+
+
+def _host_forget(specs: list[dict[str, Any]]) -> None:
+    for spec in specs:
+        _MIRRORS.pop((spec["run_id"], spec["entity"], spec["root"]), None)
+
+
+def _finish_here(tallies: list[GxTally]) -> None:
     stored, ids = [], []
     for t in tallies:
         if t._merged is None:
@@ -316,7 +416,6 @@ def finish_all(tallies: list[GxTally]) -> list[dict[str, Any]]:
             log.exception("the Great Expectations data docs of run %s could not be written", stored[0].run_id)
             for t in stored:
                 t.docs_index = ""
-    return [t.record() for t in tallies]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,6 +468,7 @@ def wait_gx(result: Any) -> None:
     _hand_over(tally, tally.flush())
     tally.wait()
     _settled(result, in_gx_thread(tally.finish))
+    in_gx_thread(forget, [tally])
 
 
 def close_gx(result: Any) -> None:
@@ -393,6 +493,8 @@ def settle_gx(run_id: str) -> dict[str, dict[str, Any]]:
     for result in pending:
         result._gx.wait()
     records = in_gx_thread(finish_all, [r._gx for r in pending]) if pending else []
+    if pending:
+        in_gx_thread(forget, [r._gx for r in pending])
     for result, record in zip(pending, records, strict=True):
         _settled(result, record)
     return {result.entity: record for result, record in zip(pending, records, strict=True)}

@@ -143,3 +143,67 @@ def test_the_normalisers_rules_take_their_severity_from_the_suite(tmp_path: Path
     assert res.checks["parse_ngay_tiep_nhan"]["unexpected_count"] == 1
     assert res.checks["parse_ngay_tiep_nhan"]["severity"] == "warning"
     engine.dispose()
+
+
+def test_gx_runs_in_its_host_process_and_the_run_never_imports_it(tmp_path: Path) -> None:
+    """The run's process hands GX's batches to the GX host (a worker process): it never imports
+    great_expectations itself, and the host's record (data docs, success, rows validated) is the
+    run's. Run in a fresh interpreter (other tests import GX into this one)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tasks.settings import PROJECT_ROOT
+
+    code = textwrap.dedent(f"""
+        import json, os, sys
+        from tests.test_gx_deferred import _process, pipeline, Settings, connect, upgrade
+        from tasks import gx_host
+        engine = connect("duckdb:///{tmp_path / 'wh.duckdb'}")
+        upgrade(engine)
+        settings = Settings(hash_key="k", reports_dir="{tmp_path / 'reports'}")
+        res = _process(engine, settings, "run-h", "dossiers", defer=True)
+        rec = pipeline.settle_gx("run-h")["dossiers"]
+        host_pid = gx_host.host()._proc.pid
+        print(json.dumps({{"imported": "great_expectations" in sys.modules, "host": host_pid != os.getpid(),
+                           "rec": rec, "rows": res.rows_read}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["imported"] is False and out["host"] is True
+    rec = out["rec"]
+    assert rec["gx_success"] is True and Path(rec["data_docs"]).is_file()
+    assert rec["gx"]["rows_validated"] == out["rows"] == 40 and rec["gx"]["chunks_validated"] == 1
+
+
+def test_a_gx_host_killed_during_a_validation_is_counted_not_fatal(tmp_path: Path) -> None:
+    """The GX host is killed while it holds a batch: the validation is counted as GX's failure
+    (``chunks_failed``), nothing is raised to the run, and the next batch starts a new host whose
+    record is written. (The host is stopped first, so the kill lands while the batch is in hand.)"""
+    import os
+    import signal
+    import time
+
+    from tasks.data_docs import Coverage
+    from tasks.gx_host import GxHost
+
+    host = GxHost()
+    host.start()
+    pid = host._proc.pid
+    frame = pipeline.normalize("units", [dict(r) for r in _DS.records("units")], hash_key=b"k").core
+    tally = gx_thread.GxTally("units", "run-k", tmp_path / "docs", coverage=Coverage(), host=host)
+    (batch,) = tally.select(frame) or tally.flush()
+    os.kill(pid, signal.SIGSTOP)
+    worker = threading.Thread(target=tally.validate, args=(batch,))
+    worker.start()
+    time.sleep(0.5)  # the request is written; the answer is awaited
+    os.kill(pid, signal.SIGKILL)
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert (tally.coverage.chunks_failed, tally.coverage.chunks_validated) == (1, 0)
+    tally.validate(batch)  # a new host
+    assert host._proc.pid != pid and tally.coverage.chunks_validated == 1
+    record = tally.finish()
+    assert record["gx_success"] is True and Path(record["data_docs"]).is_file()
+    host.close()
