@@ -26,13 +26,10 @@ quality gate (:mod:`tasks.quality`) skips the ``dvc_parse`` rules: the normalise
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import hmac
 import re
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -47,6 +44,7 @@ from tasks.dossier_lists import NESTED_LISTS, derive_lists, kept_rounds
 from tasks.entities import Entity
 from tasks.entities import entity as entity_of
 from tasks.field_types import FIELDS, parse_column, string_array
+from tasks.resources import gc_paused
 from tasks.settings import hash_key_id
 from tasks.suites import ISSUE_COLUMNS, PARSE_TYPE, Rule, load_suite
 
@@ -184,33 +182,8 @@ def normalize(entity: str, records: Sequence[dict], *, hash_key: bytes,
               expectations_dir: Path | None = None) -> Normalized:
     """Normalise one batch of records of ``entity``. See the module docstring; ``expectations_dir``
     holds the suites (default: the project's ``expectations/``)."""
-    with _gc_paused():
+    with gc_paused():  # a batch's records are alive throughout: no collections walking them
         return _normalize(entity, records, hash_key=hash_key, expectations_dir=expectations_dir)
-
-
-_GC_LOCK = threading.Lock()
-_gc_state = {"depth": 0, "was_enabled": False}
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused while a batch is normalised. The batch's records (some
-    600,000 dicts, lists and strings for 15,000 dossiers, none of them garbage) are alive
-    throughout, and every collection the many short-lived containers of the typing would trigger
-    walks them all again: a third of the time. Nothing is lost: reference counting still frees,
-    and the collector, enabled again afterwards (if it was), finds any cycle left."""
-    with _GC_LOCK:
-        if _gc_state["depth"] == 0:
-            _gc_state["was_enabled"] = gc.isenabled()
-            gc.disable()
-        _gc_state["depth"] += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _gc_state["depth"] -= 1
-            if _gc_state["depth"] == 0 and _gc_state["was_enabled"]:
-                gc.enable()
 
 
 def _normalize(entity: str, records: Sequence[dict], *, hash_key: bytes,

@@ -102,17 +102,30 @@ def read_ahead(pages: Iterator[T], depth: int = 2) -> Iterator[T]:
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while pages are read and chunks processed: parsed pages
-    are millions of small dicts and lists (no cycles) that it would otherwise traverse again and
-    again (what that costs: ``bench/README.md``); reference counting frees them. ``read_ahead``
-    pauses it for its lifetime and collects the young generations every 50 pages."""
-    was = gc.isenabled()
-    gc.disable()
+    """Pause the cyclic garbage collector while pages are read, chunks normalised or a workbook
+    laid out: parsed pages and a chunk's records are millions of small dicts, lists and strings (no
+    cycles, none of them garbage) that every collection would traverse again (a third of the
+    normaliser's time; ``bench/README.md``); reference counting still frees them. Nesting-safe
+    across threads: the collector is enabled again (if it was) when the last pause ends, so a
+    reading thread's pause and a normalising thread's never re-enable it under each other, and
+    any cycle left is found then. ``read_ahead`` pauses it for its lifetime and collects the young
+    generations every 50 pages."""
+    with _GC_LOCK:
+        if _gc_state["depth"] == 0:
+            _gc_state["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _gc_state["depth"] += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _GC_LOCK:
+            _gc_state["depth"] -= 1
+            if _gc_state["depth"] == 0 and _gc_state["was_enabled"]:
+                gc.enable()
+
+
+_GC_LOCK = threading.Lock()
+_gc_state = {"depth": 0, "was_enabled": False}
 
 
 
