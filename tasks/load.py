@@ -27,6 +27,7 @@ Identifiers in the generated SQL come from this module's constants and the entit
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from tasks.entities import REGISTRY, VERSIONED
 from tasks.faults import crash_point
 from tasks.field_types import DOSSIER_DERIVED, FIELDS, PROCEDURE_DERIVED, SUPPLEMENT_COLUMNS
 from tasks.normalize import Normalized
-from tasks.warehouse import dialect_name, raw_driver_connection
+from tasks.warehouse import WarehouseError, dialect_name, raw_driver_connection
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,11 @@ def stage(conn: Connection, name: str, frame: pd.DataFrame, like: str) -> None:
                 sa.text(f"CREATE TEMP TABLE {name} AS SELECT {col_list} FROM {like} LIMIT 0")
             )
             conn.execute(sa.text(f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {view}"))
-        finally:
-            raw.unregister(view)
+        except BaseException:
+            with contextlib.suppress(Exception):  # an aborted transaction refuses it: the error that aborted it goes on
+                raw.unregister(view)
+            raise
+        raw.unregister(view)
         return
     conn.execute(sa.text(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {col_list} FROM {like} LIMIT 0"))
     if frame.empty:
@@ -199,8 +203,42 @@ def load_batch(
     landed = landing.land(engine_or_conn, norm.entity, source, run_id, raw, now)
     if isinstance(engine_or_conn, Connection):
         return _load(engine_or_conn, norm, issues, source, run_id, origin, watermark, now, raw, landed)
-    with engine_or_conn.begin() as conn:
-        return _load(conn, norm, issues, source, run_id, origin, watermark, now, raw, landed)
+    try:
+        with engine_or_conn.begin() as conn:
+            return _load(conn, norm, issues, source, run_id, origin, watermark, now, raw, landed)
+    except sa.exc.DBAPIError as exc:
+        if _out_of_memory(exc):
+            raise WarehouseOutOfMemory(_out_of_memory_message(engine_or_conn, norm)) from exc
+        raise
+
+
+class WarehouseOutOfMemory(WarehouseError):
+    """DuckDB's memory limit was too small for a chunk's load (the chunk was rolled back)."""
+
+
+def _out_of_memory(exc: sa.exc.DBAPIError) -> bool:
+    import duckdb
+
+    return isinstance(getattr(exc, "orig", None), duckdb.OutOfMemoryException)
+
+
+def _out_of_memory_message(engine: Engine, norm: Normalized) -> str:
+    """What to do when a chunk's load ran out of DuckDB's memory, with the limit and the size of
+    the table it was loading (what the limit must hold beside the chunk: its key index)."""
+    limit, rows = "?", None
+    try:
+        with engine.connect() as conn:
+            limit = conn.execute(sa.text("SELECT current_setting('memory_limit')")).scalar() or "?"
+            rows = conn.execute(sa.text(f"SELECT count(*) FROM core.{norm.entity}")).scalar()  # noqa: S608 - registry name
+    except Exception:  # noqa: BLE001 - the advice goes out without the figures
+        log.debug("could not read DuckDB's memory limit after running out of memory", exc_info=True)
+    held = f", core.{norm.entity} holds {rows:,} rows" if rows is not None else ""
+    return (f"DuckDB ran out of memory loading a chunk of {norm.rows_received:,} records of {norm.entity} (its memory "
+            f"limit {limit}, DVC_DUCKDB_MEMORY_LIMIT{held}): the core tables' key indexes grow with their rows "
+            "and must fit in the limit beside a chunk's load. Raise DVC_DUCKDB_MEMORY_LIMIT (measured: the default "
+            "384MB fails at 5M dossiers, 1GB loads them; bench/README.md) or lower DVC_CHUNK_RECORDS, then run "
+            "again: this chunk's transaction was "
+            "rolled back, and the run goes on from the last watermark committed.")
 
 
 def _load(

@@ -140,3 +140,23 @@ def test_raw_keeps_each_version_once_and_counts_only_the_new_ones(engine):
     assert _load(engine, again, run_id="r3").raw_new == (0 if engine.dialect.name == "postgresql" else 5)
     with engine.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM raw.dossiers")).scalar_one() == 5
+
+
+def test_a_load_out_of_duckdb_memory_says_which_setting_and_loads_nothing(tmp_path):
+    """DuckDB's memory limit too small for a chunk's load: the error names DVC_DUCKDB_MEMORY_LIMIT,
+    the limit and the table's size (not DuckDB's own error, nor the aborted transaction's that
+    hid it), nothing of the chunk is loaded, and the same chunk loads once the limit is raised."""
+    from tasks.load import WarehouseOutOfMemory
+
+    engine = connect(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    upgrade(engine)
+    records = [_dossier(i) for i in range(20_000)]
+    with engine.begin() as c:
+        c.exec_driver_sql("SET memory_limit = '3MB'")
+    with pytest.raises(WarehouseOutOfMemory, match=r"DVC_DUCKDB_MEMORY_LIMIT.*core\.dossiers holds 0 rows"):
+        _load(engine, records)
+    with engine.begin() as c:
+        c.exec_driver_sql("SET memory_limit = '1GB'")
+        assert c.execute(sa.text("SELECT count(*) FROM core.dossiers")).scalar() == 0
+    assert _load(engine, records).rows_loaded == 20_000
+    engine.dispose()
