@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import resource
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -89,13 +88,13 @@ def main() -> None:
         "worker": lambda: normalize("dossiers", decoded(), hash_key=b"k" * 32),
         "worker_decode": decoded,
         "duckdb_pages": lambda: con.sql(
-            f"SELECT count(*) FROM (SELECT unnest(data) FROM read_json({pages!r}, format='unstructured', "
+            f"SELECT count(*) FROM (SELECT unnest(data) FROM read_json({pages!r}, format='unstructured', "  # noqa: S608 - our temp files
             "maximum_object_size=100000000, columns={data: 'JSON[]'}))").fetchall(),
         "duckdb_array": lambda: con.sql(
-            f"SELECT {_typed_columns()} FROM read_json({arrays!r}, format='array', records=true, "
+            f"SELECT {_typed_columns()} FROM read_json({arrays!r}, format='array', records=true, "  # noqa: S608 - our temp files
             f"maximum_object_size=100000000, columns={varchar})").to_arrow_table(),
         "duckdb_texts": lambda: con.sql(
-            "SELECT json AS record, sha256(json::VARCHAR) AS h, json_extract_string(json, '$.MaHoSo') AS k "
+            "SELECT json AS record, sha256(json::VARCHAR) AS h, json_extract_string(json, '$.MaHoSo') AS k "  # noqa: S608
             f"FROM read_json_objects({arrays!r}, format='array', maximum_object_size=100000000)").to_arrow_table(),
         "python_texts": lambda: [hashlib.sha256(canonical_json(r)).hexdigest() for r in decoded()],
     }
