@@ -227,11 +227,17 @@ class GxTally:
         """Validate one batch (:meth:`select`) and add GX's result to the entity's (never raises:
         the chunks of a batch GX could not run on are logged and counted in ``chunks_failed``)."""
         if self.host is not None:
+            from tasks.gx_host import GxHostDied
+
             try:
                 self._take_counts(self.host.call(_host_validate, self.spec(), data))
-            except Exception:  # noqa: BLE001 - the record must not break the load
+            except Exception as exc:  # noqa: BLE001 - the record must not break the load
                 log.exception("%s: Great Expectations could not validate %d rows", self.entity, len(data))
-                self.coverage.chunks_failed += int(data.attrs.get("chunks", 1))
+                cov = self.coverage
+                cov.chunks_failed += int(data.attrs.get("chunks", 1))
+                if isinstance(exc, GxHostDied):  # the results it held went with it: they count as failed
+                    cov.chunks_failed += cov.chunks_validated
+                    cov.chunks_validated = cov.rows_validated = 0
             return
         chunks, started = int(data.attrs.get("chunks", 1)), time.perf_counter()
         try:

@@ -15,8 +15,8 @@ run it validates, validates the batches in the order they come, adds GX's result
 and writes the data docs, exactly as the tally would in the run's process.
 
 The host never fails a run: a host that dies (killed, out of memory) fails the request in hand,
-which the tally logs and counts as GX's failure (``chunks_failed``, no data docs), and the next
-request starts a new host.
+which the tally logs and counts as GX's failure (``chunks_failed``), with the batches that host had
+validated (their results died with it), and the next request starts a new host.
 """
 
 from __future__ import annotations

@@ -178,9 +178,10 @@ def test_gx_runs_in_its_host_process_and_the_run_never_imports_it(tmp_path: Path
 
 
 def test_a_gx_host_killed_during_a_validation_is_counted_not_fatal(tmp_path: Path) -> None:
-    """The GX host is killed while it holds a batch: the validation is counted as GX's failure
-    (``chunks_failed``), nothing is raised to the run, and the next batch starts a new host whose
-    record is written. (The host is stopped first, so the kill lands while the batch is in hand.)"""
+    """The GX host is killed while it holds a batch: that batch and the one it had validated
+    before (its result died with it) count as GX's failures (``chunks_failed``), nothing is raised
+    to the run, and the next batch starts a new host whose record is written and says so. (The
+    host is stopped first, so the kill lands while the batch is in hand.)"""
     import os
     import signal
     import time
@@ -194,6 +195,8 @@ def test_a_gx_host_killed_during_a_validation_is_counted_not_fatal(tmp_path: Pat
     frame = pipeline.normalize("units", [dict(r) for r in _DS.records("units")], hash_key=b"k").core
     tally = gx_thread.GxTally("units", "run-k", tmp_path / "docs", coverage=Coverage(), host=host)
     (batch,) = tally.select(frame) or tally.flush()
+    tally.validate(batch)  # validated by the first host: its result dies with it
+    assert (tally.coverage.chunks_validated, tally.coverage.rows_validated) == (1, len(batch))
     os.kill(pid, signal.SIGSTOP)
     worker = threading.Thread(target=tally.validate, args=(batch,))
     worker.start()
@@ -201,9 +204,11 @@ def test_a_gx_host_killed_during_a_validation_is_counted_not_fatal(tmp_path: Pat
     os.kill(pid, signal.SIGKILL)
     worker.join(timeout=60)
     assert not worker.is_alive()
-    assert (tally.coverage.chunks_failed, tally.coverage.chunks_validated) == (1, 0)
+    cov = tally.coverage
+    assert (cov.chunks_failed, cov.chunks_validated, cov.rows_validated) == (2, 0, 0)  # the lost result too
     tally.validate(batch)  # a new host
-    assert host._proc.pid != pid and tally.coverage.chunks_validated == 1
+    assert host._proc.pid != pid and (cov.chunks_validated, cov.rows_validated) == (1, len(batch))
     record = tally.finish()
     assert record["gx_success"] is True and Path(record["data_docs"]).is_file()
+    assert (record["gx"]["chunks_validated"], record["gx"]["chunks_failed"]) == (1, 2)
     host.close()
