@@ -154,23 +154,28 @@ class Sheet:
         self.write(row, col, value, self.style(style, empty))
 
     def write(self, row: int, col: int, value: Any, formats: Styles) -> None:
-        """:meth:`put` with the formats resolved (:meth:`style`): the per-cell path of big tables."""
+        """:meth:`put` with the formats resolved (:meth:`style`): the per-cell path of big tables.
+
+        It calls the methods XlsxWriter's ``write_*`` forward to (``_write_*``), skipping their
+        decorator, which only translates "A1" references (ours are numbers): a quarter of the
+        cells' time in a province's work lists. XlsxWriter is pinned (``requirements.lock``) and
+        ``tests/test_nightly_cost.py`` compares the files with XlsxWriter's own, byte for byte."""
         r, c, ws = row - 1, col - 1, self.ws
         if value is None:
             value = formats.empty
         if isinstance(value, str):
-            ws.write_string(r, c, value, formats.quoted if value.startswith(FORMULA_PREFIXES) else formats.plain)
+            ws._write_string(r, c, value, formats.quoted if value.startswith(FORMULA_PREFIXES) else formats.plain)
         elif value is None:
-            ws.write_blank(r, c, None, formats.plain)
+            ws._write_blank(r, c, None, formats.plain)
         elif isinstance(value, bool):
-            ws.write_boolean(r, c, value, formats.plain)
+            ws._write_boolean(r, c, value, formats.plain)
         elif isinstance(value, (int, float, Decimal)):
             value = _num(value)
-            ws.write_number(r, c, value, formats.big if value >= BIG_COUNT else formats.plain)
+            ws._write_number(r, c, value, formats.big if value >= BIG_COUNT else formats.plain)
         elif isinstance(value, (date, datetime)):
-            ws.write_datetime(r, c, value, formats.plain)
+            ws._write_datetime(r, c, value, formats.plain)
         else:
-            ws.write_string(r, c, str(value), formats.plain)
+            ws._write_string(r, c, str(value), formats.plain)
 
     def formula(self, row: int, col: int, formula: str, value: Any, style: dict[str, Any],
                 empty: str | None = None) -> None:

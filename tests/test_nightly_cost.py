@@ -105,3 +105,43 @@ def test_the_fast_worksheet_writes_xlsxwriters_bytes(tmp_path):
     for name in plain.namelist():
         assert plain.read(name) == fast.read(name), name
     assert (tmp_path / "plain.xlsx").read_bytes() == (tmp_path / "fast.xlsx").read_bytes()
+
+
+def test_the_sheets_cell_writer_writes_what_xlsxwriters_public_methods_write(tmp_path):
+    """``Sheet.write`` calls the methods behind XlsxWriter's ``write_*`` (skipping the decorator that
+    reads "A1" references); every kind of value it takes gives the bytes the public methods give."""
+    import uuid
+    from decimal import Decimal
+
+    from tasks.workbook_cells import BIG_COUNT, FORMULA_PREFIXES, Sheet, _num
+
+    class PublicSheet(Sheet):
+        def write(self, row, col, value, formats):  # the writer before, through the public methods
+            r, c, ws = row - 1, col - 1, self.ws
+            if value is None:
+                value = formats.empty
+            if isinstance(value, str):
+                ws.write_string(r, c, value, formats.quoted if value.startswith(FORMULA_PREFIXES) else formats.plain)
+            elif value is None:
+                ws.write_blank(r, c, None, formats.plain)
+            elif isinstance(value, bool):
+                ws.write_boolean(r, c, value, formats.plain)
+            elif isinstance(value, (int, float, Decimal)):
+                value = _num(value)
+                ws.write_number(r, c, value, formats.big if value >= BIG_COUNT else formats.plain)
+            elif isinstance(value, (date, datetime)):
+                ws.write_datetime(r, c, value, formats.plain)
+            else:
+                ws.write_string(r, c, str(value), formats.plain)
+
+    values = ["text", "=SUM(A1)", "+1", "", None, True, False, 0, -3, 2.5, Decimal("12.50"), BIG_COUNT + 1,
+              date(2024, 6, 30), datetime(2024, 6, 30, 17, 45), uuid.UUID(int=7), "Hồ sơ & <b>"]
+    for name, cls in (("private.xlsx", Sheet), ("public.xlsx", PublicSheet)):
+        book = xlsxwriter.Workbook(str(tmp_path / name), WORKBOOK_OPTIONS)
+        book.set_properties({"created": datetime(2024, 7, 1, 8)})
+        sheet = cls(book, {}, "Sheet 1")
+        for col, styles in enumerate((sheet.style({"border": 1}, empty="-"), sheet.style({"num_format": "0"})), 1):
+            for row, value in enumerate(values, 1):
+                sheet.write(row, col, value, styles)
+        book.close()
+    assert (tmp_path / "private.xlsx").read_bytes() == (tmp_path / "public.xlsx").read_bytes()
