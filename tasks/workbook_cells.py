@@ -131,9 +131,18 @@ class Sheet:
     """One worksheet, addressed 1-based like the report's tables, with the workbook's formats
     cached by their properties (XlsxWriter needs one Format object per distinct style)."""
 
+    #: Which of XlsxWriter's cell writers :meth:`write` calls: the methods its ``write_*`` forward
+    #: to (``_write_*``), without the decorator that only translates "A1" references (ours are
+    #: numbers): a quarter of the cells' time in a province's work lists. XlsxWriter is pinned
+    #: (``requirements.lock``); ``tests/test_nightly_cost.py`` sets ``"write_"`` (the public ones)
+    #: and compares the files byte for byte.
+    WRITERS = "_write_"
+
     def __init__(self, book: Workbook, formats: dict[tuple, Format], name: str) -> None:
         self.book, self.name, self._formats = book, name, formats
         self.ws: Worksheet = book.add_worksheet(name, worksheet_class=FastWorksheet)
+        self._string, self._blank, self._boolean, self._number, self._datetime = (
+            getattr(self.ws, self.WRITERS + kind) for kind in ("string", "blank", "boolean", "number", "datetime"))
 
     def fmt(self, style: dict[str, Any]) -> Format:
         key = tuple(sorted(style.items()))
@@ -154,28 +163,24 @@ class Sheet:
         self.write(row, col, value, self.style(style, empty))
 
     def write(self, row: int, col: int, value: Any, formats: Styles) -> None:
-        """:meth:`put` with the formats resolved (:meth:`style`): the per-cell path of big tables.
-
-        It calls the methods XlsxWriter's ``write_*`` forward to (``_write_*``), skipping their
-        decorator, which only translates "A1" references (ours are numbers): a quarter of the
-        cells' time in a province's work lists. XlsxWriter is pinned (``requirements.lock``) and
-        ``tests/test_nightly_cost.py`` compares the files with XlsxWriter's own, byte for byte."""
-        r, c, ws = row - 1, col - 1, self.ws
+        """:meth:`put` with the formats resolved (:meth:`style`): the per-cell path of big tables
+        (through the writers :data:`WRITERS` names)."""
+        r, c = row - 1, col - 1
         if value is None:
             value = formats.empty
         if isinstance(value, str):
-            ws._write_string(r, c, value, formats.quoted if value.startswith(FORMULA_PREFIXES) else formats.plain)
+            self._string(r, c, value, formats.quoted if value.startswith(FORMULA_PREFIXES) else formats.plain)
         elif value is None:
-            ws._write_blank(r, c, None, formats.plain)
+            self._blank(r, c, None, formats.plain)
         elif isinstance(value, bool):
-            ws._write_boolean(r, c, value, formats.plain)
+            self._boolean(r, c, value, formats.plain)
         elif isinstance(value, (int, float, Decimal)):
             value = _num(value)
-            ws._write_number(r, c, value, formats.big if value >= BIG_COUNT else formats.plain)
+            self._number(r, c, value, formats.big if value >= BIG_COUNT else formats.plain)
         elif isinstance(value, (date, datetime)):
-            ws._write_datetime(r, c, value, formats.plain)
+            self._datetime(r, c, value, formats.plain)
         else:
-            ws._write_string(r, c, str(value), formats.plain)
+            self._string(r, c, str(value), formats.plain)
 
     def formula(self, row: int, col: int, formula: str, value: Any, style: dict[str, Any],
                 empty: str | None = None) -> None:
