@@ -219,15 +219,17 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
     return target
 
 
-def refresh_analyst_copy(engine: Engine, settings: Settings) -> Path | None:
+def refresh_analyst_copy(engine: Engine, settings: Settings, *,
+                         before_commit: Callable[[Connection, str], None] | None = None) -> Path | None:
     """:func:`publish_analyst_copy` to :func:`analyst_copy_path`, for a run after a publication: a
     failure is logged as an error and returns None instead of failing the run (the publication is
-    committed; analysts keep the previous copy until the next one)."""
+    committed; analysts keep the previous copy until the next one). ``before_commit``: as
+    :func:`publish_analyst_copy` takes it."""
     target = analyst_copy_path(settings)
     if target is None:
         return None
     try:
-        return publish_analyst_copy(engine, target)
+        return publish_analyst_copy(engine, target, before_commit=before_commit)
     except AnalystCopyError as exc:
         log.error("%s; analysts keep the previous copy", exc)
         return None
@@ -247,16 +249,14 @@ class AnalystCopyAlongside:
     """
 
     def __init__(self, engine: Engine, settings: Settings, *, enabled: bool = True) -> None:
-        self.engine, self.settings = engine, settings
-        self.target = analyst_copy_path(settings) if enabled else None
+        self.engine, self.settings, self.enabled = engine, settings, enabled
         self._workbooks: dict[str, str] = {}
         self._release: Future[None] = Future()
         self._thread: threading.Thread | None = None
-        self.path: Path | None = None
         self._error: BaseException | None = None
 
     def __enter__(self) -> AnalystCopyAlongside:
-        if self.target is not None:
+        if self.enabled and analyst_copy_path(self.settings) is not None:
             self._thread = threading.Thread(target=self._copy, name="analyst-copy", daemon=True)
             self._thread.start()
         return self
@@ -285,9 +285,7 @@ class AnalystCopyAlongside:
 
     def _copy(self) -> None:
         try:
-            self.path = publish_analyst_copy(self.engine, self.target, before_commit=self._record_workbooks)
-        except AnalystCopyError as exc:
-            log.error("%s; analysts keep the previous copy", exc)
+            refresh_analyst_copy(self.engine, self.settings, before_commit=self._record_workbooks)
         except _Abandoned:
             log.info("analyst copy abandoned: the publication's step failed; analysts keep the previous copy")
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
