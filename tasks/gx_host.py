@@ -29,9 +29,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tasks.pipes import read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import dump_answer, read_message, start_worker, worker_pipes, write_message
 
 log = logging.getLogger(__name__)
+
 
 class GxHostDied(RuntimeError):
     """The GX host process ended while a request was in hand."""
@@ -146,11 +147,7 @@ def _serve() -> None:
         except Exception as exc:  # noqa: BLE001 - raised in the run
             answer = ("error", exc)
         args = None
-        try:
-            data = pickle.dumps((*answer, handler.records), protocol=5)
-        except Exception as exc:  # noqa: BLE001 - an error that does not pickle: its text
-            data = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}"), handler.records), protocol=5)
-        write_message(answers, data)
+        write_message(answers, dump_answer((*answer, handler.records)))
 
 
 if __name__ == "__main__":

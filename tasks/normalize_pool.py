@@ -33,13 +33,14 @@ from concurrent.futures import Future
 from typing import Any
 
 from tasks.normalize import Normalized, normalize
-from tasks.pipes import read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import dump_answer, read_message, start_worker, worker_pipes, write_message
 
 log = logging.getLogger(__name__)
 
 #: One part of a chunk, in reading order: a page body as the source sent it, or records already
 #: decoded (a page that came without its body, e.g. from a test double).
 Part = bytes | Sequence[dict]
+
 
 class NormalizerWorkerDied(RuntimeError):
     """The worker process normalising the run's chunks ended abnormally."""
@@ -152,10 +153,7 @@ def _serve() -> None:
         except Exception as exc:  # noqa: BLE001 - raised in the run, as in-process
             result = ("error", exc)
         del parts  # the chunk's bytes and records go before its answer is serialised
-        try:
-            answer = pickle.dumps(result, protocol=5)
-        except Exception as exc:  # noqa: BLE001 - an error that does not pickle: its text
-            answer = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")), protocol=5)
+        answer = dump_answer(result)
         del result
         write_message(answers, answer)
         del answer

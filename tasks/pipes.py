@@ -3,7 +3,8 @@
 A worker is a fresh interpreter started as ``python -m <module>`` (:func:`start_worker`: no
 re-import of the caller's main module, unlike multiprocessing's spawn), with the caller's import
 path. Requests go to its standard input and answers come back on its standard output, each one
-pickled and framed by its length (:func:`write_message`, :func:`read_message`). In the worker,
+pickled and framed by its length (:func:`write_message`, :func:`read_message`; a worker's
+answers: :func:`dump_answer`). In the worker,
 :func:`worker_pipes` takes fd 1 for the answers and points fd 1 at stderr, so nothing a library
 prints can corrupt them, and leaves Ctrl-C to the run (which closes the pipe: the worker exits).
 
@@ -14,6 +15,7 @@ Expectations' record).
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import struct
 import subprocess
@@ -36,6 +38,15 @@ def write_message(pipe: BinaryIO, data: bytes) -> None:
     pipe.write(HEADER.pack(len(data)))
     pipe.write(data)
     pipe.flush()
+
+
+def dump_answer(answer: tuple) -> bytes:
+    """A worker's answer ``(kind, value, *rest)`` pickled; a value that does not pickle (an error
+    carrying what cannot cross) goes as ``("error", RuntimeError(its text), *rest)``."""
+    try:
+        return pickle.dumps(answer, protocol=5)
+    except Exception as exc:  # noqa: BLE001 - its text is what the run can still be told
+        return pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}"), *answer[2:]), protocol=5)
 
 
 def read_message(pipe: BinaryIO) -> bytes | None:

@@ -143,3 +143,21 @@ def test_empty_pages_and_sub_windows_commit_no_empty_chunk() -> None:
                   lambda expected: False)
     assert flushed == [50]  # both pages (a chunk ends at a page boundary), then nothing
     assert len(res.batches) == 4
+
+
+def test_an_answer_that_does_not_pickle_goes_as_its_text():
+    """A worker's answer whose value cannot cross the pipe (an error holding a lambda) reaches the
+    run as a RuntimeError naming why, the rest of the answer kept; any other answer as it is."""
+    import pickle
+
+    from tasks.pipes import dump_answer
+
+    class Odd(Exception):
+        pass
+
+    err = Odd("bad chunk")
+    err.hook = lambda: None  # what pickle refuses
+    kind, value, records = pickle.loads(dump_answer(("error", err, [("tasks.gx", 20, "a line")])))
+    assert kind == "error" and isinstance(value, RuntimeError) and "pickle" in str(value).lower()
+    assert records == [("tasks.gx", 20, "a line")]
+    assert pickle.loads(dump_answer(("ok", {"rows": 3}))) == ("ok", {"rows": 3})
