@@ -230,7 +230,7 @@ def _timed_steps() -> Any:
 
 class _TreePeak:
     """The peak resident size of process ``root`` (default: this one) and its descendants (the
-    normaliser's worker, Prefect's server), polled from /proc every 0.2 s in a thread (a child's
+    normaliser's worker, the GX host, Prefect's server), polled from /proc every 0.2 s in a thread (a child's
     own ``ru_maxrss`` would count its parent's size at fork)."""
 
     def __init__(self, root: int | None = None) -> None:
@@ -770,7 +770,7 @@ def table(res: dict[str, Any]) -> str:
         if s.get("load_s") and rows:
             extra += f"; load {rows / s['load_s']:,.0f} rows/s"
         if s.get("tree_peak_rss_mib") and s["tree_peak_rss_mib"] > (s.get("peak_rss_mib") or 0):
-            extra += f"; with the normaliser's worker (process tree, polled) {s['tree_peak_rss_mib']:,.0f} MiB"
+            extra += f"; with its worker processes (the tree, polled) {s['tree_peak_rss_mib']:,.0f} MiB"
         if len(s.get("runs_wall_s") or ()) > 1:
             extra += "; runs (interleaved) " + " / ".join(_fmt(w) for w in s["runs_wall_s"])
         lines.append(f"| {name} | {_fmt(wall)} | {_fmt(rows)} | {_fmt(rate, 0)} | {_fmt(s.get('peak_rss_mib'), 0)} "

@@ -237,8 +237,8 @@ def _out_of_memory_message(engine: Engine, norm: Normalized) -> str:
             f"limit {limit}, DVC_DUCKDB_MEMORY_LIMIT{held}): the core tables' key indexes grow with their rows "
             "and must fit in the limit beside a chunk's load. Raise DVC_DUCKDB_MEMORY_LIMIT (measured: the default "
             "384MB fails at 5M dossiers, 1GB loads them; bench/README.md) or lower DVC_CHUNK_RECORDS, then run "
-            "again: this chunk's transaction was "
-            "rolled back, and the run goes on from the last watermark committed.")
+            "again: this chunk's transaction was rolled back, and the run goes on from the last watermark "
+            "committed.")
 
 
 def _load(
