@@ -365,8 +365,12 @@ HOST_COUNTS = ("rows_validated", "chunks_validated", "chunks_failed", "seconds")
 _MIRRORS: dict[tuple[str, str, str], GxTally] = {}
 
 
+def _mirror_key(spec: dict[str, Any]) -> tuple[str, str, str]:
+    return spec["run_id"], spec["entity"], spec["root"]
+
+
 def _mirror(spec: dict[str, Any]) -> GxTally:
-    key = (spec["run_id"], spec["entity"], spec["root"])
+    key = _mirror_key(spec)
     tally = _MIRRORS.get(key)
     if tally is None:
         tally = _MIRRORS[key] = GxTally(spec["entity"], spec["run_id"], Path(spec["root"]), spec["keep_runs"],
@@ -398,7 +402,7 @@ def _host_finish(specs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool
 
 def _host_forget(specs: list[dict[str, Any]]) -> None:
     for spec in specs:
-        _MIRRORS.pop((spec["run_id"], spec["entity"], spec["root"]), None)
+        _MIRRORS.pop(_mirror_key(spec), None)
 
 
 def _finish_here(tallies: list[GxTally]) -> None:
