@@ -405,6 +405,40 @@ def test_dossier_facts_flags(warehouse_url: str) -> None:
     assert f("D01", "S2")["cap_don_vi"] == 3  # unit from the other source's catalogue
 
 
+def test_dossier_facts_catalogue_precedence(warehouse_url: str) -> None:
+    """Which catalogue row describes a dossier: its own source's first, then the others (units: the
+    latest row valid on the receipt date; procedures: by source); each dossier alone, however many
+    dossiers share its source, unit, receipt date or procedure."""
+    engine = fresh_warehouse(warehouse_url)
+    with engine.begin() as conn:
+        insert_unit(conn, "U1", "2020-01-01", None, "S1 cũ", 2)
+        insert_unit(conn, "U1", "2024-03-10", None, "S1 mới", 3)  # overlaps the older row from 03-10
+        insert_unit(conn, "U1", "2020-01-01", "2024-03-14", "S2 cũ", 2, source="S2")
+        insert_unit(conn, "U1", "2024-03-15", None, "S2 mới", 3, source="S2")
+        insert_procedure(conn, P1, "P1 của S1", 4, 1, 1)
+        insert_procedure(conn, P1, "P1 của S2", 3, 0, 0, source="S2")
+        cases = {  # dossier: source, received
+            "A1": ("S1", "2024-03-05 08:00"), "A2": ("S1", "2024-03-12 08:00"), "A3": ("S1", "2024-03-12 09:00"),
+            "B1": ("S2", "2024-03-12 08:00"), "B2": ("S2", "2024-03-16 08:00"),
+            "C1": ("S3", "2024-03-05 08:00"), "C2": ("S3", "2024-03-20 08:00"),
+        }
+        for ma, (source, received) in cases.items():
+            insert_dossier(conn, ma, tthc=P1, don_vi="U1", status=4, received=received, source=source)
+        run_sql_file(conn, "reports/_dossier_facts.sql",
+                     {"period_start": PERIOD[0], "period_end": PERIOD[1], "as_of": AS_OF})
+        facts = {r["ma_ho_so"]: (r["ten_don_vi"], r["cap_don_vi"], r["ten_tthc"], r["muc_do_dvc"])
+                 for r in conn.execute(sa.text("SELECT * FROM tmp_dossier_facts")).mappings()}
+        conn.rollback()
+    assert facts == {
+        "A1": ("S1 cũ", 2, "P1 của S1", 4), "A2": ("S1 mới", 3, "P1 của S1", 4), "A3": ("S1 mới", 3, "P1 của S1", 4),
+        "B1": ("S2 cũ", 2, "P1 của S2", 3), "B2": ("S2 mới", 3, "P1 của S2", 3),
+        # no catalogue of its own: the latest valid row of any source (S1's and S2's start the same
+        # day before 03-10: either is the latest, so the test gives them one name), the procedure by source
+        "C1": (facts["C1"][0], 2, "P1 của S1", 4), "C2": ("S2 mới", 3, "P1 của S1", 4),
+    }
+    assert facts["C1"][0] in ("S1 cũ", "S2 cũ")
+
+
 # ----------------------------------------------------------------------------------------------
 # mart.rpt_progress
 # ----------------------------------------------------------------------------------------------

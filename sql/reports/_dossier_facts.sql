@@ -132,32 +132,48 @@ dossiers as (
         )
 ),
 
--- the unit's level as of the dossier's receipt date; a same-source catalogue row wins
+-- the unit's level as of the dossier's receipt date; a same-source catalogue row wins. It depends
+-- on the dossier's source, unit and receipt date only: resolved once per distinct triple (a few
+-- thousand), not per dossier (a window over a million rows, and a join back, spilled to disk
+-- under the warehouse's memory limit)
+unit_keys as (
+    select distinct
+        source,
+        ma_don_vi,
+        cast(coalesce(ngay_tiep_nhan, ngay_nop_ho_so) as date) as on_date
+    from dossiers
+),
+
 unit_as_of_receipt as (
     select
-        d.source,
-        d.ma_ho_so,
+        k.source,
+        k.ma_don_vi,
+        k.on_date,
         u.ten_don_vi,
         u.cap_don_vi,
         row_number() over (
-            partition by d.source, d.ma_ho_so
-            order by case when u.source = d.source then 0 else 1 end, u.hieu_luc_tu desc
+            partition by k.source, k.ma_don_vi, k.on_date
+            order by case when u.source = k.source then 0 else 1 end, u.hieu_luc_tu desc
         ) as rn
-    from dossiers as d
+    from unit_keys as k
     inner join units as u
-        on u.ma_don_vi = d.ma_don_vi
-        and u.hieu_luc_tu <= cast(coalesce(d.ngay_tiep_nhan, d.ngay_nop_ho_so) as date)
-        and (
-            u.hieu_luc_den is null
-            or u.hieu_luc_den >= cast(coalesce(d.ngay_tiep_nhan, d.ngay_nop_ho_so) as date)
-        )
+        on u.ma_don_vi = k.ma_don_vi
+        and u.hieu_luc_tu <= k.on_date
+        and (u.hieu_luc_den is null or u.hieu_luc_den >= k.on_date)
 ),
 
--- the procedure's attributes; a same-source catalogue row wins
+-- the procedure's attributes; a same-source catalogue row wins (once per source and procedure)
+procedure_keys as (
+    select distinct
+        source,
+        ma_tthc
+    from dossiers
+),
+
 procedure_of_dossier as (
     select
-        d.source,
-        d.ma_ho_so,
+        k.source,
+        k.ma_tthc,
         p.ten_tthc,
         p.ma_linh_vuc,
         p.ten_linh_vuc,
@@ -167,11 +183,11 @@ procedure_of_dossier as (
         p.co_thanh_toan_truc_tuyen,
         p.ket_qua_giay,
         row_number() over (
-            partition by d.source, d.ma_ho_so
-            order by case when p.source = d.source then 0 else 1 end, p.source
+            partition by k.source, k.ma_tthc
+            order by case when p.source = k.source then 0 else 1 end, p.source
         ) as rn
-    from dossiers as d
-    inner join procedures as p on p.ma_tthc = d.ma_tthc
+    from procedure_keys as k
+    inner join procedures as p on p.ma_tthc = k.ma_tthc
 ),
 
 -- the supplement rounds of each kept dossier's current version, by date
@@ -253,9 +269,12 @@ dossier_base as (
         ps.amount_due
     from dossiers as d
     left join unit_as_of_receipt as u
-        on u.source = d.source and u.ma_ho_so = d.ma_ho_so and u.rn = 1
+        on u.source = d.source
+        and u.ma_don_vi = d.ma_don_vi
+        and u.on_date = cast(coalesce(d.ngay_tiep_nhan, d.ngay_nop_ho_so) as date)
+        and u.rn = 1
     left join procedure_of_dossier as pr
-        on pr.source = d.source and pr.ma_ho_so = d.ma_ho_so and pr.rn = 1
+        on pr.source = d.source and pr.ma_tthc = d.ma_tthc and pr.rn = 1
     left join payment_summary as ps
         on ps.source = d.source and ps.ma_ho_so = d.ma_ho_so
     left join open_supplement as os
