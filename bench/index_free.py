@@ -75,10 +75,9 @@ def _value(name: str, kind: str, later: bool) -> str:
     return f"CAST(r % 7 AS {kind})"
 
 
-def _source_rows(con: duckdb.DuckDBPyConnection, names: list[str], start: int, stop: int, later: bool) -> str:
-    """The SELECT of rows ``start .. stop - 1`` of the attached warehouse ``src``: its n rows read
-    again and again, round ``i // n`` under keys suffixed ``-r<round>``."""
-    n = con.execute("SELECT count(*) FROM src.core.dossiers").fetchone()[0]
+def _source_rows(n: int, names: list[str], start: int, stop: int, later: bool) -> str:
+    """The SELECT of rows ``start .. stop - 1`` of the attached warehouse ``src``: its ``n`` rows
+    read again and again, round ``i // n`` under keys suffixed ``-r<round>``."""
     parts = []
     while start < stop:
         rnd, first = divmod(start, n)
@@ -98,8 +97,13 @@ def run(mode: str, rows: int, chunk: int, memory: str, source: str | None = None
     col_list = ", ".join(names)
     keys = ["source", "ma_ho_so"]
     data = [c for c in names if c not in (*keys, "_source", "_run_id", "_loaded_at")]
-    changed = f"({', '.join('t.' + c for c in data)}) IS DISTINCT FROM ({', '.join('s.' + c for c in data)})"
-    sets = ", ".join(f"{c} = s.{c}" for c in names if c not in keys)
+
+    def changed(new: str) -> str:  # the chunk's row ``new`` differs from the table's ``t``
+        return f"({', '.join('t.' + c for c in data)}) IS DISTINCT FROM ({', '.join(f'{new}.{c}' for c in data)})"
+
+    def sets(new: str) -> str:
+        return ", ".join(f"{c} = {new}.{c}" for c in names if c not in keys)
+
     with tempfile.TemporaryDirectory() as tmp:
         con = duckdb.connect(f"{tmp}/w.duckdb", config={"memory_limit": memory})
         con.execute("CREATE SCHEMA core")
@@ -108,24 +112,27 @@ def run(mode: str, rows: int, chunk: int, memory: str, source: str | None = None
         con.execute("SET checkpoint_threshold = '128MB'")  # tasks.load's
         if source:
             con.execute(f"ATTACH '{source}' AS src (READ_ONLY)")
+            source_rows = con.execute("SELECT count(*) FROM src.core.dossiers").fetchone()[0]
         t0, held = time.perf_counter(), 0
         starts = [(i, False) for i in range(0, rows, chunk)] + [(i, True) for i in range(rows - rows // 10, rows, chunk)]
         for n, (start, later) in enumerate(starts):
-            values = ", ".join(f"{_value(c, k, later)} AS {c}" for c, k in cols)
+            stop = min(start + chunk, rows)
+            if source:
+                select = _source_rows(source_rows, names, start, stop, later)
+            else:
+                values = ", ".join(f"{_value(c, k, later)} AS {c}" for c, k in cols)
+                select = f"SELECT {values} FROM range({start}, {stop}) AS t(r)"  # noqa: S608 - our columns
             con.execute("BEGIN")
-            select = (_source_rows(con, names, start, min(start + chunk, rows), later) if source else
-                      f"SELECT {values} FROM range({start}, {min(start + chunk, rows)}) AS t(r)")  # noqa: S608
             con.execute(f"CREATE OR REPLACE TEMP TABLE stg AS {select}")
             if mode == "keys":
                 con.execute(f"INSERT INTO core.dossiers AS t ({col_list}) SELECT {col_list} FROM stg AS s "  # noqa: S608
-                            f"ON CONFLICT (source, ma_ho_so) DO UPDATE SET {sets.replace('s.', 'excluded.')} "
-                            f"WHERE excluded.ngay_cap_nhat > t.ngay_cap_nhat AND "
-                            f"{changed.replace('s.', 'excluded.')}")
+                            f"ON CONFLICT (source, ma_ho_so) DO UPDATE SET {sets('excluded')} "
+                            f"WHERE excluded.ngay_cap_nhat > t.ngay_cap_nhat AND {changed('excluded')}")
                 con.execute(f"INSERT INTO core.dossier_versions SELECT {', '.join(VERSION_COLS)} FROM stg "  # noqa: S608
                             "ON CONFLICT (source, ma_ho_so, ngay_cap_nhat) DO NOTHING")
             else:
-                con.execute(f"UPDATE core.dossiers AS t SET {sets} FROM stg AS s WHERE t.source = s.source "  # noqa: S608
-                            f"AND t.ma_ho_so = s.ma_ho_so AND s.ngay_cap_nhat > t.ngay_cap_nhat AND {changed}")
+                con.execute(f"UPDATE core.dossiers AS t SET {sets('s')} FROM stg AS s WHERE t.source = s.source "  # noqa: S608
+                            f"AND t.ma_ho_so = s.ma_ho_so AND s.ngay_cap_nhat > t.ngay_cap_nhat AND {changed('s')}")
                 con.execute(f"INSERT INTO core.dossiers ({col_list}) SELECT {col_list} FROM stg AS s WHERE NOT EXISTS "  # noqa: S608
                             "(SELECT 1 FROM core.dossiers AS t WHERE t.source = s.source AND t.ma_ho_so = s.ma_ho_so)")
                 con.execute(f"INSERT INTO core.dossier_versions SELECT {', '.join(VERSION_COLS)} FROM stg AS s "  # noqa: S608
@@ -134,7 +141,7 @@ def run(mode: str, rows: int, chunk: int, memory: str, source: str | None = None
             con.execute("COMMIT")
             if n % 50 == 0 or n == len(starts) - 1:
                 held = max(held, con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()[0])
-                print(f"  {mode}: {min(start + chunk, rows):,} rows{' (again)' if later else ''}, "
+                print(f"  {mode}: {stop:,} rows{' (again)' if later else ''}, "
                       f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         load_s = time.perf_counter() - t0
         try:
