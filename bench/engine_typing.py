@@ -4,8 +4,11 @@ One chunk of 15,000 dossiers (30 pages of 500, the simulator's bodies), on one c
 best of 5):
 
 worker              what the normaliser's worker does today: decode the pages (orjson, the
-                    transport's rule) and ``tasks.normalize.normalize`` the records
-worker_decode       the decoding alone
+                    transport's rule) and ``tasks.normalize.normalize`` the records, the collector
+                    paused (``tasks.normalize_pool.normalize_parts``)
+worker_decode       the decoding alone, the cyclic collector running (as the worker decoded before
+                    ``normalize_pool.normalize_parts``)
+worker_decode_paused  the decoding alone, the collector paused (as the worker decodes now)
 duckdb_pages        DuckDB's ``read_json`` over the pages as the source sends them
                     (``{"data": [...], "page": ...}``): unnesting the records alone
 duckdb_array        DuckDB's ``read_json`` over the ``data`` array alone (the envelope cut off,
@@ -33,7 +36,9 @@ import numpy as np
 from simulator.dataset import generate
 from tasks.field_types import FIELDS
 from tasks.http_transport import page_records
-from tasks.normalize import canonical_json, normalize
+from tasks.normalize import canonical_json
+from tasks.normalize_pool import normalize_parts
+from tasks.resources import gc_paused
 
 PAGES, PAGE = 30, 500
 
@@ -84,9 +89,14 @@ def main() -> None:
     def decoded() -> list[dict]:
         return [r for b in bodies for r in page_records(b)]
 
+    def decoded_paused() -> list[dict]:
+        with gc_paused():
+            return decoded()
+
     cases: dict[str, Callable[[], Any]] = {
-        "worker": lambda: normalize("dossiers", decoded(), hash_key=b"k" * 32),
+        "worker": lambda: normalize_parts("dossiers", bodies, b"k" * 32),
         "worker_decode": decoded,
+        "worker_decode_paused": decoded_paused,
         "duckdb_pages": lambda: con.sql(
             f"SELECT count(*) FROM (SELECT unnest(data) FROM read_json({pages!r}, format='unstructured', "  # noqa: S608 - our temp files
             "maximum_object_size=100000000, columns={data: 'JSON[]'}))").fetchall(),
@@ -101,7 +111,7 @@ def main() -> None:
     print(f"one chunk: {PAGES * PAGE:,} dossiers in {PAGES} pages, {sum(map(len, bodies)) / 2**20:.1f} MiB; "
           "CPU seconds, best of 5, one core")
     for name, fn in cases.items():
-        print(f"  {name:14s} {best(fn):6.3f}")
+        print(f"  {name:20s} {best(fn):6.3f}")
 
 
 if __name__ == "__main__":

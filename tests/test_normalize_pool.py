@@ -165,8 +165,8 @@ def test_an_answer_that_does_not_pickle_goes_as_its_text():
 
 def test_a_chunk_is_decoded_with_the_collector_paused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker decodes a chunk's pages (millions of small dicts) with the collector paused, as
-    the run's page reading does, and turns it back on after: collections walking the decoded
-    records were 2.8x the decoding's time at 1M (``bench/README.md``)."""
+    the run's page reading does, and turns it back on after: decoding with the collector running
+    took 1.5-2.8x as long (``bench/README.md``)."""
     import gc
 
     import tasks.normalize_pool as pool
