@@ -18,9 +18,11 @@ Either all of it commits or none of it does, so a crash at any point loses nothi
 duplicates nothing on the rerun (a landed file whose row never committed is invisible, and
 swept by the next nightly run).
 
-Bulk paths: DuckDB registers the DataFrame and runs ``INSERT ... SELECT`` (never executemany);
-PostgreSQL ``COPY``s into a temporary table, then ``INSERT ... ON CONFLICT DO UPDATE``, except the
-raw versions: those not yet there are ``COPY``'d straight into ``raw.<entity>`` (:func:`_append_raw`).
+Bulk paths: DuckDB registers the DataFrame, stages it by ``INSERT ... SELECT`` (never
+executemany), then updates the keys its core tables hold and inserts the others by an anti-join
+(no key indexes there: migration 0009, :func:`_upsert`); PostgreSQL ``COPY``s into a temporary
+table, then ``INSERT ... ON CONFLICT DO UPDATE``, except the raw versions: those not yet there are
+``COPY``'d straight into ``raw.<entity>`` (:func:`_append_raw`).
 Identifiers in the generated SQL come from this module's constants and the entity registry
 (:mod:`tasks.entities`) only; values are always bound.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -162,25 +165,54 @@ def _copy_frame(conn: Connection, name: str, frame: pd.DataFrame) -> None:
 # ----------------------------------------------------------------------------------------------
 # the batch load
 # ----------------------------------------------------------------------------------------------
+def _upsert(conn: Connection, table: str, staged: str, keys: list[str], cols: list[str],
+            update: list[str] | None = None, when: Callable[[str], str] | None = None) -> None:
+    """Insert the staged rows (distinct keys) whose key ``table`` lacks; with ``update``, set those
+    columns of the rows whose key it has, where ``when(new)`` holds (``t`` is the table's row,
+    ``new`` the staged one's alias).
+
+    PostgreSQL: ``INSERT .. ON CONFLICT`` on the table's key. DuckDB's core tables have no key
+    (migration 0009: its key indexes are held in memory, and at 5M dossiers left no room in the
+    default limit): ``UPDATE .. FROM`` the staged rows, then an anti-join ``INSERT`` of the new
+    keys. Uniqueness holds because loads run under the warehouse's writer lock, one at a time."""
+    col_list = ", ".join(cols)
+    if dialect_name(conn) == "postgresql":
+        action = "DO NOTHING"
+        if update:
+            sets = ", ".join(f"{c} = excluded.{c}" for c in update)
+            action = f"DO UPDATE SET {sets} WHERE {when('excluded')}" if when else f"DO UPDATE SET {sets}"
+        conn.execute(sa.text(f"INSERT INTO {table} AS t ({col_list}) SELECT {col_list} FROM {staged} "
+                             f"ON CONFLICT ({', '.join(keys)}) {action}"))
+        return
+    match = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    if update:
+        sets = ", ".join(f"{c} = s.{c}" for c in update)
+        conn.execute(sa.text(f"UPDATE {table} AS t SET {sets} FROM {staged} AS s WHERE {match}"
+                             + (f" AND {when('s')}" if when else "")))
+    conn.execute(sa.text(f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM {staged} AS s "
+                         f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {match})"))
+
+
+def _distinct(cols: list[str], new: str) -> str:
+    """The table's row ``t`` differs from the staged row ``new`` in ``cols``."""
+    return f"({', '.join('t.' + c for c in cols)}) IS DISTINCT FROM ({', '.join(f'{new}.{c}' for c in cols)})"
+
+
 def _upsert_core(conn: Connection, entity: str, cols: list[str]) -> None:
     keys = ["source", *REGISTRY[entity].core_key]
     updatable = [c for c in cols if c not in keys]
     data_cols = [c for c in updatable if c not in LINEAGE]
-    sets = ", ".join(f"{c} = excluded.{c}" for c in updatable)
-    changed = f"({', '.join('t.' + c for c in data_cols)}) IS DISTINCT FROM ({', '.join('excluded.' + c for c in data_cols)})"
-    # a newer version wins; the same version read again replaces the row, except that a clerk's file
-    # never replaces the API's copy of the same version (no nested lists, coarser dates: poorer)
-    newer = (
-        "(excluded.ngay_cap_nhat > t.ngay_cap_nhat OR (excluded.ngay_cap_nhat = t.ngay_cap_nhat AND "
-        "(substr(excluded._source, 1, 5) <> 'file:' OR substr(t._source, 1, 5) = 'file:'))) AND "
-    ) if entity in VERSIONED else ""
-    col_list = ", ".join(cols)
-    conn.execute(
-        sa.text(
-            f"INSERT INTO core.{entity} AS t ({col_list}) SELECT {col_list} FROM stg_core "
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets} WHERE {newer}{changed}"
-        )
-    )
+
+    def when(new: str) -> str:
+        # a newer version wins; the same version read again replaces the row, except that a clerk's
+        # file never replaces the API's copy of the same version (no nested lists, coarser dates: poorer)
+        newer = (
+            f"({new}.ngay_cap_nhat > t.ngay_cap_nhat OR ({new}.ngay_cap_nhat = t.ngay_cap_nhat AND "
+            f"(substr({new}._source, 1, 5) <> 'file:' OR substr(t._source, 1, 5) = 'file:'))) AND "
+        ) if entity in VERSIONED else ""
+        return newer + _distinct(data_cols, new)
+
+    _upsert(conn, f"core.{entity}", "stg_core", keys, cols, updatable, when)
 
 
 def load_batch(
@@ -224,7 +256,7 @@ def _out_of_memory(exc: sa.exc.DBAPIError) -> bool:
 
 def _out_of_memory_message(engine: Engine, norm: Normalized) -> str:
     """What to do when a chunk's load ran out of DuckDB's memory, with the limit and the size of
-    the table it was loading (what the limit must hold beside the chunk: its key index)."""
+    the table it was loading (the update and the anti-join read its keys beside the chunk)."""
     limit, rows = "?", None
     try:
         with engine.connect() as conn:
@@ -234,11 +266,10 @@ def _out_of_memory_message(engine: Engine, norm: Normalized) -> str:
         log.debug("could not read DuckDB's memory limit after running out of memory", exc_info=True)
     held = f", core.{norm.entity} holds {rows:,} rows" if rows is not None else ""
     return (f"DuckDB ran out of memory loading a chunk of {norm.rows_received:,} records of {norm.entity} (its memory "
-            f"limit {limit}, DVC_DUCKDB_MEMORY_LIMIT{held}): the core tables' key indexes grow with their rows "
-            "and must fit in the limit beside a chunk's load. Raise DVC_DUCKDB_MEMORY_LIMIT (measured: the default "
-            "384MB fails at 5M dossiers, 1GB loads them; bench/README.md) or lower DVC_CHUNK_RECORDS, then run "
-            "again: this chunk's transaction was rolled back, and the run goes on from the last watermark "
-            "committed.")
+            f"limit {limit}, DVC_DUCKDB_MEMORY_LIMIT{held}): a chunk's staged rows, its joins against the core "
+            "tables and the changes not yet checkpointed must fit in the limit. Raise DVC_DUCKDB_MEMORY_LIMIT or "
+            "lower DVC_CHUNK_RECORDS (bench/README.md measures both), then run again: this chunk's transaction was "
+            "rolled back, and the run goes on from the last watermark committed.")
 
 
 def _load(
@@ -281,28 +312,15 @@ def _load(
     if entity == "dossiers" and norm.versions is not None:
         versions = norm.versions[~norm.versions["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)
         stage(conn, "stg_versions", versions[_V_COLS], "core.dossier_versions")
-        conn.execute(
-            sa.text(
-                f"INSERT INTO core.dossier_versions ({', '.join(_V_COLS)}) SELECT {', '.join(_V_COLS)} "
-                "FROM stg_versions ON CONFLICT (source, ma_ho_so, ngay_cap_nhat) DO NOTHING"
-            )
-        )
+        _upsert(conn, "core.dossier_versions", "stg_versions", ["source", "ma_ho_so", "ngay_cap_nhat"], _V_COLS)
     supplements = norm.supplements if entity == "dossiers" else None
     if supplements is not None:
         sup = supplements[~supplements["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)
         stage(conn, "stg_supplements", sup[_S_COLS], "core.dossier_supplements")
-        conn.execute(
-            sa.text(
-                f"INSERT INTO core.dossier_supplements AS t ({', '.join(_S_COLS)}) SELECT {', '.join(_S_COLS)} "
-                "FROM stg_supplements ON CONFLICT (source, ma_ho_so, ngay_cap_nhat, lan) DO UPDATE SET "
-                # the same version sent again with other rounds replaces them, as it replaces the row
-                "ngay_bo_sung = excluded.ngay_bo_sung, ngay_tiep_nhan_bo_sung = excluded.ngay_tiep_nhan_bo_sung, "
-                "ngay_hen_tra_truoc = excluded.ngay_hen_tra_truoc, ngay_hen_tra_moi = excluded.ngay_hen_tra_moi, "
-                "_run_id = excluded._run_id WHERE (t.ngay_bo_sung, t.ngay_tiep_nhan_bo_sung, t.ngay_hen_tra_truoc, "
-                "t.ngay_hen_tra_moi) IS DISTINCT FROM (excluded.ngay_bo_sung, "
-                "excluded.ngay_tiep_nhan_bo_sung, excluded.ngay_hen_tra_truoc, excluded.ngay_hen_tra_moi)"
-            )
-        )
+        # the same version sent again with other rounds replaces them, as it replaces the row
+        dates = ["ngay_bo_sung", "ngay_tiep_nhan_bo_sung", "ngay_hen_tra_truoc", "ngay_hen_tra_moi"]
+        _upsert(conn, "core.dossier_supplements", "stg_supplements", ["source", "ma_ho_so", "ngay_cap_nhat", "lan"],
+                _S_COLS, [*dates, "_run_id"], lambda new: _distinct(dates, new))
     _upsert_core(conn, entity, cols)
     if supplements is not None:
         # the rounds of a dossier are those of its current version: drop the superseded versions'

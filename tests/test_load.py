@@ -160,3 +160,84 @@ def test_a_load_out_of_duckdb_memory_says_which_setting_and_loads_nothing(tmp_pa
         assert c.execute(sa.text("SELECT count(*) FROM core.dossiers")).scalar() == 0
     assert _load(engine, records).rows_loaded == 20_000
     engine.dispose()
+
+
+#: Each core table the loader writes, with its key: PostgreSQL's primary key; DuckDB's tables have
+#: none (migration 0009), the loader keeps the key unique.
+CORE_KEYS = {"dossiers": "source, ma_ho_so", "payments": "source, ma", "procedures": "source, ma_tthc",
+             "units": "source, ma_don_vi, hieu_luc_tu", "dossier_versions": "source, ma_ho_so, ngay_cap_nhat",
+             "dossier_supplements": "source, ma_ho_so, ngay_cap_nhat, lan"}
+
+
+def _entity_load(engine, entity, records, run_id, origin="api"):
+    n = normalize(entity, records, hash_key=KEY)
+    return load_batch(engine, n, n.issues, source="src", run_id=run_id, origin=origin)
+
+
+def test_overlapping_repeated_and_late_loads_keep_each_key_once(engine):
+    """Batches that overlap, repeat, come late (older versions after newer ones) and come again
+    from a clerk's file leave one row per key in every core table, on both warehouses."""
+    def rounds(n: int) -> list[dict]:
+        return [{"NgayBoSung": f"2024010{3 + j}080000", "NgayTiepNhanBoSung": None} for j in range(n)]
+
+    first = [_dossier(i, DanhSachHoSoBoSung=rounds(i % 3)) for i in range(60)]
+    newer = [_dossier(i, status=4, upd="20240106100000", DanhSachHoSoBoSung=rounds((i + 1) % 3))
+             for i in range(30, 90)]
+    pays = [{"Ma": f"P{i}", "MaHoSo": f"H-{i:04d}", "TrangThai": "Chờ thanh toán", "NgayCapNhat": "20240105100000"}
+            for i in range(50)]
+    paid = [dict(p, Ma=f"P{i}", TrangThai="Đã thanh toán", NgayCapNhat="20240106100000")
+            for i, p in enumerate(pays * 2) if 25 <= i < 75]
+    procs = [{"MaTTHC": f"1.00{i}", "TenTTHC": f"Thủ tục {i}"} for i in range(5)]
+    units = [{"MaDonVi": "U1", "HieuLucTu": "20200101"}, {"MaDonVi": "U1", "HieuLucTu": "20250701"}]
+    loads = [("dossiers", first, "api"), ("dossiers", newer, "api"), ("dossiers", first, "api"),
+             ("dossiers", newer[::-1], "api"), ("dossiers", first[:40], "file:a.xlsx"),
+             ("dossiers", newer, "file:b.csv"), ("payments", pays, "api"), ("payments", paid, "api"),
+             ("payments", pays, "file:c.xlsx"), ("payments", paid, "api"), ("procedures", procs, "api"),
+             ("procedures", procs[2:], "api"), ("units", units, "api"), ("units", units[::-1], "api")]
+    for n, (entity, records, origin) in enumerate(loads):
+        assert _entity_load(engine, entity, records, f"r{n}", origin).reconciled
+    with engine.connect() as c:
+        counts = {t: tuple(c.execute(sa.text(f"SELECT count(*), count(DISTINCT ({k})) FROM core.{t}")).one())
+                  for t, k in CORE_KEYS.items()}
+        latest = c.execute(sa.text("SELECT count(*) FROM core.dossiers WHERE ngay_cap_nhat = '2024-01-06 10:00:00' "
+                                   "AND trang_thai = 4 AND _source = 'api'")).scalar_one()
+        supplements = c.execute(sa.text("SELECT count(*) FROM core.dossier_supplements AS s JOIN core.dossiers AS d "
+                                        "USING (source, ma_ho_so, ngay_cap_nhat)")).scalar_one()
+    assert counts == {"dossiers": (90, 90), "payments": (75, 75), "procedures": (5, 5), "units": (2, 2),
+                      "dossier_versions": (120, 120), "dossier_supplements": (counts["dossier_supplements"][0],) * 2}
+    assert latest == 60  # the newer versions won, and the files' copies did not replace the API's
+    assert supplements == counts["dossier_supplements"][0] == sum(i % 3 for i in range(30)) + sum(
+        (i + 1) % 3 for i in range(30, 90))
+
+
+def test_duckdb_core_tables_have_no_key_index_and_keep_their_columns(tmp_path):
+    """Migration 0009 rebuilds DuckDB's core tables without primary keys (their indexes are held in
+    memory), with the same columns, types and NOT NULLs, and the rows an older warehouse had."""
+    from tasks import landing
+    from tasks.warehouse import _apply_migration, migrations
+
+    old = connect(f"duckdb:///{tmp_path / 'old.duckdb'}")
+    for version, path in migrations("duckdb"):
+        if version < "0009":
+            _apply_migration(old, "duckdb", version, path)
+    landing.convert_raw_tables(old, landed_at=datetime(2024, 1, 1))  # as upgrade() does after 0008
+    landing.refresh_views(old)
+    _load(old, [_dossier(i, DanhSachHoSoBoSung=[{"NgayBoSung": "20240103080000"}]) for i in range(20)])
+    query = ("SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+             "WHERE table_schema = 'core' AND table_name IN ({}) ORDER BY table_name, ordinal_position"
+             ).format(", ".join(f"'{t}'" for t in CORE_KEYS))
+    keys = ("SELECT table_name FROM duckdb_constraints() WHERE schema_name = 'core' "
+            "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')")
+    with old.connect() as c:
+        columns, before = c.execute(sa.text(query)).fetchall(), fingerprint(old)
+        assert {r[0] for r in c.execute(sa.text(keys))} >= set(CORE_KEYS)
+    upgrade(old)
+    with old.connect() as c:
+        assert c.execute(sa.text(query)).fetchall() == columns
+        assert {r[0] for r in c.execute(sa.text(keys))} & set(CORE_KEYS) == set()
+        assert c.execute(sa.text("SELECT count(*) FROM core.dossier_status_history")).scalar_one() == 20
+    assert fingerprint(old) == before
+    _load(old, [_dossier(i, status=4, upd="20240107000000") for i in range(10, 30)], run_id="r2")
+    with old.connect() as c:
+        assert c.execute(sa.text("SELECT count(*), count(DISTINCT ma_ho_so) FROM core.dossiers")).one() == (30, 30)
+    old.dispose()
