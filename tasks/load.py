@@ -174,7 +174,9 @@ def _upsert(conn: Connection, table: str, staged: str, keys: list[str], cols: li
     PostgreSQL: ``INSERT .. ON CONFLICT`` on the table's key. DuckDB's core tables have no key
     (migration 0009: its key indexes are held in memory, and at 5M dossiers left no room in the
     default limit): ``UPDATE .. FROM`` the staged rows, then an anti-join ``INSERT`` of the new
-    keys. Uniqueness holds because loads run under the warehouse's writer lock, one at a time."""
+    keys. Uniqueness holds because loads run one at a time: one process writes a DuckDB file (its
+    lock, and the runs' writer lock), and its loads take turns (``pipeline.process_records`` holds
+    ``warehouse.local_write_lock`` around :func:`load_batch`)."""
     col_list = ", ".join(cols)
     if dialect_name(conn) == "postgresql":
         action = "DO NOTHING"

@@ -125,8 +125,9 @@ class Settings(BaseSettings):
         pattern=rf"(?i)^(\s*|{MEMORY_SIZE})$",
         description="Memory limit of the embedded DuckDB warehouse (DuckDB's `memory_limit`, e.g. `512MB`, "
         "`2GB`); bigger work spills to `<file>.tmp/`. The default keeps a run over a million dossiers "
-        "under 1 GiB in all; the core tables' key indexes must fit in it, so 5M dossiers need 1GB. Empty: "
-        "DuckDB's default, 80 % of the machine's RAM. Ignored for PostgreSQL.",
+        "under 1 GiB, and one over 5M at about 1 GiB (the run's process; the core tables have no key "
+        "indexes on DuckDB, which it could not evict). Empty: DuckDB's default, 80 % of the machine's RAM. "
+        "Ignored for PostgreSQL.",
     )
     analyst_duckdb: Path | None = _unset(
         "Path of the analysts' read-only DuckDB copy of `mart` and the non-personal `core` views, replaced "
