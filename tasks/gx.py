@@ -19,7 +19,7 @@ consecutive chunks into batches of up to :data:`BATCH_ROWS` rows, since a GX val
 mostly per call; a batch never holds two versions of one record, so GX's uniqueness rules count
 what the masks count chunk by chunk. One background thread validates the batches (:func:`submit`:
 at most :data:`BATCHES_IN_FLIGHT` waiting, so a slow GX holds the extraction back instead of
-piling rows up in memory) and adds GX's results up. :meth:`GxTally.finish` stores the entity's
+piling rows up in memory) and adds GX's results up (:mod:`tasks.gx_results`). :meth:`GxTally.finish` stores the entity's
 result, builds the run's data docs (``tasks.data_docs``) and returns what GX saw: rows and chunks
 validated of the rows and chunks the checks read. A test shows that GX and the masks count the
 same failing rows.
@@ -59,6 +59,7 @@ from tasks.data_docs import (
     safe_name,
     update_index,
 )
+from tasks.gx_results import add_up, counts_by_rule, settle
 from tasks.quality import load_suite, record_keys
 from tasks.settings import Settings
 
@@ -72,8 +73,6 @@ T = TypeVar("T")
 BATCH_ROWS = 50_000
 #: Batches handed to the GX thread and not validated yet, at most (the caller waits beyond).
 BATCHES_IN_FLIGHT = 2
-#: Unexpected values kept per rule in the data docs (GX's ``partial_unexpected_list``).
-PARTIAL = 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +251,7 @@ class GxTally:
             return
         finally:
             self.coverage.seconds += time.perf_counter() - started
-        self._merged = part if self._merged is None else _add_up(self._merged, part)
+        self._merged = part if self._merged is None else add_up(self._merged, part)
         self.coverage.rows_validated += len(data)
         self.coverage.chunks_validated += chunks
 
@@ -292,13 +291,7 @@ class GxTally:
         )
 
         merged = self._merged
-        for r in merged.results:
-            _percentages(r.result)
-        ok = sum(bool(r.success) for r in merged.results)
-        merged.success = self.success = ok == len(merged.results)
-        merged.statistics = {"evaluated_expectations": len(merged.results), "successful_expectations": ok,
-                             "unsuccessful_expectations": len(merged.results) - ok,
-                             "success_percent": 100.0 * ok / len(merged.results) if merged.results else None}
+        self.success = settle(merged)
         run = RunIdentifier(run_name=self.run_id, run_time=self.run_time)
         merged.meta.get("batch_markers", {}).pop("pandas_data_fingerprint", None)  # the first chunk's only
         merged.meta.update({"run_id": run, "validation_time": run.run_time,
@@ -510,53 +503,6 @@ def settle_gx(run_id: str) -> dict[str, dict[str, Any]]:
     return {result.entity: record for result, record in zip(pending, records, strict=True)}
 
 
-# ---------------------------------------------------------------------------------------------
-# GX's results of several chunks, added up
-# ---------------------------------------------------------------------------------------------
-def _add_up(total: Any, part: Any) -> Any:
-    """``part`` (one batch's suite result) added into ``total``: counts summed, success when every
-    batch succeeded, the first :data:`PARTIAL` unexpected values kept."""
-    by_rule = {r.expectation_config.meta["rule"]: r for r in part.results}
-    for t in total.results:
-        p = by_rule[t.expectation_config.meta["rule"]]
-        t.success = bool(t.success) and bool(p.success)
-        if p.exception_info and p.exception_info.get("raised_exception") and not (
-                t.exception_info or {}).get("raised_exception"):
-            t.exception_info = p.exception_info
-        tr, pr = t.result, p.result or {}
-        for k in ("element_count", "unexpected_count", "missing_count"):
-            if k in pr:
-                tr[k] = int(tr.get(k) or 0) + int(pr[k] or 0)
-        if "partial_unexpected_list" in pr:
-            tr["partial_unexpected_list"] = [*(tr.get("partial_unexpected_list") or []),
-                                             *pr["partial_unexpected_list"]][:PARTIAL]
-        if "partial_unexpected_counts" in pr:
-            counts: dict[str, dict[str, Any]] = {}
-            for c in [*(tr.get("partial_unexpected_counts") or []), *pr["partial_unexpected_counts"]]:
-                slot = counts.setdefault(repr(c["value"]), {"value": c["value"], "count": 0})
-                slot["count"] += int(c["count"])
-            tr["partial_unexpected_counts"] = sorted(counts.values(), key=lambda c: -c["count"])[:PARTIAL]
-        tr.pop("partial_unexpected_index_list", None)  # positions within one chunk: meaningless added up
-    return total
-
-
-def _percentages(r: dict[str, Any]) -> None:
-    """GX's percentages of a result dict, recomputed from its summed counts."""
-    n, missing, bad = int(r.get("element_count") or 0), int(r.get("missing_count") or 0), r.get("unexpected_count")
-    present = n - missing
-
-    def pct(a: int, b: int) -> float | None:
-        return 100.0 * a / b if b else None
-
-    if "missing_percent" in r:
-        r["missing_percent"] = pct(missing, n)
-    if bad is not None:
-        for key, base in (("unexpected_percent", present), ("unexpected_percent_nonmissing", present),
-                          ("unexpected_percent_total", n)):
-            if key in r:
-                r[key] = pct(int(bad), base)
-
-
 @dataclass(frozen=True)
 class GxRecord:
     """The result of :func:`validate_with_gx`: GX's counts per rule and what it saw."""
@@ -588,15 +534,7 @@ def validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, docs_dir: Pa
     for batch in tally.flush():
         tally.validate(batch)
     tally.finish()
-    counts: dict[str, dict[str, Any]] = {"unexpected": {}, "elements": {}, "success": {}}
-    for er in tally._merged.results if tally._merged is not None else []:
-        rule = er.expectation_config.meta["rule"]
-        raised = bool(er.exception_info and er.exception_info.get("raised_exception"))
-        if raised:
-            log.warning("GX raised on %s.%s: %s", entity, rule, er.exception_info.get("exception_message"))
-        counts["success"][rule] = bool(er.success) and not raised
-        counts["unexpected"][rule] = int(er.result.get("unexpected_count") or 0)
-        counts["elements"][rule] = int(er.result.get("element_count") or 0)
+    counts = counts_by_rule(tally._merged, entity)
     cov = tally.coverage.as_dict()
     return GxRecord(entity, run_id, all(counts["success"].values()), cov["rows_validated"], cov["sampled"],
                     counts["unexpected"], counts["elements"], counts["success"], tally.docs_index or "", cov)
