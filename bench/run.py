@@ -791,6 +791,10 @@ def main(argv: list[str] | None = None) -> int:
         serve(a.n, a.seed, a.per_request)
         return 0
     if argv[:1] == ["stage"]:
+        if os.environ.get("BENCH_SQL_TIMES"):  # where a stage's SQL time goes (bench/sql_times.py)
+            from bench.sql_times import install
+
+            install(os.environ["BENCH_SQL_TIMES"], argv[1])
         _emit(STAGES[argv[1]](json.loads(argv[2])))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
