@@ -166,10 +166,10 @@ def _copy_frame(conn: Connection, name: str, frame: pd.DataFrame) -> None:
 # the batch load
 # ----------------------------------------------------------------------------------------------
 def _upsert(conn: Connection, table: str, staged: str, keys: list[str], cols: list[str],
-            update: list[str] | None = None, when: Callable[[str], str] | None = None) -> None:
-    """Insert the staged rows (distinct keys) whose key ``table`` lacks; with ``update``, set those
-    columns of the rows whose key it has, where ``when(new)`` holds (``t`` is the table's row,
-    ``new`` the staged one's alias).
+            update: tuple[list[str], Callable[[str], str]] | None = None) -> None:
+    """Insert the staged rows (distinct keys) whose key ``table`` lacks; with ``update = (columns,
+    when)``, set those columns of the rows whose key it has, where ``when(new)`` holds (``t`` is the
+    table's row, ``new`` the staged one's alias).
 
     PostgreSQL: ``INSERT .. ON CONFLICT`` on the table's key. DuckDB's core tables have no key
     (migration 0009: its key indexes are held in memory, and at 5M dossiers left no room in the
@@ -181,16 +181,16 @@ def _upsert(conn: Connection, table: str, staged: str, keys: list[str], cols: li
     if dialect_name(conn) == "postgresql":
         action = "DO NOTHING"
         if update:
-            sets = ", ".join(f"{c} = excluded.{c}" for c in update)
-            action = f"DO UPDATE SET {sets} WHERE {when('excluded')}" if when else f"DO UPDATE SET {sets}"
+            columns, when = update
+            action = f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in columns)} WHERE {when('excluded')}"
         conn.execute(sa.text(f"INSERT INTO {table} AS t ({col_list}) SELECT {col_list} FROM {staged} "
                              f"ON CONFLICT ({', '.join(keys)}) {action}"))
         return
     match = " AND ".join(f"t.{k} = s.{k}" for k in keys)
     if update:
-        sets = ", ".join(f"{c} = s.{c}" for c in update)
-        conn.execute(sa.text(f"UPDATE {table} AS t SET {sets} FROM {staged} AS s WHERE {match}"
-                             + (f" AND {when('s')}" if when else "")))
+        columns, when = update
+        conn.execute(sa.text(f"UPDATE {table} AS t SET {', '.join(f'{c} = s.{c}' for c in columns)} "
+                             f"FROM {staged} AS s WHERE {match} AND {when('s')}"))
     conn.execute(sa.text(f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM {staged} AS s "
                          f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {match})"))
 
@@ -214,7 +214,7 @@ def _upsert_core(conn: Connection, entity: str, cols: list[str]) -> None:
         ) if entity in VERSIONED else ""
         return newer + _distinct(data_cols, new)
 
-    _upsert(conn, f"core.{entity}", "stg_core", keys, cols, updatable, when)
+    _upsert(conn, f"core.{entity}", "stg_core", keys, cols, (updatable, when))
 
 
 def load_batch(
@@ -322,7 +322,7 @@ def _load(
         # the same version sent again with other rounds replaces them, as it replaces the row
         dates = ["ngay_bo_sung", "ngay_tiep_nhan_bo_sung", "ngay_hen_tra_truoc", "ngay_hen_tra_moi"]
         _upsert(conn, "core.dossier_supplements", "stg_supplements", ["source", "ma_ho_so", "ngay_cap_nhat", "lan"],
-                _S_COLS, [*dates, "_run_id"], lambda new: _distinct(dates, new))
+                _S_COLS, ([*dates, "_run_id"], lambda new: _distinct(dates, new)))
     _upsert_core(conn, entity, cols)
     if supplements is not None:
         # the rounds of a dossier are those of its current version: drop the superseded versions'
