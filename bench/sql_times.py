@@ -16,6 +16,7 @@ SELECT``) are SQLAlchemy statements too; ``COPY`` through psycopg's cursor is no
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import threading
 import time
@@ -43,8 +44,6 @@ def install(prefix: str, stage: str) -> None:
             totals[key] = (calls + 1, seconds + took)
 
     def _write() -> None:
-        import os
-
         if not totals:  # a stage without SQL (the raw fetch)
             return
         rows = sorted(totals.items(), key=lambda kv: -kv[1][1])[:40]

@@ -19,9 +19,9 @@ consecutive chunks into batches of up to :data:`BATCH_ROWS` rows, since a GX val
 mostly per call; a batch never holds two versions of one record, so GX's uniqueness rules count
 what the masks count chunk by chunk. One background thread validates the batches (:func:`submit`:
 at most :data:`BATCHES_IN_FLIGHT` waiting, so a slow GX holds the extraction back instead of
-piling rows up in memory) and adds GX's results up (:mod:`tasks.gx_results`). :meth:`GxTally.finish` stores the entity's
-result, builds the run's data docs (``tasks.data_docs``) and returns what GX saw: rows and chunks
-validated of the rows and chunks the checks read. A test shows that GX and the masks count the
+piling rows up in memory) and adds GX's results up (:mod:`tasks.gx_results`).
+:meth:`GxTally.finish` stores the entity's result, builds the run's data docs (``tasks.data_docs``)
+and returns what GX saw: rows and chunks validated of the rows and chunks the checks read. A test shows that GX and the masks count the
 same failing rows.
 
 The pipeline's side (``tasks.runs.EntityResult`` per entity): :func:`gx_chunk` for each checked
