@@ -12,21 +12,27 @@ one run is deduplicated by the normaliser (latest ``NgayCapNhat`` wins).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from tasks.clock import ZONE
 from tasks.entities import entity as entity_of
 from tasks.http_transport import (
     ClientStats,
     HttpTransport,
+    PageRecords,
     SourceAuthError,
     SourceError,
     SourceRequestError,
     SourceResponseError,
     SourceUnavailable,
+    outline_decoder,
 )
 
 if TYPE_CHECKING:
@@ -52,7 +58,8 @@ class Page:
     entity: str
     page: int
     total: int | None
-    records: list[dict[str, Any]]
+    #: a list, or :class:`tasks.http_transport.PageRecords`: decoded from ``body`` when first used
+    records: Sequence[dict[str, Any]]
     page_size: int
     updated_from: str | None = None
     #: the body as the source sent it (None from a client that does not keep it): a worker process
@@ -136,9 +143,9 @@ class SourceClient(HttpTransport):
                       "page_size": str(self.page_size)}
             params = {k: v for k, v in params.items() if v is not None}
             self._bodies.last = None
-            body = self.get_json(ent.endpoint, params, entity=entity, page=page_no)
+            body = self.get_json(ent.endpoint, params, entity=entity, page=page_no, outline=_outline(ent.key))
             page = self._page_from_body(entity, page_no, body, cursor, raw=self.last_body())
-            keys = [_record_fingerprint(r, ent.key) for r in page.records]
+            keys = _fingerprints(page.records, ent.key)
             if page.records and keys == previous_keys:
                 raise SourceResponseError(
                     f"{self._safe_url(self.base_url)}{ent.endpoint} returned the same records twice in a row "
@@ -209,24 +216,45 @@ def window_for(
     return start, until
 
 
-def _seek_cursor(records: list[dict[str, Any]]) -> str | None:
+@cache
+def _outline(key: tuple[str, ...]) -> msgspec.json.Decoder:
+    """The outline of a page the paging reads: each record's key fields and ``NgayCapNhat``."""
+    return outline_decoder([*key, "NgayCapNhat"])
+
+
+def _seek_cursor(records: Sequence[dict[str, Any]]) -> str | None:
     """``NgayCapNhat`` of the page's last record, to seek to; None when the page cannot be sought
     past (a timestamp absent or unreadable, or one timestamp shared by the whole page)."""
     if not records:
         return None
-    first, last = _timestamp(records[0]), _timestamp(records[-1])
+    if isinstance(records, PageRecords):
+        first, last = (_timestamp_of(r.NgayCapNhat) for r in (records.outline[0], records.outline[-1]))
+    else:
+        first, last = _timestamp(records[0]), _timestamp(records[-1])
     if first is None or last is None or first == last:
         return None
     return last
 
 
 def _timestamp(record: dict[str, Any]) -> str | None:
-    value = record.get("NgayCapNhat")
+    return _timestamp_of(record.get("NgayCapNhat"))
+
+
+def _timestamp_of(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str) and len(value) == 14 and value.isdigit():
         return value
     return None
+
+
+def _fingerprints(records: Sequence[dict[str, Any]], key: tuple[str, ...]) -> list[Any]:
+    """:func:`_record_fingerprint` of each record; from the outline of a :class:`PageRecords` whose
+    records all have their key (absent fields there are ``UNSET`` instead of None: the same on
+    every outlined page)."""
+    if isinstance(records, PageRecords) and all(getattr(r, key[0]) is not msgspec.UNSET for r in records.outline):
+        return list(map(attrgetter(*key, "NgayCapNhat"), records.outline))
+    return [_record_fingerprint(r, key) for r in records]
 
 
 def _record_fingerprint(record: dict[str, Any], key: tuple[str, ...]) -> Any:

@@ -22,11 +22,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tasks import http_transport
 from tasks.entities import REGISTRY
+from tasks.http_transport import PageRecords
+from tasks.normalize_pool import normalize_parts
 from tasks.settings import Settings
 from tasks.source_api import (
     ClientStats,
@@ -338,6 +342,47 @@ def test_pages_are_told_apart_by_the_entity_key_from_the_registry(api: FakeApi) 
     pages = list(client.iter_pages("payments"))
     assert [r["Ma"] for p in pages for r in p.records] == [f"TT-{i}" for i in range(10)]
     assert [p.page for p in pages] == [1, 2]
+
+
+def test_pages_are_paged_by_their_outline_and_decoded_once_when_their_records_are_used(
+        api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the paging reads each record's key and NgayCapNhat only; a page whose body goes to the
+    # normaliser's worker is decoded there, never in the run's process
+    decodes: list[int] = []
+    real = http_transport.page_records
+    monkeypatch.setattr(http_transport, "page_records", lambda body: decodes.append(len(body)) or real(body))
+    client, _ = _client(api)
+    pages = list(client.iter_pages("dossiers"))
+    assert [(p.page, p.updated_from, len(p.records)) for p in pages] == [
+        (1, None, 5), (1, "20240101080400", 5), (1, "20240101080800", 4)]
+    assert decodes == [] and all(isinstance(p.records, PageRecords) for p in pages)
+    assert [r for p in pages for r in p.records] == [r for p in pages for r in orjson.loads(p.body)["data"]]
+    assert [p.records[-1]["MaHoSo"] for p in pages] == ["H08-00004", "H08-00008", "H08-00011"]
+    assert len(decodes) == 3  # once per page, however often its records are read
+
+
+def test_a_body_the_outline_reads_but_json_refuses_fails_where_its_records_are_used(api: FakeApi) -> None:
+    # 1e400 is JSON's grammar but no double: the outline skips the field, orjson refuses it, so
+    # the run's records (or the worker's chunk) fail with the source's error, not a decoder's
+    body = b'{"data": [{"MaHoSo": "H08-1", "NgayCapNhat": "20240101080000", "LePhi": 1e400}], "total": 1}'
+    api.script = [Fault("status", 200, body=body)]
+    client, sleep = _client(api)
+    pages = list(client.iter_pages("dossiers"))
+    assert [len(p.records) for p in pages] == [1] and client.stats.retries == 0 and sleep.waits == []
+    with pytest.raises(SourceResponseError, match="a page of the source is not valid JSON"):
+        list(pages[0].records)
+    with pytest.raises(SourceResponseError, match="a page of the source is not valid JSON"):
+        normalize_parts("dossiers", [body], b"k" * 32)
+
+
+def test_a_page_the_outline_refuses_is_decoded_in_full(api: FakeApi, caplog: pytest.LogCaptureFixture) -> None:
+    api.script = [Fault("status", 200, body=b'{"data": [{"MaHoSo": "H08-1", "NgayCapNhat": "20240101080000"}, 7], '
+                                             b'"total": 2}')]
+    client, _ = _client(api)
+    with caplog.at_level(logging.WARNING):
+        pages = list(client.iter_pages("dossiers"))
+    assert pages[0].records == [{"MaHoSo": "H08-1", "NgayCapNhat": "20240101080000"}, {"_not_an_object": 7}]
+    assert "1 record(s) of the page are not JSON objects" in caplog.text
 
 
 def test_stops_when_total_reached_without_an_empty_extra_page(api: FakeApi) -> None:
