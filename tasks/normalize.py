@@ -274,8 +274,9 @@ def _normalize(entity: str, records: Sequence[dict], *, hash_key: bytes,
     kept = core if n_dup == 0 else core.take(kept_pos)
     supplements = kept_rounds(rounds, core, kept["_order"]) if rounds is not None else None
     ties = _conflicting_ties(ent, rules.key_unique, keys, core, raw["record_hash"], multi)
-    raw = _drop_repeats(raw, multi, ["record_key", "record_hash"], keep="first")
-    raw_by_key = RecordTexts(dict(zip(kept["_record_key"].tolist(), kept["_order"].tolist(), strict=True)), texts)
+    raw, raw_row = _distinct_versions(raw, multi)
+    raw_by_key = RecordTexts(dict(zip(kept["_record_key"].tolist(), raw_row[kept["_order"].to_numpy()].tolist(),
+                                      strict=True)), raw)
     # issues only for the kept version of each key (an older, broken copy is superseded)
     issues = issues[issues["_pos"].isin(set(kept["_order"]))].drop(columns="_pos").reset_index(drop=True)
     if len(ties):
@@ -343,6 +344,26 @@ def _drop_repeats(frame: pd.DataFrame, among: np.ndarray, columns: list[str], ke
     return frame.reset_index(drop=True)
 
 
+def _distinct_versions(raw: pd.DataFrame, multi: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """``raw`` without the repeats of a version (record_key and record_hash) read earlier in the
+    batch, and for each record read, the row of the result that holds its text (a repeat's: its
+    first reading's, the same text). ``multi``: the keys read more than once (only they repeat)."""
+    n = len(raw)
+    at = np.flatnonzero(multi)
+    if len(at):
+        ids = raw[["record_key", "record_hash"]].iloc[at]
+        dup = ids.duplicated(keep="first").to_numpy()
+        if dup.any():
+            kept = np.ones(n, dtype=bool)
+            kept[at[dup]] = False
+            row = np.cumsum(kept) - 1
+            first: dict[tuple[str, str], int] = {}
+            for pos, version in zip(at.tolist(), zip(ids["record_key"], ids["record_hash"], strict=True), strict=True):
+                row[pos] = row[first.setdefault(version, pos)]
+            return raw[kept].reset_index(drop=True), row
+    return raw.reset_index(drop=True), np.arange(n)
+
+
 def _conflicting_ties(ent: Entity, rule: IssueRule, keys: pd.Series, core: pd.DataFrame,
                       hashes: pd.Series, multi: np.ndarray) -> pd.DataFrame:
     """Issues of the suite's key-unique ``rule`` for the keys whose latest version is tied with a
@@ -376,15 +397,17 @@ def _conflicting_ties(ent: Entity, rule: IssueRule, keys: pd.Series, core: pd.Da
 
 
 class RecordTexts(Mapping[str, str]):
-    """record_key -> canonical JSON text, read from the batch's Arrow column on demand (only the
-    quarantined rows' texts are ever needed; a dict of every text as a Python string would hold a
-    second copy of the chunk's JSON)."""
+    """record_key -> canonical JSON text, read from the ``record`` column of the batch's raw frame
+    on demand (only the quarantined rows' texts are ever needed; a dict of every text as a Python
+    string would hold a second copy of the chunk's JSON). It holds the raw frame itself, the one
+    :attr:`Normalized.raw` holds, so a pickled :class:`Normalized` (the normaliser's worker's
+    answer) carries the texts once."""
 
-    def __init__(self, positions: dict[str, int], texts: pa.ChunkedArray) -> None:
-        self._pos, self._texts = positions, texts
+    def __init__(self, positions: dict[str, int], raw: pd.DataFrame) -> None:
+        self._pos, self._raw = positions, raw
 
     def __getitem__(self, key: str) -> str:
-        return self._texts[self._pos[key]].as_py()
+        return self._raw["record"].iat[self._pos[key]]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._pos)
