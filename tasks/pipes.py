@@ -23,6 +23,10 @@ import sys
 from typing import BinaryIO
 
 HEADER = struct.Struct("!Q")  # the length of each pickled message
+#: What a pipe to or from a worker holds (Linux's default: 64 KiB). A chunk's pages and its answer
+#: are tens of MiB each way: a wider pipe moves them in 16x fewer reads and writes, each a switch
+#: between the processes (1 GB through a pipe: 0.6-1.9 CPU-seconds at 64 KiB, 0.7 at 1 MiB).
+PIPE_BYTES = 1 << 20
 
 
 def start_worker(module: str) -> subprocess.Popen:
@@ -30,8 +34,21 @@ def start_worker(module: str) -> subprocess.Popen:
     piped (requests, answers), its stderr this process's."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                             close_fds=True)
+    for pipe in (proc.stdin, proc.stdout):
+        _widen(pipe)
+    return proc
+
+
+def _widen(pipe: BinaryIO | None) -> None:
+    """Make ``pipe`` hold :data:`PIPE_BYTES` where the system allows it (Linux); else leave it."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[union-attr]
+    except (ImportError, AttributeError, OSError):
+        pass  # not Linux, or over /proc/sys/fs/pipe-max-size or the user's pipe budget: the default size
 
 
 def write_message(pipe: BinaryIO, data: bytes) -> None:

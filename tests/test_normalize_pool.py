@@ -179,3 +179,37 @@ def test_a_chunk_is_decoded_with_the_collector_paused(monkeypatch: pytest.Monkey
     got = pool.normalize_parts("payments", [orjson.dumps({"data": recs})], KEY)
     assert seen == [False] and gc.isenabled()
     _assert_same(got, normalize("payments", recs, hash_key=KEY))
+
+
+def test_the_workers_answer_carries_each_record_text_once() -> None:
+    """The texts of a chunk's records are most of the worker's answer: the quarantine's lookup by key
+    (``raw_by_key``) reads them from the raw frame, so the answer holds them once, and the run
+    unpickles a working lookup (repeated records included)."""
+    import pickle
+
+    from tasks.normalize_pool import normalize_parts
+    from tasks.pipes import dump_answer
+
+    recs = _records("dossiers", 400)
+    norm = normalize_parts("dossiers", [orjson.dumps({"data": recs + recs[:50]})], KEY)
+    texts = int(norm.raw["record"].str.len().sum())
+    answer = dump_answer(("ok", norm))
+    assert len(answer) < 2 * texts
+    back = pickle.loads(answer)[1]
+    assert dict(back.raw_by_key) == dict(norm.raw_by_key)
+    assert len(back.raw_by_key) == 400 and back.raw_by_key[recs[7]["MaHoSo"]] == norm.raw["record"].iat[7]
+
+
+def test_the_pipes_to_a_worker_hold_a_mebibyte() -> None:
+    """A chunk's pages and answer are tens of MiB: the pipes to and from a worker are widened from
+    Linux's 64 KiB (fewer reads and writes, each a switch between the processes)."""
+    import fcntl
+
+    from tasks.pipes import PIPE_BYTES, start_worker
+
+    proc = start_worker("tasks.normalize_pool")
+    try:
+        assert [fcntl.fcntl(p.fileno(), fcntl.F_GETPIPE_SZ) for p in (proc.stdin, proc.stdout)] == [PIPE_BYTES] * 2
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
