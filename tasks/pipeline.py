@@ -30,7 +30,7 @@ from tasks.entities import CATALOGUES, INCREMENTAL
 from tasks.faults import crash_point
 from tasks.gx import close_gx, gx_chunk, settle_gx, wait_gx
 from tasks.landing import sweep
-from tasks.load import LoadResult, get_watermark, load_batch
+from tasks.load import LoadResult, get_watermark, load_batch, refresh_statistics
 from tasks.normalize import Normalized, normalize
 from tasks.normalize_pool import ChunkNormalizer, Part
 from tasks.quality import check_context, known_dossiers
@@ -353,6 +353,7 @@ def extract_entity(
         finish(loader)
     if res.chunks == 0:
         process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx)
+    refresh_statistics(engine, entity, res.rows_loaded)  # PostgreSQL: the plans of what reads these tables next
     close_gx(res)  # GX writes the entity's record in its thread while the run goes on
     if not defer_gx:  # else the caller settles the run's validations (settle_gx) when it reports
         wait_gx(res)  # validated in the background while the later chunks were read and loaded

@@ -241,3 +241,37 @@ def test_duckdb_core_tables_have_no_key_index_and_keep_their_columns(tmp_path):
     with old.connect() as c:
         assert c.execute(sa.text("SELECT count(*), count(DISTINCT ma_ho_so) FROM core.dossiers")).one() == (30, 30)
     old.dispose()
+
+
+@pytest.mark.postgres
+def test_an_extraction_that_grows_a_table_renews_its_statistics_on_postgresql(pg_url, tmp_path, caplog):
+    """The planner sizes its plans by the statistics: a first load leaves them as they were for an
+    empty table (the payments' reference lookup then hashed every dossier for each chunk). An
+    extraction that grows a table by more than a tenth analyses it at once; a small one leaves it
+    to autovacuum; DuckDB has nothing to do."""
+    import logging
+
+    from simulator.dataset import generate
+    from simulator.server import start_server
+    from tasks.load import GROWN_TABLES, refresh_statistics
+    from tests.test_faults import DATA_SEED, TOKEN, run_pipeline, settings_for
+
+    with start_server(generate(seed=DATA_SEED, n_dossiers=300), token=TOKEN) as sim, \
+            caplog.at_level(logging.INFO, logger="tasks.load"):
+        run_pipeline(settings_for(pg_url, sim.url, tmp_path), full_refresh=True)
+    renewed = [r.getMessage() for r in caplog.records if "statistics renewed" in r.getMessage()]
+    assert [m.split(":")[0] for m in renewed] == ["dossiers", "payments"]
+    assert all(t in " ".join(renewed) for tables in GROWN_TABLES.values() for t in tables)
+    engine = connect(pg_url)
+    try:
+        with engine.connect() as c:
+            for table in ("core.dossiers", "core.payments"):
+                tuples = c.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"),
+                                   {"t": table}).scalar()
+                assert tuples == c.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() > 0  # noqa: S608
+        held = int(tuples)  # core.payments' rows
+        assert refresh_statistics(engine, "payments", held // 20) == []  # a twentieth: autovacuum's to do
+        assert refresh_statistics(engine, "payments", held) == ["core.payments", "raw.payments"]
+    finally:
+        engine.dispose()
+    assert refresh_statistics(connect(f"duckdb:///{tmp_path / 'wh.duckdb'}"), "dossiers", 10**6) == []
