@@ -331,37 +331,39 @@ def _kept_positions(core: pd.DataFrame, multi: np.ndarray) -> tuple[np.ndarray, 
     return np.flatnonzero(keep), int(dup.sum())
 
 
-def _drop_repeats(frame: pd.DataFrame, among: np.ndarray, columns: list[str], keep: str) -> pd.DataFrame:
-    """``frame.drop_duplicates(columns, keep=keep)`` with a RangeIndex, looking for repeats only
-    among the rows ``among`` marks (a row outside them repeats no other)."""
+def _kept_rows(frame: pd.DataFrame, among: np.ndarray, columns: list[str], keep: str) -> np.ndarray | None:
+    """The rows ``frame.drop_duplicates(columns, keep=keep)`` keeps, as a mask, looking for repeats
+    only among the rows ``among`` marks (a row outside them repeats no other); None when none repeats."""
     at = np.flatnonzero(among)
     if len(at):
         dup = frame[columns].iloc[at].duplicated(keep=keep).to_numpy()  # not the other columns' rows
         if dup.any():
             kept = np.ones(len(frame), dtype=bool)
             kept[at[dup]] = False
-            frame = frame[kept]
-    return frame.reset_index(drop=True)
+            return kept
+    return None
+
+
+def _drop_repeats(frame: pd.DataFrame, among: np.ndarray, columns: list[str], keep: str) -> pd.DataFrame:
+    """``frame.drop_duplicates(columns, keep=keep)`` with a RangeIndex (:func:`_kept_rows`)."""
+    kept = _kept_rows(frame, among, columns, keep)
+    return (frame if kept is None else frame[kept]).reset_index(drop=True)
 
 
 def _distinct_versions(raw: pd.DataFrame, multi: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
     """``raw`` without the repeats of a version (record_key and record_hash) read earlier in the
     batch, and for each record read, the row of the result that holds its text (a repeat's: its
     first reading's, the same text). ``multi``: the keys read more than once (only they repeat)."""
-    n = len(raw)
+    kept = _kept_rows(raw, multi, ["record_key", "record_hash"], keep="first")
+    if kept is None:
+        return raw.reset_index(drop=True), np.arange(len(raw))
+    row = np.cumsum(kept) - 1
     at = np.flatnonzero(multi)
-    if len(at):
-        ids = raw[["record_key", "record_hash"]].iloc[at]
-        dup = ids.duplicated(keep="first").to_numpy()
-        if dup.any():
-            kept = np.ones(n, dtype=bool)
-            kept[at[dup]] = False
-            row = np.cumsum(kept) - 1
-            first: dict[tuple[str, str], int] = {}
-            for pos, version in zip(at.tolist(), zip(ids["record_key"], ids["record_hash"], strict=True), strict=True):
-                row[pos] = row[first.setdefault(version, pos)]
-            return raw[kept].reset_index(drop=True), row
-    return raw.reset_index(drop=True), np.arange(n)
+    first: dict[tuple[str, str], int] = {}
+    versions = zip(raw["record_key"].take(at), raw["record_hash"].take(at), strict=True)
+    for pos, version in zip(at.tolist(), versions, strict=True):
+        row[pos] = row[first.setdefault(version, pos)]
+    return raw[kept].reset_index(drop=True), row
 
 
 def _conflicting_ties(ent: Entity, rule: IssueRule, keys: pd.Series, core: pd.DataFrame,
