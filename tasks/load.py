@@ -20,7 +20,10 @@ swept by the next nightly run).
 
 Bulk paths: DuckDB registers the DataFrame, stages it by ``INSERT ... SELECT`` (never
 executemany), then updates the keys its core tables hold and inserts the others by an anti-join
-(no key indexes there: migration 0009, :func:`_upsert`); PostgreSQL ``COPY``s into a temporary
+(no key indexes there: migration 0009, :func:`_upsert`), except what an extraction's tracker of the
+table's keys vouches for (:mod:`tasks.known_keys`): rows whose key the table certainly lacks are
+inserted straight from the registered frame, and rows the table holds already, as read (a page
+boundary's re-reads), are skipped, each with its versions and supplement rounds; PostgreSQL ``COPY``s into a temporary
 table, then ``INSERT ... ON CONFLICT DO UPDATE``, except the raw versions: those not yet there are
 ``COPY``'d straight into ``raw.<entity>`` (:func:`_append_raw`).
 Identifiers in the generated SQL come from this module's constants and the entity registry
@@ -36,18 +39,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tasks import landing
+from tasks import known_keys, landing
 from tasks.clock import now_local
 from tasks.entities import REGISTRY, VERSIONED
 from tasks.faults import crash_point
 from tasks.field_types import DOSSIER_DERIVED, FIELDS, PROCEDURE_DERIVED, SUPPLEMENT_COLUMNS
-from tasks.normalize import Normalized
+from tasks.known_keys import NEW, REST, SAME, KnownKeys
+from tasks.normalize import Normalized, RecordTexts
 from tasks.warehouse import WarehouseError, dialect_name, raw_driver_connection
 
 log = logging.getLogger(__name__)
@@ -226,24 +231,40 @@ def load_batch(
     run_id: str,
     origin: str = "api",
     watermark: datetime | None = None,
+    known: KnownKeys | None = None,
 ) -> LoadResult:
     """Load one normalised batch in one transaction. ``issues`` = parse issues + check issues
     (record_key, rule, severity, detail); keys with a critical issue are quarantined.
 
     On DuckDB the raw frame is landed as a Parquet file first, outside the transaction (with a
-    connection: before any of its statements; :mod:`tasks.landing`)."""
+    connection: before any of its statements; :mod:`tasks.landing`). ``known``: the extraction's
+    tracker of the table's keys (:mod:`tasks.known_keys`; DuckDB, with an engine: the load's own
+    transaction, so that it learns what committed)."""
     now = now_local()
     raw = norm.raw.assign(source=source, _source=origin, _run_id=run_id, _loaded_at=now)[RAW_COLUMNS]
+    if isinstance(engine_or_conn, Connection):
+        known = None
+    if dialect_name(engine_or_conn) == "duckdb":
+        known_keys.note_load(engine_or_conn, source, norm.entity, known)
     landed = landing.land(engine_or_conn, norm.entity, source, run_id, raw, now)
     if isinstance(engine_or_conn, Connection):
         return _load(engine_or_conn, norm, issues, source, run_id, origin, watermark, now, raw, landed)
     try:
         with engine_or_conn.begin() as conn:
-            return _load(conn, norm, issues, source, run_id, origin, watermark, now, raw, landed)
+            loaded = _load(conn, norm, issues, source, run_id, origin, watermark, now, raw, landed, known)
     except sa.exc.DBAPIError as exc:
+        if known is not None:
+            known.rolled_back()
         if _out_of_memory(exc):
             raise WarehouseOutOfMemory(_out_of_memory_message(engine_or_conn, norm)) from exc
         raise
+    except BaseException:
+        if known is not None:
+            known.rolled_back()
+        raise
+    if known is not None:
+        known.committed()
+    return loaded
 
 
 class WarehouseOutOfMemory(WarehouseError):
@@ -285,6 +306,7 @@ def _load(
     now: datetime,
     raw: pd.DataFrame,
     landed: landing.LandedFile | None,
+    known: KnownKeys | None = None,
 ) -> LoadResult:
     entity = norm.entity
     duck = dialect_name(conn) == "duckdb"
@@ -306,25 +328,53 @@ def _load(
         raw_new = _append_raw(conn, entity, raw)
     crash_point("load.after_raw")
 
-    # 2. core
+    # 2. core (with a tracker of the table's keys: the rows certainly new are inserted, the exact
+    # re-reads skipped, and only the rest staged for the update and the anti-join)
     good = norm.core[~norm.core["record_key"].isin(bad_keys)]
     cols = core_columns(entity)
     frame = good.assign(source=source, _source=origin, _run_id=run_id, _loaded_at=now)[cols]
-    stage(conn, "stg_core", frame, f"core.{entity}")
+    split = None
+    if known is not None and duck and len(good):
+        hashes = norm.raw_by_key.hashes(good["record_key"]) if isinstance(norm.raw_by_key, RecordTexts) else None
+        split = known.split(conn, good, hashes)
+    index = pd.Index(good["record_key"]) if split is not None else None
+    rest = frame if split is None else frame[split.way == REST]  # the long way
+    if split is not None:
+        _insert(conn, f"core.{entity}", frame[split.way == NEW])
+    if len(rest):
+        stage(conn, "stg_core", rest, f"core.{entity}")
     if entity == "dossiers" and norm.versions is not None:
         versions = norm.versions[~norm.versions["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)
-        stage(conn, "stg_versions", versions[_V_COLS], "core.dossier_versions")
-        _upsert(conn, "core.dossier_versions", "stg_versions", ["source", "ma_ho_so", "ngay_cap_nhat"], _V_COLS)
+        versions = versions[_V_COLS]
+        if split is not None:
+            way = split.of(versions["ma_ho_so"], index)
+            # an exact re-read's version is the table's already (an older version read with it is not)
+            at = index.get_indexer(versions["ma_ho_so"])
+            current = (way == SAME) & (versions["ngay_cap_nhat"].to_numpy()
+                                       == good["ngay_cap_nhat"].to_numpy()[np.maximum(at, 0)])
+            _insert(conn, "core.dossier_versions", versions[way == NEW])
+            versions = versions[(way != NEW) & ~current]
+        if len(versions):
+            stage(conn, "stg_versions", versions, "core.dossier_versions")
+            _upsert(conn, "core.dossier_versions", "stg_versions", ["source", "ma_ho_so", "ngay_cap_nhat"], _V_COLS)
     supplements = norm.supplements if entity == "dossiers" else None
     if supplements is not None:
-        sup = supplements[~supplements["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)
-        stage(conn, "stg_supplements", sup[_S_COLS], "core.dossier_supplements")
-        # the same version sent again with other rounds replaces them, as it replaces the row
-        dates = ["ngay_bo_sung", "ngay_tiep_nhan_bo_sung", "ngay_hen_tra_truoc", "ngay_hen_tra_moi"]
-        _upsert(conn, "core.dossier_supplements", "stg_supplements", ["source", "ma_ho_so", "ngay_cap_nhat", "lan"],
-                _S_COLS, ([*dates, "_run_id"], lambda new: _distinct(dates, new)))
-    _upsert_core(conn, entity, cols)
-    if supplements is not None:
+        sup = supplements[~supplements["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)[_S_COLS]
+        if split is not None:
+            # a new key's rounds are its version's only; an exact re-read's are the table's already
+            way = split.of(sup["ma_ho_so"], index)
+            _insert(conn, "core.dossier_supplements", sup[way == NEW])
+            sup = sup[way == REST]
+        if len(sup):
+            stage(conn, "stg_supplements", sup, "core.dossier_supplements")
+            # the same version sent again with other rounds replaces them, as it replaces the row
+            dates = ["ngay_bo_sung", "ngay_tiep_nhan_bo_sung", "ngay_hen_tra_truoc", "ngay_hen_tra_moi"]
+            _upsert(conn, "core.dossier_supplements", "stg_supplements",
+                    ["source", "ma_ho_so", "ngay_cap_nhat", "lan"], _S_COLS,
+                    ([*dates, "_run_id"], lambda new: _distinct(dates, new)))
+    if len(rest):
+        _upsert_core(conn, entity, cols)
+    if supplements is not None and len(rest):
         # the rounds of a dossier are those of its current version: drop the superseded versions'
         # rows of this batch's keys (also the rows just inserted for an older version read late),
         # and the rounds past the current version's count (the same version sent again, shorter)
@@ -370,6 +420,21 @@ def _load(
     add_run_summary(conn, run_id, source, result, now)
     crash_point("load.before_commit")
     return result
+
+
+def _insert(conn: Connection, table: str, frame: pd.DataFrame) -> None:
+    """DuckDB: append rows whose keys ``table`` certainly lacks (:mod:`tasks.known_keys`), straight
+    from the registered frame."""
+    if frame.empty:
+        return
+    cols = ", ".join(frame.columns)
+    raw = raw_driver_connection(conn)
+    raw.register("ins_df", _as_arrow(frame))
+    try:
+        conn.execute(sa.text(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ins_df"))
+    finally:
+        with contextlib.suppress(Exception):  # an aborted transaction refuses it: the error that aborted it goes on
+            raw.unregister("ins_df")
 
 
 def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame) -> int:

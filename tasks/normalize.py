@@ -414,6 +414,10 @@ class RecordTexts(Mapping[str, str]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._pos)
 
+    def hashes(self, keys: Sequence[str]) -> list[str]:
+        """The record hash (``raw.record_hash``) of each key's kept version."""
+        return self._raw["record_hash"].take([self._pos[k] for k in keys]).tolist()
+
     def __len__(self) -> int:
         return len(self._pos)
 

@@ -29,6 +29,7 @@ from tasks.clock import CALENDAR, data_cut, nightly_periods, now_local
 from tasks.entities import CATALOGUES, INCREMENTAL
 from tasks.faults import crash_point
 from tasks.gx import close_gx, gx_chunk, settle_gx, wait_gx
+from tasks.known_keys import KnownKeys, tracking
 from tasks.landing import sweep
 from tasks.load import LoadResult, get_watermark, load_batch, refresh_statistics
 from tasks.normalize import Normalized, normalize
@@ -166,6 +167,7 @@ def process_records(
     loader: ChunkLoader | None = None,
     after_load: Callable[[], None] | None = None,
     norm: Normalized | None = None,
+    known: KnownKeys | None = None,
 ) -> LoadResult | None:
     """Normalise, check and load one chunk of records (one transaction). Great Expectations
     validates the chunk too (``tasks.gx.gx_chunk``); with ``defer_gx`` in its background thread, so the
@@ -174,7 +176,8 @@ def process_records(
     With a ``loader`` the load is handed to its thread and this returns None at once (the caller
     prepares the next chunk meanwhile; ``loader.wait()`` gives the result); ``after_load`` runs
     once the chunk is committed and counted in ``result``. ``norm``: the chunk already normalised
-    (:mod:`tasks.normalize_pool`; ``records`` is then unused)."""
+    (:mod:`tasks.normalize_pool`; ``records`` is then unused). ``known``: the extraction's tracker
+    of the table's keys (:mod:`tasks.known_keys`)."""
     from tasks.quality import check, rule_severity
 
     use_system_arrow_pool()
@@ -212,7 +215,7 @@ def process_records(
         nonlocal norm, issues
         with local_write_lock(engine):
             loaded = load_batch(engine, norm, issues, source=settings.source_name, run_id=run_id, origin=origin,
-                                watermark=wm)
+                                watermark=wm, known=known)
         crash_point("load.after_commit")
         result.add(loaded)
         if wm is not None:
@@ -335,7 +338,8 @@ def extract_entity(
             future, read = pending.pop(0)
             done = (lambda read=read: progress(f"{entity}{LOAD_LABEL}", res.rows_received, read)) if progress else None
             process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx,
-                            defer_gx=True, loader=loader, after_load=done, norm=normalizer.result(future))
+                            defer_gx=True, loader=loader, after_load=done, norm=normalizer.result(future),
+                            known=known)
 
     def flush(parts: list[Part], read: int, in_worker: bool, loader: ChunkLoader) -> None:
         future = normalizer.submit(parts, in_worker=in_worker)
@@ -346,7 +350,8 @@ def extract_entity(
             finish(loader)
 
     # chunk N loads while chunk N+1 is read and normalised (in the worker process, if several chunks)
-    with ChunkLoader(f"load-{entity}") as loader, normalizer:
+    with ChunkLoader(f"load-{entity}") as loader, normalizer, \
+            tracking(engine, settings.source_name, entity) as known:
         _read_batches(client, entity, batches, res, lambda parts, read, w: flush(parts, read, w, loader),
                       lambda: (finish(loader), loader.wait()), chunk_records, ahead, progress,
                       lambda expected: normalizer.started or normalizer.wants_worker(expected, chunk_records))

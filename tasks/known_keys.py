@@ -1,0 +1,189 @@
+"""What an extraction's loads know of the keys a DuckDB core table holds: a chunk's certainly new
+rows are then a plain ``INSERT``, its exact re-reads no statement at all, and only the rest takes
+the update and the anti-join of :func:`tasks.load._upsert`.
+
+DuckDB's core tables have no key index (migration 0009), so that update and anti-join read every
+key of the table for each chunk, however few rows they stage: at 1M dossiers ~130 ms a chunk for
+the core table alone, more for the versions and the supplements, and the load grows faster than the
+table (``bench/README.md``). A first load's chunks hold new keys, and the few rows that paging
+reads again at a page boundary (the same version, already loaded by the chunk before).
+
+:class:`KnownKeys` holds, for one (warehouse, source, entity):
+
+- the hash (DuckDB's ``hash()`` of the key columns) of every key the table holds: read from the
+  table at the extraction's first load, then kept up to date as its loads commit. A key whose hash
+  is not there is certainly not in the table (a hash shared by two keys only sends a row the long
+  way); 8 bytes a key, in sorted runs merged as they grow;
+- the record hash of the rows the last two loads inserted: a row read again with the same hash is
+  the table's row already (its versions and supplement rounds too).
+
+It is right only if every write of the entity's core rows in this process goes through it, and
+nothing else writes the file meanwhile. A DuckDB file has one writer process (the runs' writer
+lock); in the process, loads take turns (``warehouse.local_write_lock``), and :func:`tracking`
+makes a second extraction of the same entity, or a load that is not the extraction's
+(:func:`note_load`), switch every tracker of that entity off for the rest of its extraction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Connection, Engine
+
+from tasks.entities import REGISTRY
+from tasks.warehouse import raw_driver_connection
+
+#: A row's way into the table (:attr:`Split.way`).
+NEW, SAME, REST = 0, 1, 2
+
+
+@dataclass
+class Split:
+    """The ways of one chunk's rows (its core frame, in order) into the table."""
+
+    way: np.ndarray  # NEW, SAME or REST per row
+    hashes: np.ndarray  # the key hash of each row
+    keys: np.ndarray  # record keys (object)
+    record_hashes: Sequence[str] | None  # each row's record hash, or None (no exact re-reads then)
+
+    def of(self, keys: pd.Series, index: pd.Index) -> np.ndarray:
+        """The way of each row of another frame of the chunk keyed like the core frame (``index``:
+        the core frame's keys); a key the core frame lacks takes the long way."""
+        at = index.get_indexer(keys)
+        return np.where(at >= 0, self.way[np.maximum(at, 0)], REST)
+
+
+class KnownKeys:
+    """See the module docstring."""
+
+    def __init__(self, entity: str, source: str) -> None:
+        self.entity, self.source = entity, source
+        self.usable = True
+        self._runs: list[np.ndarray] = []  # sorted key hashes, no hash in two runs
+        self._seeded = False
+        self._recent: list[dict[str, str]] = [{}, {}]  # record key -> record hash, of the last two loads
+        self._pending: Split | None = None
+
+    # -- the split, inside a load's transaction ---------------------------------------------
+    def split(self, conn: Connection, frame: pd.DataFrame, record_hashes: Sequence[str] | None) -> Split | None:
+        """The way of each row of ``frame`` (the chunk's rows for ``core.<entity>``, distinct keys,
+        ``record_key`` among its columns); None when this tracker is off (then every row takes the
+        long way). Kept as pending until :meth:`committed`."""
+        self._pending = None
+        if not self.usable:
+            return None
+        raw = raw_driver_connection(conn)
+        key_sql = ", ".join(REGISTRY[self.entity].core_key)
+        if not self._seeded:
+            held = raw.execute(f"SELECT hash({key_sql}) AS h FROM core.{self.entity} WHERE source = ?",  # noqa: S608 - registry names
+                               [self.source]).fetchnumpy()["h"]
+            self._runs = [np.unique(np.asarray(held, dtype=np.uint64))] if len(held) else []
+            self._seeded = True
+        raw.register("known_keys_df", frame[list(REGISTRY[self.entity].core_key)])
+        try:
+            hashes = np.asarray(raw.execute(f"SELECT hash({key_sql}) AS h FROM known_keys_df").fetchnumpy()["h"],  # noqa: S608 - registry names
+                                dtype=np.uint64)  # in the frame's order (DuckDB keeps insertion order)
+        finally:
+            raw.unregister("known_keys_df")
+        keys = frame["record_key"].to_numpy(dtype=object)
+        way = np.where(self._holds(hashes), REST, NEW)
+        if record_hashes is not None and (way == REST).any():
+            recent_old, recent_new = self._recent
+            for i in np.flatnonzero(way == REST):
+                k = keys[i]
+                if recent_new.get(k, recent_old.get(k)) == record_hashes[i]:
+                    way[i] = SAME
+        self._pending = Split(way, hashes, keys, record_hashes)
+        return self._pending
+
+    def committed(self) -> None:
+        """The load that made the pending split committed: its new keys are the table's."""
+        split, self._pending = self._pending, None
+        if split is None:
+            return
+        new = split.way == NEW
+        if new.any():
+            self._add(split.hashes[new])
+        for k in split.keys[split.way == REST]:  # written the long way: the table's row is not known
+            for recent in self._recent:
+                recent.pop(k, None)
+        inserted = {} if split.record_hashes is None else {
+            k: split.record_hashes[i] for i, k in zip(np.flatnonzero(new), split.keys[new], strict=True)}
+        self._recent = [self._recent[1], inserted]
+
+    def rolled_back(self) -> None:
+        self._pending = None
+
+    def switch_off(self) -> None:
+        self.usable = False
+        self._runs, self._recent, self._pending = [], [{}, {}], None
+
+    # -- the sorted runs of key hashes --------------------------------------------------------
+    def _holds(self, hashes: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(hashes), dtype=bool)
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            found |= run[at] == hashes
+        return found
+
+    def _add(self, hashes: np.ndarray) -> None:
+        self._runs.append(np.unique(hashes))
+        # merge while the newest run is at least half the one before: O(n log n) in all, few runs
+        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+            last = self._runs.pop()
+            merged = np.concatenate([self._runs.pop(), last])
+            merged.sort(kind="stable")  # two sorted runs: a timsort merges them in one pass
+            self._runs.append(merged)
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._runs)
+
+
+# ----------------------------------------------------------------------------------------------
+# the trackers of the extractions running in this process
+# ----------------------------------------------------------------------------------------------
+_GUARD = threading.Lock()
+_ACTIVE: dict[tuple[str, str, str], list[KnownKeys]] = {}
+
+
+def _slot(engine: Engine | Connection, source: str, entity: str) -> tuple[str, str, str]:
+    return engine.engine.url.render_as_string(hide_password=True), source, entity
+
+
+@contextmanager
+def tracking(engine: Engine, source: str, entity: str) -> Iterator[KnownKeys | None]:
+    """A tracker for one extraction's loads of ``entity`` into a DuckDB warehouse (None on
+    PostgreSQL, whose key indexes answer the same question). A second extraction of the same
+    entity running meanwhile in this process (a backfill's partitions) switches both off."""
+    if engine.dialect.name != "duckdb" or not REGISTRY[entity].incremental:
+        yield None
+        return
+    known = KnownKeys(entity, source)
+    slot = _slot(engine, source, entity)
+    with _GUARD:
+        others = _ACTIVE.setdefault(slot, [])
+        others.append(known)
+        if len(others) > 1:
+            for k in others:
+                k.switch_off()
+    try:
+        yield known
+    finally:
+        with _GUARD:
+            _ACTIVE[slot].remove(known)
+            if not _ACTIVE[slot]:
+                del _ACTIVE[slot]
+
+
+def note_load(engine: Engine | Connection, source: str, entity: str, known: KnownKeys | None) -> None:
+    """A load of ``entity`` is about to write: the trackers it does not go through are switched off."""
+    slot = _slot(engine, source, entity)
+    with _GUARD:
+        for k in _ACTIVE.get(slot, ()):
+            if k is not known:
+                k.switch_off()

@@ -1,0 +1,205 @@
+"""The tracker of a DuckDB table's keys (tasks/known_keys.py): a chunk's new rows are inserted and
+its exact re-reads skipped, without the update and the anti-join that read the whole table, and
+the warehouse ends as the untracked load leaves it; what it cannot vouch for takes the long way."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from tasks import known_keys
+from tasks.known_keys import NEW, REST, SAME, KnownKeys, tracking
+from tasks.load import load_batch
+from tasks.normalize import normalize
+from tasks.warehouse import connect, upgrade
+from tests.test_load import CORE_KEYS, _dossier
+from tests.warehouse_state import fingerprint
+
+KEY = b"k"
+
+
+def _rounds(n: int) -> list[dict]:
+    return [{"NgayBoSung": f"2024010{3 + j}080000", "NgayTiepNhanBoSung": None} for j in range(n)]
+
+
+def _batch(keys, upd="20240105100000", status=10) -> list[dict]:
+    return [_dossier(i, status=status, upd=upd, DanhSachHoSoBoSung=_rounds(i % 3)) for i in keys]
+
+
+#: A first load's chunks: new keys, the last ones of the chunk before read again at the page
+#: boundary, a key changed since, an older version read late, a broken record, a payment chunk.
+CHUNKS = [
+    ("dossiers", _batch(range(0, 60))),
+    ("dossiers", _batch(range(55, 120))),  # 55-59: exact re-reads
+    ("dossiers", _batch(range(115, 150)) + _batch([3], upd="20240107000000", status=4)  # 3 changed
+     + _batch([70], upd="20240101000000", status=2)),  # 70: an older version, read late
+    ("dossiers", [_dossier(160, NgayTiepNhan="31/02/2024")] + _batch(range(148, 160))),
+    ("payments", [{"Ma": f"P{i}", "MaHoSo": f"H-{i:04d}", "TrangThai": "Chờ thanh toán",
+                   "NgayCapNhat": "20240105100000"} for i in range(40)]),
+    ("payments", [{"Ma": f"P{i}", "MaHoSo": f"H-{i:04d}", "TrangThai": "Đã thanh toán" if i >= 35 else "Chờ thanh toán",
+                   "NgayCapNhat": "20240106100000" if i >= 35 else "20240105100000"} for i in range(30, 70)]),
+]
+
+
+@pytest.fixture
+def duck(tmp_path):
+    engines = []
+
+    def make(name: str):
+        eng = connect(f"duckdb:///{tmp_path / name}.duckdb")
+        upgrade(eng)
+        engines.append(eng)
+        return eng
+
+    yield make
+    for eng in engines:
+        eng.dispose()
+
+
+def _statements(engine) -> list[str]:
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda conn, cur, stmt, *a: seen.append(stmt))
+    return seen
+
+
+def _long_way(statements: list[str]) -> list[str]:
+    """The update and anti-join statements of :func:`tasks.load._upsert`, and the supplements' delete."""
+    out = []
+    for s in statements:
+        m = re.match(r"(UPDATE|DELETE FROM|INSERT INTO) (core\.\w+)", s)
+        if m and (m[1] != "INSERT INTO" or "NOT EXISTS" in s):
+            out.append(f"{m[1]} {m[2]}" + (" (anti-join)" if "NOT EXISTS" in s else ""))
+    return out
+
+
+def _load_all(engine, chunks, trackers: dict | None, seen: list[str] | None = None) -> list[list[str]]:
+    per_chunk = []
+    for n, (entity, records) in enumerate(chunks):
+        norm = normalize(entity, records, hash_key=KEY)
+        before = len(seen) if seen is not None else 0
+        result = load_batch(engine, norm, norm.issues, source="src", run_id=f"r{n}",
+                            known=trackers.get(entity) if trackers else None)
+        assert result.reconciled
+        per_chunk.append(_long_way(seen[before:]) if seen is not None else [])
+    return per_chunk
+
+
+def test_a_tracked_first_load_inserts_new_rows_skips_exact_re_reads_and_ends_as_the_untracked_load(duck):
+    plain, tracked = duck("plain"), duck("tracked")
+    _load_all(plain, CHUNKS, None)
+    seen = _statements(tracked)
+    with tracking(tracked, "src", "dossiers") as dossiers, tracking(tracked, "src", "payments") as payments:
+        long_ways = _load_all(tracked, CHUNKS, {"dossiers": dossiers, "payments": payments}, seen)
+        assert len(dossiers) == 160 and len(payments) == 70  # H-0160 was quarantined
+    assert fingerprint(tracked) == fingerprint(plain)
+    with tracked.connect() as c:
+        for table, key in CORE_KEYS.items():
+            assert c.execute(sa.text(f"SELECT count(*) - count(DISTINCT ({key})) FROM core.{table}")).scalar_one() == 0
+    # the first chunk reads an empty table, the second holds only new rows and exact re-reads
+    assert long_ways[0] == long_ways[1] == []
+    # a changed key and a version read late take the long way, and only they
+    assert sorted(set(long_ways[2])) == ["DELETE FROM core.dossier_supplements", "INSERT INTO core.dossier_supplements (anti-join)",
+                                         "INSERT INTO core.dossier_versions (anti-join)", "INSERT INTO core.dossiers (anti-join)",
+                                         "UPDATE core.dossier_supplements", "UPDATE core.dossiers"]
+    assert long_ways[3] == [] and long_ways[4] == []
+    assert sorted(set(long_ways[5])) == ["INSERT INTO core.payments (anti-join)", "UPDATE core.payments"]
+
+
+def test_a_tracker_reads_the_keys_a_table_already_holds(duck):
+    plain, tracked = duck("plain"), duck("tracked")
+    _load_all(plain, CHUNKS, None)
+    _load_all(tracked, CHUNKS[:2], None)  # an earlier run loaded these, untracked
+    seen = _statements(tracked)
+    with tracking(tracked, "src", "dossiers") as dossiers, tracking(tracked, "src", "payments") as payments:
+        # the same chunks read again: every key is in the table, none of it in the last loads
+        long_ways = _load_all(tracked, CHUNKS, {"dossiers": dossiers, "payments": payments}, seen)
+    assert "UPDATE core.dossiers" in long_ways[0] and "UPDATE core.dossiers" in long_ways[1]
+    assert fingerprint(tracked) == fingerprint(plain)
+    with tracked.connect() as c:
+        assert c.execute(sa.text("SELECT count(*), count(DISTINCT ma_ho_so) FROM core.dossiers")).one() == (160, 160)
+
+
+def test_a_row_written_the_long_way_is_never_taken_for_an_exact_re_read(duck):
+    """The same version stamp sent with other content replaces the row, and the first content sent
+    again replaces it back: the tracker forgets what it inserted once a key took the long way."""
+    chunks = [("dossiers", _batch(range(10))),
+              ("dossiers", _batch(range(5, 15), status=4)),  # 5-9: the same NgayCapNhat, another status
+              ("dossiers", _batch(range(5, 10)))]  # the first content again
+    plain, tracked = duck("plain"), duck("tracked")
+    _load_all(plain, chunks, None)
+    with tracking(tracked, "src", "dossiers") as known:
+        _load_all(tracked, chunks, {"dossiers": known})
+    assert fingerprint(tracked) == fingerprint(plain)
+    with tracked.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM core.dossiers WHERE trang_thai = 10")).scalar_one() == 10
+
+
+def test_a_load_rolled_back_teaches_the_tracker_nothing(duck, monkeypatch):
+    import tasks.load as load
+
+    engine = duck("wh")
+    with tracking(engine, "src", "dossiers") as known:
+        norm = normalize("dossiers", _batch(range(20)), hash_key=KEY)
+        real = load.add_run_summary
+
+        def fail(*a, **kw):
+            raise RuntimeError("the disk is full")
+
+        monkeypatch.setattr(load, "add_run_summary", fail)
+        with pytest.raises(RuntimeError, match="disk is full"):
+            load_batch(engine, norm, norm.issues, source="src", run_id="r1", known=known)
+        assert len(known) == 0  # read from the empty table; the rolled-back keys were not learnt
+        monkeypatch.setattr(load, "add_run_summary", real)
+        load_batch(engine, norm, norm.issues, source="src", run_id="r2", known=known)
+        load_batch(engine, norm, norm.issues, source="src", run_id="r3", known=known)  # all exact re-reads
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*), count(DISTINCT ma_ho_so) FROM core.dossiers")).one() == (20, 20)
+        assert c.execute(sa.text("SELECT count(*) FROM core.dossier_versions")).scalar_one() == 20
+
+
+def test_a_second_extraction_or_another_load_of_the_entity_switches_its_trackers_off(duck):
+    engine, other = duck("wh"), duck("other")
+    norm = normalize("dossiers", _batch(range(5)), hash_key=KEY)
+    with tracking(engine, "src", "dossiers") as a:
+        with tracking(engine, "src", "payments") as p, tracking(engine, "src2", "dossiers") as s2, \
+                tracking(other, "src", "dossiers") as o:
+            assert a.usable and p.usable and s2.usable and o.usable
+            load_batch(engine, norm, norm.issues, source="src", run_id="r1", known=a)  # its own load
+            assert a.usable
+            load_batch(engine, norm, norm.issues, source="src2", run_id="r2")  # a load the tracker does not see
+            assert not s2.usable and a.usable and p.usable and o.usable  # another source, entity, warehouse
+            with tracking(engine, "src", "dossiers") as b:  # a backfill's second partition
+                assert not a.usable and not b.usable
+            assert o.usable
+    assert known_keys._ACTIVE == {}
+    with tracking(engine, "src", "dossiers") as fresh:
+        assert fresh.usable
+    with tracking(connect("duckdb:///:memory:"), "src", "units") as none:  # a catalogue: loaded whole, once
+        assert none is None
+
+
+@pytest.mark.postgres
+def test_postgresql_keeps_its_key_indexes_and_no_tracker(pg_url):
+    engine = connect(pg_url)
+    with tracking(engine, "src", "dossiers") as known:
+        assert known is None
+    engine.dispose()
+
+
+def test_the_key_hashes_are_kept_in_few_sorted_runs_and_found_again():
+    known = KnownKeys("dossiers", "src")
+    rng = np.random.default_rng(1)
+    added: set[int] = set()
+    for size in [100, 3, 15_000, 15_000, 1, 15_000, 7, 15_000, 15_000, 200]:
+        batch = rng.integers(0, 2**63, size, dtype=np.uint64)
+        known._add(batch)
+        added |= set(batch.tolist())
+        assert len(known._runs) <= 2 * int(np.log2(len(added)) + 1)
+        assert all((np.diff(r.astype(np.float64)) >= 0).all() for r in known._runs)
+    probe = np.concatenate([np.fromiter(added, dtype=np.uint64)[:5000], rng.integers(0, 2**63, 5000, dtype=np.uint64)])
+    assert known._holds(probe).tolist() == [int(v) in added for v in probe]
+    assert len(known) == len(added)
+    assert {NEW, SAME, REST} == {0, 1, 2}
