@@ -1,27 +1,30 @@
-"""What an extraction's loads know of the keys a DuckDB core table holds: a chunk's certainly new
-rows are then a plain ``INSERT``, its exact re-reads no statement at all, and only the rest takes
-the update and the anti-join of :func:`tasks.load._upsert`.
+"""What an extraction's loads know of the keys a core table holds: a chunk's certainly new rows
+are then appended (DuckDB ``INSERT``, PostgreSQL ``COPY`` straight into the table), its exact
+re-reads take no statement at all, and only the rest takes the upsert of :func:`tasks.load._upsert`.
 
-DuckDB's core tables have no key index (migration 0009), so that update and anti-join read every
-key of the table for each chunk, however few rows they stage: at 1M dossiers ~130 ms a chunk for
-the core table alone, more for the versions and the supplements, and the load grows faster than the
-table (``bench/README.md``). A first load's chunks hold new keys, and the few rows that paging
-reads again at a page boundary (the same version, already loaded by the chunk before).
+DuckDB's core tables have no key index (migration 0009), so that upsert's update and anti-join read
+every key of the table for each chunk, however few rows they stage: at 1M dossiers ~130 ms a chunk
+for the core table alone, more for the versions and the supplements, and the load grows faster than
+the table (``bench/README.md``). PostgreSQL stages the rows in a temporary table and probes the key
+index for each (``INSERT .. ON CONFLICT``): twice the writing of a plain ``COPY``. A first load's
+chunks hold new keys, and the few rows that paging reads again at a page boundary (the same
+version, already loaded by the chunk before).
 
 :class:`KnownKeys` holds, for one (warehouse, source, entity):
 
-- the hash (DuckDB's ``hash()`` of the key columns) of every key the table holds: read from the
-  table at the extraction's first load, then kept up to date as its loads commit. A key whose hash
-  is not there is certainly not in the table (a hash shared by two keys only sends a row the long
-  way); 8 bytes a key, in sorted runs merged as they grow;
+- the hash (DuckDB's ``hash()`` of the key, in a private in-memory DuckDB on PostgreSQL) of every
+  key the table holds: read from the table at the extraction's first load, then kept up to date as
+  its loads commit. A key whose hash is not there is certainly not in the table (a hash shared by
+  two keys only sends a row the long way); 8 bytes a key, in sorted runs merged as they grow;
 - the record hash of the rows the last two loads inserted: a row read again with the same hash is
   the table's row already (its versions and supplement rounds too).
 
-It is right only if every write of the entity's core rows in this process goes through it, and
-nothing else writes the file meanwhile. A DuckDB file has one writer process (the runs' writer
-lock); in the process, loads take turns (``warehouse.local_write_lock``), and :func:`tracking`
-makes a second extraction of the same entity, or a load that is not the extraction's
-(:func:`note_load`), switch every tracker of that entity off for the rest of its extraction.
+It is right only if every write of the entity's core rows goes through it while the extraction
+runs. Other processes wait: a DuckDB file has one writer process, and runs hold the warehouse's
+writer lock (a PostgreSQL advisory lock), whose key indexes would refuse a duplicate anyway. In the
+process, loads take turns (``warehouse.local_write_lock``), and :func:`tracking` makes a second
+extraction of the same entity, or a load that is not the extraction's (:func:`note_load`), switch
+every tracker of that entity off for the rest of its extraction.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from sqlalchemy.engine import Connection, Engine
 
 from tasks.entities import REGISTRY
@@ -68,6 +74,7 @@ class KnownKeys:
         self._seeded = False
         self._recent: list[dict[str, str]] = [{}, {}]  # record key -> record hash, of the last two loads
         self._pending: Split | None = None
+        self._hasher: duckdb.DuckDBPyConnection | None = None  # hashes the chunks' keys
 
     # -- the split, inside a load's transaction ---------------------------------------------
     def split(self, conn: Connection, frame: pd.DataFrame, record_hashes: Sequence[str] | None) -> Split | None:
@@ -77,19 +84,14 @@ class KnownKeys:
         self._pending = None
         if not self.usable:
             return None
-        raw = raw_driver_connection(conn)
-        key_sql = ", ".join(REGISTRY[self.entity].core_key)
+        (key,) = REGISTRY[self.entity].core_key  # the incremental entities' keys are one text column
+        if self._hasher is None:
+            self._hasher = duckdb.connect(":memory:")
         if not self._seeded:
-            held = raw.execute(f"SELECT hash({key_sql}) AS h FROM core.{self.entity} WHERE source = ?",  # noqa: S608 - registry names
-                               [self.source]).fetchnumpy()["h"]
-            self._runs = [np.unique(np.asarray(held, dtype=np.uint64))] if len(held) else []
+            held = self._held(conn, key)
+            self._runs = [np.unique(held)] if len(held) else []
             self._seeded = True
-        raw.register("known_keys_df", frame[list(REGISTRY[self.entity].core_key)])
-        try:
-            hashes = np.asarray(raw.execute(f"SELECT hash({key_sql}) AS h FROM known_keys_df").fetchnumpy()["h"],  # noqa: S608 - registry names
-                                dtype=np.uint64)  # in the frame's order (DuckDB keeps insertion order)
-        finally:
-            raw.unregister("known_keys_df")
+        hashes = self._hash(pa.table({"k": pa.array(frame[key])}))
         keys = frame["record_key"].to_numpy(dtype=object)
         way = np.where(self._holds(hashes), REST, NEW)
         if record_hashes is not None and (way == REST).any():
@@ -100,6 +102,38 @@ class KnownKeys:
                     way[i] = SAME
         self._pending = Split(way, hashes, keys, record_hashes)
         return self._pending
+
+    def _hash(self, keys: pa.Table) -> np.ndarray:
+        """DuckDB's ``hash()`` of each value of ``keys``' column ``k``, in order (DuckDB keeps the
+        insertion order of a query without ``ORDER BY``)."""
+        assert self._hasher is not None
+        self._hasher.register("keys_df", keys)
+        try:
+            return np.asarray(self._hasher.execute("SELECT hash(k) AS h FROM keys_df").fetchnumpy()["h"], dtype=np.uint64)
+        finally:
+            self._hasher.unregister("keys_df")
+
+    def _held(self, conn: Connection, key: str) -> np.ndarray:
+        """The hash of every key ``core.<entity>`` holds for the source (in this transaction)."""
+        table = f"core.{self.entity}"
+        raw = raw_driver_connection(conn)
+        if conn.dialect.name == "duckdb":
+            held = raw.execute(f"SELECT hash({key}) AS h FROM {table} WHERE source = ?",  # noqa: S608 - registry names
+                               [self.source]).fetchnumpy()["h"]
+            return np.asarray(held, dtype=np.uint64)
+        buf = bytearray()
+        with raw.cursor() as cur, cur.copy(f"COPY (SELECT {key} FROM {table} WHERE source = %s) TO STDOUT (FORMAT csv)",  # noqa: S608 - registry names
+                                           (self.source,)) as copy:
+            for block in copy:
+                buf += block
+        if not buf:
+            return np.empty(0, dtype=np.uint64)
+        keys = pacsv.read_csv(pa.py_buffer(bytes(buf)),
+                              pacsv.ReadOptions(column_names=["k"]),
+                              pacsv.ParseOptions(newlines_in_values=True),
+                              pacsv.ConvertOptions(column_types={"k": pa.string()}, strings_can_be_null=False,
+                                                   quoted_strings_can_be_null=False))
+        return self._hash(keys)
 
     def committed(self) -> None:
         """The load that made the pending split committed: its new keys are the table's."""
@@ -122,6 +156,11 @@ class KnownKeys:
     def switch_off(self) -> None:
         self.usable = False
         self._runs, self._recent, self._pending = [], [{}, {}], None
+
+    def close(self) -> None:
+        if self._hasher is not None:
+            self._hasher.close()
+            self._hasher = None
 
     # -- the sorted runs of key hashes --------------------------------------------------------
     def _holds(self, hashes: np.ndarray) -> np.ndarray:
@@ -157,10 +196,10 @@ def _slot(engine: Engine | Connection, source: str, entity: str) -> tuple[str, s
 
 @contextmanager
 def tracking(engine: Engine, source: str, entity: str) -> Iterator[KnownKeys | None]:
-    """A tracker for one extraction's loads of ``entity`` into a DuckDB warehouse (None on
-    PostgreSQL, whose key indexes answer the same question). A second extraction of the same
-    entity running meanwhile in this process (a backfill's partitions) switches both off."""
-    if engine.dialect.name != "duckdb" or not REGISTRY[entity].incremental:
+    """A tracker for one extraction's loads of ``entity`` (None for a catalogue: read whole, in one
+    load). A second extraction of the same entity running meanwhile in this process (a backfill's
+    partitions) switches both off."""
+    if not REGISTRY[entity].incremental:
         yield None
         return
     known = KnownKeys(entity, source)
@@ -174,6 +213,7 @@ def tracking(engine: Engine, source: str, entity: str) -> Iterator[KnownKeys | N
     try:
         yield known
     finally:
+        known.close()
         with _GUARD:
             _ACTIVE[slot].remove(known)
             if not _ACTIVE[slot]:

@@ -20,12 +20,13 @@ swept by the next nightly run).
 
 Bulk paths: DuckDB registers the DataFrame, stages it by ``INSERT ... SELECT`` (never
 executemany), then updates the keys its core tables hold and inserts the others by an anti-join
-(no key indexes there: migration 0009, :func:`_upsert`), except what an extraction's tracker of the
-table's keys vouches for (:mod:`tasks.known_keys`): rows whose key the table certainly lacks are
-inserted straight from the registered frame, and rows the table holds already, as read (a page
-boundary's re-reads), are skipped, each with its versions and supplement rounds; PostgreSQL ``COPY``s into a temporary
+(no key indexes there: migration 0009, :func:`_upsert`); PostgreSQL ``COPY``s into a temporary
 table, then ``INSERT ... ON CONFLICT DO UPDATE``, except the raw versions: those not yet there are
-``COPY``'d straight into ``raw.<entity>`` (:func:`_append_raw`).
+``COPY``'d straight into ``raw.<entity>`` (:func:`_append_raw`). An extraction's tracker of a
+table's keys (:mod:`tasks.known_keys`) spares most rows that way: rows whose key the table
+certainly lacks are appended (DuckDB from the registered frame, PostgreSQL by ``COPY`` into the
+table), and rows the table holds already as read (a page boundary's re-reads) are skipped, each
+with its versions and supplement rounds.
 Identifiers in the generated SQL come from this module's constants and the entity registry
 (:mod:`tasks.entities`) only; values are always bound.
 """
@@ -334,7 +335,7 @@ def _load(
     cols = core_columns(entity)
     frame = good.assign(source=source, _source=origin, _run_id=run_id, _loaded_at=now)[cols]
     split = None
-    if known is not None and duck and len(good):
+    if known is not None and len(good):
         hashes = norm.raw_by_key.hashes(good["record_key"]) if isinstance(norm.raw_by_key, RecordTexts) else None
         split = known.split(conn, good, hashes)
     index = pd.Index(good["record_key"]) if split is not None else None
@@ -423,9 +424,13 @@ def _load(
 
 
 def _insert(conn: Connection, table: str, frame: pd.DataFrame) -> None:
-    """DuckDB: append rows whose keys ``table`` certainly lacks (:mod:`tasks.known_keys`), straight
-    from the registered frame."""
+    """Append rows whose keys ``table`` certainly lacks (:mod:`tasks.known_keys`): DuckDB straight
+    from the registered frame, PostgreSQL by ``COPY`` straight into the table (its key index
+    would refuse a key it holds: the load fails, it never duplicates)."""
     if frame.empty:
+        return
+    if dialect_name(conn) == "postgresql":
+        _copy_frame(conn, table, frame)
         return
     cols = ", ".join(frame.columns)
     raw = raw_driver_connection(conn)

@@ -1,6 +1,7 @@
-"""The tracker of a DuckDB table's keys (tasks/known_keys.py): a chunk's new rows are inserted and
-its exact re-reads skipped, without the update and the anti-join that read the whole table, and
-the warehouse ends as the untracked load leaves it; what it cannot vouch for takes the long way."""
+"""The tracker of a core table's keys (tasks/known_keys.py): a chunk's new rows are appended and
+its exact re-reads skipped, without the upsert (on DuckDB, an update and an anti-join that read
+the whole table; on PostgreSQL, a staged INSERT .. ON CONFLICT), and the warehouse ends as the
+untracked load leaves it, on both warehouses; what it cannot vouch for takes the long way."""
 
 from __future__ import annotations
 
@@ -44,12 +45,22 @@ CHUNKS = [
 ]
 
 
-@pytest.fixture
-def duck(tmp_path):
-    engines = []
+@pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def duck(request, tmp_path):
+    """Fresh warehouses by name, all DuckDB files or all PostgreSQL databases."""
+    from tests.conftest import _pg_available, create_pg_database, drop_pg_database
+
+    engines, databases = [], []
 
     def make(name: str):
-        eng = connect(f"duckdb:///{tmp_path / name}.duckdb")
+        if request.param == "duckdb":
+            url = f"duckdb:///{tmp_path / name}.duckdb"
+        else:
+            if not _pg_available():
+                pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432")
+            url = create_pg_database()
+            databases.append(url)
+        eng = connect(url)
         upgrade(eng)
         engines.append(eng)
         return eng
@@ -57,6 +68,8 @@ def duck(tmp_path):
     yield make
     for eng in engines:
         eng.dispose()
+    for url in databases:
+        drop_pg_database(url)
 
 
 def _statements(engine) -> list[str]:
@@ -66,11 +79,16 @@ def _statements(engine) -> list[str]:
 
 
 def _long_way(statements: list[str]) -> list[str]:
-    """The update and anti-join statements of :func:`tasks.load._upsert`, and the supplements' delete."""
+    """The statements of :func:`tasks.load._upsert` (DuckDB: an update and an anti-join insert;
+    PostgreSQL: an insert on conflict, written here as DuckDB's), and the supplements' delete."""
     out = []
     for s in statements:
         m = re.match(r"(UPDATE|DELETE FROM|INSERT INTO) (core\.\w+)", s)
-        if m and (m[1] != "INSERT INTO" or "NOT EXISTS" in s):
+        if m and m[1] == "INSERT INTO" and "ON CONFLICT" in s:
+            if "DO UPDATE" in s:
+                out.append(f"UPDATE {m[2]}")
+            out.append(f"INSERT INTO {m[2]} (anti-join)")
+        elif m and (m[1] != "INSERT INTO" or "NOT EXISTS" in s):
             out.append(f"{m[1]} {m[2]}" + (" (anti-join)" if "NOT EXISTS" in s else ""))
     return out
 
@@ -122,6 +140,18 @@ def test_a_tracker_reads_the_keys_a_table_already_holds(duck):
         assert c.execute(sa.text("SELECT count(*), count(DISTINCT ma_ho_so) FROM core.dossiers")).one() == (160, 160)
 
 
+def test_keys_with_commas_quotes_and_line_breaks_are_read_back_as_held(duck):
+    engine = duck("wh")
+    odd = [dict(_dossier(i), MaHoSo=k) for i, k in enumerate(['H,1', 'H"2', 'H\n3', ' H4 ', 'H\\5', 'Hồ sơ 6'])]
+    norm = normalize("dossiers", odd, hash_key=KEY)
+    load_batch(engine, norm, norm.issues, source="src", run_id="r1")
+    with tracking(engine, "src", "dossiers") as known:
+        load_batch(engine, norm, norm.issues, source="src", run_id="r2", known=known)
+        assert known._recent == [{}, {}] and len(known) == 6  # every key was held: none inserted
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*), count(DISTINCT ma_ho_so) FROM core.dossiers")).one() == (6, 6)
+
+
 def test_a_row_written_the_long_way_is_never_taken_for_an_exact_re_read(duck):
     """The same version stamp sent with other content replaces the row, and the first content sent
     again replaces it back: the tracker forgets what it inserted once a key took the long way."""
@@ -160,8 +190,9 @@ def test_a_load_rolled_back_teaches_the_tracker_nothing(duck, monkeypatch):
         assert c.execute(sa.text("SELECT count(*) FROM core.dossier_versions")).scalar_one() == 20
 
 
-def test_a_second_extraction_or_another_load_of_the_entity_switches_its_trackers_off(duck):
-    engine, other = duck("wh"), duck("other")
+def test_a_second_extraction_or_another_load_of_the_entity_switches_its_trackers_off(tmp_path):
+    engine, other = connect(f"duckdb:///{tmp_path / 'wh.duckdb'}"), connect(f"duckdb:///{tmp_path / 'o.duckdb'}")
+    upgrade(engine)
     norm = normalize("dossiers", _batch(range(5)), hash_key=KEY)
     with tracking(engine, "src", "dossiers") as a:
         with tracking(engine, "src", "payments") as p, tracking(engine, "src2", "dossiers") as s2, \
@@ -177,15 +208,27 @@ def test_a_second_extraction_or_another_load_of_the_entity_switches_its_trackers
     assert known_keys._ACTIVE == {}
     with tracking(engine, "src", "dossiers") as fresh:
         assert fresh.usable
-    with tracking(connect("duckdb:///:memory:"), "src", "units") as none:  # a catalogue: loaded whole, once
+    with tracking(engine, "src", "units") as none:  # a catalogue: loaded whole, once
         assert none is None
+    engine.dispose()
+    other.dispose()
 
 
 @pytest.mark.postgres
-def test_postgresql_keeps_its_key_indexes_and_no_tracker(pg_url):
+def test_on_postgresql_a_key_the_tracker_wrongly_took_for_new_fails_the_load_and_duplicates_nothing(pg_url):
+    import psycopg
+
     engine = connect(pg_url)
+    upgrade(engine)
+    norm = normalize("dossiers", _batch(range(10)), hash_key=KEY)
     with tracking(engine, "src", "dossiers") as known:
-        assert known is None
+        load_batch(engine, norm, norm.issues, source="src", run_id="r1", known=known)
+        known._runs = []  # as if it had lost what it learnt
+        known._recent = [{}, {}]
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            load_batch(engine, norm, norm.issues, source="src", run_id="r2", known=known)
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*), count(DISTINCT ma_ho_so) FROM core.dossiers")).one() == (10, 10)
     engine.dispose()
 
 
