@@ -17,7 +17,11 @@ version, already loaded by the chunk before).
   its loads commit. A key whose hash is not there is certainly not in the table (a hash shared by
   two keys only sends a row the long way); 8 bytes a key, in sorted runs merged as they grow;
 - the record hash of the rows the last two loads inserted: a row read again with the same hash is
-  the table's row already (its versions and supplement rounds too).
+  the table's row already (its versions and supplement rounds too);
+- on PostgreSQL, the hash of every record key ``raw.<entity>`` holds (quarantined keys too): a
+  version whose key is not there is new to the raw table, and only the others are looked up
+  (:func:`tasks.load._append_raw`; a hash join over the raw table for each chunk otherwise,
+  ~11 s of a 1M-dossier load). DuckDB's raw layer is the landed files: no lookup to spare.
 
 It is right only if every write of the entity's core rows goes through it while the extraction
 runs. Other processes wait: a DuckDB file has one writer process, and runs hold the warehouse's
@@ -64,16 +68,53 @@ class Split:
         return np.where(at >= 0, self.way[np.maximum(at, 0)], REST)
 
 
+class HashSet:
+    """A set of 64-bit hashes in sorted runs (8 bytes a hash): a run per batch added, merged while
+    the newest is at least half the one before, so the runs stay few and merging costs
+    O(n log n) in all."""
+
+    def __init__(self, hashes: np.ndarray | None = None) -> None:
+        self._runs: list[np.ndarray] = [np.unique(hashes)] if hashes is not None and len(hashes) else []
+
+    def holds(self, hashes: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(hashes), dtype=bool)
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            found |= run[at] == hashes
+        return found
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Add ``hashes`` (those already held are not added twice)."""
+        hashes = np.unique(hashes)
+        hashes = hashes[~self.holds(hashes)]
+        if not len(hashes):
+            return
+        self._runs.append(hashes)
+        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+            last = self._runs.pop()
+            merged = np.concatenate([self._runs.pop(), last])
+            merged.sort(kind="stable")  # two sorted runs: a timsort merges them in one pass
+            self._runs.append(merged)
+
+    @property
+    def runs(self) -> list[np.ndarray]:
+        return self._runs
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._runs)
+
+
 class KnownKeys:
     """See the module docstring."""
 
     def __init__(self, entity: str, source: str) -> None:
         self.entity, self.source = entity, source
         self.usable = True
-        self._runs: list[np.ndarray] = []  # sorted key hashes, no hash in two runs
-        self._seeded = False
+        self._keys: HashSet | None = None  # core.<entity>'s keys, read at the first split
+        self._raw_keys: HashSet | None = None  # PostgreSQL: raw.<entity>'s record keys, read at the first raw split
         self._recent: list[dict[str, str]] = [{}, {}]  # record key -> record hash, of the last two loads
         self._pending: Split | None = None
+        self._pending_raw: np.ndarray | None = None  # the record key hashes of the load's raw versions
         self._hasher: duckdb.DuckDBPyConnection | None = None  # hashes the chunks' keys
 
     # -- the split, inside a load's transaction ---------------------------------------------
@@ -85,15 +126,11 @@ class KnownKeys:
         if not self.usable:
             return None
         (key,) = REGISTRY[self.entity].core_key  # the incremental entities' keys are one text column
-        if self._hasher is None:
-            self._hasher = duckdb.connect(":memory:")
-        if not self._seeded:
-            held = self._held(conn, key)
-            self._runs = [np.unique(held)] if len(held) else []
-            self._seeded = True
-        hashes = self._hash(pa.table({"k": pa.array(frame[key])}))
+        if self._keys is None:
+            self._keys = HashSet(self._held(conn, f"core.{self.entity}", key))
+        hashes = self._hash(frame[key])
         keys = frame["record_key"].to_numpy(dtype=object)
-        way = np.where(self._holds(hashes), REST, NEW)
+        way = np.where(self._keys.holds(hashes), REST, NEW)
         if record_hashes is not None and (way == REST).any():
             recent_old, recent_new = self._recent
             for i in np.flatnonzero(way == REST):
@@ -103,19 +140,32 @@ class KnownKeys:
         self._pending = Split(way, hashes, keys, record_hashes)
         return self._pending
 
-    def _hash(self, keys: pa.Table) -> np.ndarray:
-        """DuckDB's ``hash()`` of each value of ``keys``' column ``k``, in order (DuckDB keeps the
-        insertion order of a query without ``ORDER BY``)."""
-        assert self._hasher is not None
-        self._hasher.register("keys_df", keys)
+    def raw_split(self, conn: Connection, raw: pd.DataFrame) -> np.ndarray | None:
+        """PostgreSQL: which of the batch's raw versions (``record_key`` among the columns) have a
+        key ``raw.<entity>`` never held, so are new to it; None when this tracker is off. Kept as
+        pending until :meth:`committed`."""
+        self._pending_raw = None
+        if not self.usable:
+            return None
+        if self._raw_keys is None:
+            self._raw_keys = HashSet(self._held(conn, f"raw.{self.entity}", "record_key"))
+        self._pending_raw = self._hash(raw["record_key"])
+        return ~self._raw_keys.holds(self._pending_raw)
+
+    def _hash(self, keys: pd.Series | pa.Array) -> np.ndarray:
+        """DuckDB's ``hash()`` of each key, in order (DuckDB keeps the insertion order of a query
+        without ``ORDER BY``)."""
+        if self._hasher is None:
+            self._hasher = duckdb.connect(":memory:")
+        column = keys if isinstance(keys, pa.Array | pa.ChunkedArray) else pa.array(keys)
+        self._hasher.register("keys_df", pa.table({"k": column}))
         try:
             return np.asarray(self._hasher.execute("SELECT hash(k) AS h FROM keys_df").fetchnumpy()["h"], dtype=np.uint64)
         finally:
             self._hasher.unregister("keys_df")
 
-    def _held(self, conn: Connection, key: str) -> np.ndarray:
-        """The hash of every key ``core.<entity>`` holds for the source (in this transaction)."""
-        table = f"core.{self.entity}"
+    def _held(self, conn: Connection, table: str, key: str) -> np.ndarray:
+        """The hash of every ``key`` ``table`` holds for the source (in this transaction)."""
         raw = raw_driver_connection(conn)
         if conn.dialect.name == "duckdb":
             held = raw.execute(f"SELECT hash({key}) AS h FROM {table} WHERE source = ?",  # noqa: S608 - registry names
@@ -133,16 +183,19 @@ class KnownKeys:
                               pacsv.ParseOptions(newlines_in_values=True),
                               pacsv.ConvertOptions(column_types={"k": pa.string()}, strings_can_be_null=False,
                                                    quoted_strings_can_be_null=False))
-        return self._hash(keys)
+        return self._hash(keys.column("k"))
 
     def committed(self) -> None:
-        """The load that made the pending split committed: its new keys are the table's."""
+        """The load that made the pending splits committed: its new keys are the tables'."""
         split, self._pending = self._pending, None
-        if split is None:
+        raw_keys, self._pending_raw = self._pending_raw, None
+        if raw_keys is not None and self._raw_keys is not None:
+            self._raw_keys.add(raw_keys)
+        if split is None or self._keys is None:
             return
         new = split.way == NEW
         if new.any():
-            self._add(split.hashes[new])
+            self._keys.add(split.hashes[new])
         for k in split.keys[split.way == REST]:  # written the long way: the table's row is not known
             for recent in self._recent:
                 recent.pop(k, None)
@@ -151,36 +204,21 @@ class KnownKeys:
         self._recent = [self._recent[1], inserted]
 
     def rolled_back(self) -> None:
-        self._pending = None
+        self._pending = self._pending_raw = None
 
     def switch_off(self) -> None:
         self.usable = False
-        self._runs, self._recent, self._pending = [], [{}, {}], None
+        self._keys = self._raw_keys = None
+        self._recent, self._pending, self._pending_raw = [{}, {}], None, None
 
     def close(self) -> None:
         if self._hasher is not None:
             self._hasher.close()
             self._hasher = None
 
-    # -- the sorted runs of key hashes --------------------------------------------------------
-    def _holds(self, hashes: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(hashes), dtype=bool)
-        for run in self._runs:
-            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
-            found |= run[at] == hashes
-        return found
-
-    def _add(self, hashes: np.ndarray) -> None:
-        self._runs.append(np.unique(hashes))
-        # merge while the newest run is at least half the one before: O(n log n) in all, few runs
-        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
-            last = self._runs.pop()
-            merged = np.concatenate([self._runs.pop(), last])
-            merged.sort(kind="stable")  # two sorted runs: a timsort merges them in one pass
-            self._runs.append(merged)
-
     def __len__(self) -> int:
-        return sum(len(r) for r in self._runs)
+        """The core table's keys known (0 before the first split)."""
+        return len(self._keys) if self._keys is not None else 0
 
 
 # ----------------------------------------------------------------------------------------------

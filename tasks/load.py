@@ -326,7 +326,7 @@ def _load(
             landing.record(conn, landed)
         raw_new = landed.rows if landed is not None else 0
     else:
-        raw_new = _append_raw(conn, entity, raw)
+        raw_new = _append_raw(conn, entity, raw, known)
     crash_point("load.after_raw")
 
     # 2. core (with a tracker of the table's keys: the rows certainly new are inserted, the exact
@@ -442,25 +442,30 @@ def _insert(conn: Connection, table: str, frame: pd.DataFrame) -> None:
             raw.unregister("ins_df")
 
 
-def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame) -> int:
+def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame, known: KnownKeys | None = None) -> int:
     """PostgreSQL: append the batch's versions new to ``raw.<entity>`` (the batch's are distinct);
     returns how many. The versions already there (an overlap read again) are found by their key
     and hash, staged alone, and the rest is ``COPY``'d straight into the table: the records' text,
     most of a load's bytes, is written once instead of into a staging table and again by an
     ``INSERT ... ON CONFLICT DO NOTHING``. Runs hold the warehouse's writer lock, so nothing else
     adds a version between the lookup and the copy (a conflict would still fail the transaction,
-    never duplicate a row)."""
+    never duplicate a row). With the extraction's tracker (``known``), only the versions whose key
+    the raw table held before are looked up."""
     if raw.empty:
         return 0
     ids = ["source", "record_key", "record_hash"]
-    stage(conn, "stg_raw_ids", raw[ids], f"raw.{entity}")
-    have = conn.execute(
-        sa.text(f"SELECT s.record_key, s.record_hash FROM stg_raw_ids AS s JOIN raw.{entity} AS r "
-                "ON r.source = s.source AND r.record_key = s.record_key AND r.record_hash = s.record_hash")
-    ).all()
+    fresh = known.raw_split(conn, raw) if known is not None else None
+    maybe = raw if fresh is None else raw[~fresh]
+    have = []
+    if len(maybe):
+        stage(conn, "stg_raw_ids", maybe[ids], f"raw.{entity}")
+        have = conn.execute(
+            sa.text(f"SELECT s.record_key, s.record_hash FROM stg_raw_ids AS s JOIN raw.{entity} AS r "
+                    "ON r.source = s.source AND r.record_key = s.record_key AND r.record_hash = s.record_hash")
+        ).all()
     if have:
-        known = pd.MultiIndex.from_tuples([tuple(r) for r in have])
-        raw = raw[~pd.MultiIndex.from_frame(raw[["record_key", "record_hash"]]).isin(known)]
+        there = pd.MultiIndex.from_tuples([tuple(r) for r in have])
+        raw = raw[~pd.MultiIndex.from_frame(raw[["record_key", "record_hash"]]).isin(there)]
     if len(raw):
         _copy_frame(conn, f"raw.{entity}", raw[RAW_COLUMNS])
     return len(raw)
