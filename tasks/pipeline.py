@@ -350,8 +350,9 @@ def extract_entity(
             finish(loader)
 
     # chunk N loads while chunk N+1 is read and normalised (in the worker process, if several chunks)
-    with ChunkLoader(f"load-{entity}") as loader, normalizer, \
-            tracking(engine, settings.source_name, entity) as known:
+    # (the tracker outlives the loader: the loader's exit waits for the last loads, which use it)
+    with tracking(engine, settings.source_name, entity) as known, ChunkLoader(f"load-{entity}") as loader, \
+            normalizer:
         _read_batches(client, entity, batches, res, lambda parts, read, w: flush(parts, read, w, loader),
                       lambda: (finish(loader), loader.wait()), chunk_records, ahead, progress,
                       lambda expected: normalizer.started or normalizer.wants_worker(expected, chunk_records))

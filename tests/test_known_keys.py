@@ -257,3 +257,45 @@ def test_the_key_hashes_are_kept_in_few_sorted_runs_and_found_again():
     assert known.holds(probe).tolist() == [int(v) in added for v in probe]
     assert len(known) == len(added)
     assert {NEW, SAME, REST} == {0, 1, 2}
+
+
+def test_an_extraction_hands_every_chunk_a_tracker_that_outlives_its_last_load(tmp_path, monkeypatch):
+    """``extract_entity`` loads its chunks in a thread: the tracker must still be there (and on)
+    when the last one loads, after the extraction's reading is done."""
+    import time
+    from datetime import date
+
+    from simulator.dataset import generate
+    from simulator.server import start_server
+    from tasks import pipeline
+    from tasks.settings import Settings
+    from tasks.source_api import SourceClient
+
+    monkeypatch.setattr(pipeline, "_validate_with_gx", lambda *a, **k: None)
+    real = pipeline.load_batch
+    seen: list[tuple[bool, bool]] = []
+
+    def slow_load(*args, known=None, **kwargs):
+        time.sleep(0.2)  # the reading is over before the last chunk loads
+        seen.append((known is not None and known.usable, known in known_keys._ACTIVE.get(
+            ("duckdb:///" + str(tmp_path / "wh.duckdb"), "default", args[1].entity), [])))
+        return real(*args, known=known, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_batch", slow_load)
+    ds = generate(seed=3, n_dossiers=600, start=date(2024, 1, 1), end=date(2024, 2, 28))
+    engine = connect(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    upgrade(engine)
+    try:
+        with start_server(ds, token="t") as sim:
+            settings = Settings(source_url=sim.url, source_token="t", warehouse_url=str(engine.url), page_size=100,
+                                hash_key="test-hash-key", reports_dir=tmp_path / "r", inbox_dir=tmp_path / "i",
+                                http_backoff_max=0.1)
+            with SourceClient.from_settings(settings) as client:
+                res = pipeline.extract_entity(engine, client, "dossiers", settings=settings, run_id="r1",
+                                              window=(None, None), chunk_records=150)
+        assert res.rows_loaded > 450 and len(seen) >= 4
+        assert seen == [(True, True)] * len(seen)
+        with engine.connect() as c:
+            assert c.execute(sa.text("SELECT count(*) - count(DISTINCT ma_ho_so) FROM core.dossiers")).scalar_one() == 0
+    finally:
+        engine.dispose()
