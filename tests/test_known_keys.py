@@ -115,7 +115,7 @@ def test_a_tracked_first_load_inserts_new_rows_skips_exact_re_reads_and_ends_as_
     _load_all(plain, CHUNKS, None)
     seen: list[str] = _statements(tracked)
     lookups: list[int] = []
-    with tracking(tracked, "src", "dossiers") as dossiers, tracking(tracked, "src", "payments") as payments:
+    with tracking(tracked, "src", "dossiers", skip=0) as dossiers, tracking(tracked, "src", "payments", skip=0) as payments:
         long_ways = _load_all(tracked, CHUNKS, {"dossiers": dossiers, "payments": payments}, seen, lookups)
         assert len(dossiers) == 160 and len(payments) == 70  # H-0160 was quarantined
     assert fingerprint(tracked) == fingerprint(plain)
@@ -141,7 +141,7 @@ def test_a_tracker_reads_the_keys_a_table_already_holds(duck):
     _load_all(plain, CHUNKS, None)
     _load_all(tracked, CHUNKS[:2], None)  # an earlier run loaded these, untracked
     seen = _statements(tracked)
-    with tracking(tracked, "src", "dossiers") as dossiers, tracking(tracked, "src", "payments") as payments:
+    with tracking(tracked, "src", "dossiers", skip=0) as dossiers, tracking(tracked, "src", "payments", skip=0) as payments:
         # the same chunks read again: every key is in the table, none of it in the last loads
         long_ways = _load_all(tracked, CHUNKS, {"dossiers": dossiers, "payments": payments}, seen)
     assert "UPDATE core.dossiers" in long_ways[0] and "UPDATE core.dossiers" in long_ways[1]
@@ -155,7 +155,7 @@ def test_keys_with_commas_quotes_and_line_breaks_are_read_back_as_held(duck):
     odd = [dict(_dossier(i), MaHoSo=k) for i, k in enumerate(['H,1', 'H"2', 'H\n3', ' H4 ', 'H\\5', 'Hồ sơ 6'])]
     norm = normalize("dossiers", odd, hash_key=KEY)
     load_batch(engine, norm, norm.issues, source="src", run_id="r1")
-    with tracking(engine, "src", "dossiers") as known:
+    with tracking(engine, "src", "dossiers", skip=0) as known:
         load_batch(engine, norm, norm.issues, source="src", run_id="r2", known=known)
         assert known._recent == [{}, {}] and len(known) == 6  # every key was held: none inserted
     with engine.connect() as c:
@@ -170,18 +170,34 @@ def test_a_row_written_the_long_way_is_never_taken_for_an_exact_re_read(duck):
               ("dossiers", _batch(range(5, 10)))]  # the first content again
     plain, tracked = duck("plain"), duck("tracked")
     _load_all(plain, chunks, None)
-    with tracking(tracked, "src", "dossiers") as known:
+    with tracking(tracked, "src", "dossiers", skip=0) as known:
         _load_all(tracked, chunks, {"dossiers": known})
     assert fingerprint(tracked) == fingerprint(plain)
     with tracked.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM core.dossiers WHERE trang_thai = 10")).scalar_one() == 10
 
 
+def test_by_default_the_first_load_goes_the_long_way_and_reads_no_keys(duck):
+    """An extraction of one chunk (a nightly's) pays nothing for the tracker: the tables' keys are
+    read at its second load."""
+    engine = duck("wh")
+    _load_all(engine, CHUNKS[:1], None)
+    seen = _statements(engine)
+    with tracking(engine, "src", "dossiers") as known:
+        long_ways = _load_all(engine, CHUNKS[1:3], {"dossiers": known}, seen)
+        assert known._keys is not None and len(known) == 150
+    assert "UPDATE core.dossiers" in long_ways[0] and "INSERT INTO core.dossiers (anti-join)" in long_ways[0]
+    assert long_ways[1].count("UPDATE core.dossiers") == 1  # key 3 changed; the rest new or read again
+    with tracking(engine, "src", "dossiers") as known:
+        _load_all(engine, CHUNKS[3:4], {"dossiers": known})
+        assert known._keys is None and known._raw_keys is None  # one load: nothing read
+
+
 def test_a_load_rolled_back_teaches_the_tracker_nothing(duck, monkeypatch):
     import tasks.load as load
 
     engine = duck("wh")
-    with tracking(engine, "src", "dossiers") as known:
+    with tracking(engine, "src", "dossiers", skip=0) as known:
         norm = normalize("dossiers", _batch(range(20)), hash_key=KEY)
         real = load.add_run_summary
 
@@ -231,7 +247,7 @@ def test_on_postgresql_a_key_the_tracker_wrongly_took_for_new_fails_the_load_and
     engine = connect(pg_url)
     upgrade(engine)
     norm = normalize("dossiers", _batch(range(10)), hash_key=KEY)
-    with tracking(engine, "src", "dossiers") as known:
+    with tracking(engine, "src", "dossiers", skip=0) as known:
         load_batch(engine, norm, norm.issues, source="src", run_id="r1", known=known)
         known._keys = HashSet()  # as if it had lost what it learnt
         known._recent = [{}, {}]
