@@ -35,7 +35,7 @@ every tracker of that entity off for the rest of its extraction.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -60,7 +60,7 @@ class Split:
     way: np.ndarray  # NEW, SAME or REST per row
     hashes: np.ndarray  # the key hash of each row
     keys: np.ndarray  # record keys (object)
-    record_hashes: Sequence[str] | None  # each row's record hash, or None (no exact re-reads then)
+    record_hashes: np.ndarray | None  # each row's record hash, or None (no exact re-reads then)
 
     def of(self, keys: pd.Series, index: pd.Index) -> np.ndarray:
         """The way of each row of another frame of the chunk keyed like the core frame (``index``:
@@ -78,16 +78,21 @@ class HashSet:
         self._runs: list[np.ndarray] = [np.unique(hashes)] if hashes is not None and len(hashes) else []
 
     def holds(self, hashes: np.ndarray) -> np.ndarray:
+        order = np.argsort(hashes)  # sorted needles: the binary searches walk each run in order
+        needles = hashes[order]
         found = np.zeros(len(hashes), dtype=bool)
         for run in self._runs:
-            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
-            found |= run[at] == hashes
-        return found
+            at = np.minimum(np.searchsorted(run, needles), len(run) - 1)
+            found |= run[at] == needles
+        out = np.empty(len(hashes), dtype=bool)
+        out[order] = found
+        return out
 
-    def add(self, hashes: np.ndarray) -> None:
-        """Add ``hashes`` (those already held are not added twice)."""
+    def add(self, hashes: np.ndarray, *, new: bool = False) -> None:
+        """Add ``hashes``; those already held are not added twice (``new``: none is held)."""
         hashes = np.unique(hashes)
-        hashes = hashes[~self.holds(hashes)]
+        if not new:
+            hashes = hashes[~self.holds(hashes)]
         if not len(hashes):
             return
         self._runs.append(hashes)
@@ -120,7 +125,7 @@ class KnownKeys:
         self._hasher: duckdb.DuckDBPyConnection | None = None  # hashes the chunks' keys
 
     # -- the split, inside a load's transaction ---------------------------------------------
-    def split(self, conn: Connection, frame: pd.DataFrame, record_hashes: Sequence[str] | None) -> Split | None:
+    def split(self, conn: Connection, frame: pd.DataFrame, record_hashes: np.ndarray | None) -> Split | None:
         """The way of each row of ``frame`` (the chunk's rows for ``core.<entity>``, distinct keys,
         ``record_key`` among its columns); None when this tracker is off (then every row takes the
         long way). Kept as pending until :meth:`committed`."""
@@ -198,12 +203,12 @@ class KnownKeys:
             return
         new = split.way == NEW
         if new.any():
-            self._keys.add(split.hashes[new])
+            self._keys.add(split.hashes[new], new=True)
         for k in split.keys[split.way == REST]:  # written the long way: the table's row is not known
             for recent in self._recent:
                 recent.pop(k, None)
-        inserted = {} if split.record_hashes is None else {
-            k: split.record_hashes[i] for i, k in zip(np.flatnonzero(new), split.keys[new], strict=True)}
+        inserted = {} if split.record_hashes is None else dict(
+            zip(split.keys[new].tolist(), split.record_hashes[new].tolist(), strict=True))
         self._recent = [self._recent[1], inserted]
 
     def rolled_back(self) -> None:

@@ -331,17 +331,19 @@ def _load(
 
     # 2. core (with a tracker of the table's keys: the rows certainly new are inserted, the exact
     # re-reads skipped, and only the rest staged for the update and the anti-join)
-    good = norm.core[~norm.core["record_key"].isin(bad_keys)]
+    keep = ~norm.core["record_key"].isin(bad_keys).to_numpy()
+    good = norm.core[keep] if not keep.all() else norm.core
     cols = core_columns(entity)
     frame = good.assign(source=source, _source=origin, _run_id=run_id, _loaded_at=now)[cols]
     split = None
     if known is not None and len(good):
-        hashes = norm.raw_by_key.hashes(good["record_key"]) if isinstance(norm.raw_by_key, RecordTexts) else None
+        hashes = (norm.raw_by_key.hashes(good["record_key"], np.flatnonzero(keep))
+                  if isinstance(norm.raw_by_key, RecordTexts) else None)
         split = known.split(conn, good, hashes)
     index = pd.Index(good["record_key"]) if split is not None else None
-    rest = frame if split is None else frame[split.way == REST]  # the long way
+    rest = frame if split is None else _where(frame, split.way == REST)  # the long way
     if split is not None:
-        _insert(conn, f"core.{entity}", frame[split.way == NEW])
+        _insert(conn, f"core.{entity}", _where(frame, split.way == NEW))
     if len(rest):
         stage(conn, "stg_core", rest, f"core.{entity}")
     if entity == "dossiers" and norm.versions is not None:
@@ -353,8 +355,8 @@ def _load(
             at = index.get_indexer(versions["ma_ho_so"])
             current = (way == SAME) & (versions["ngay_cap_nhat"].to_numpy()
                                        == good["ngay_cap_nhat"].to_numpy()[np.maximum(at, 0)])
-            _insert(conn, "core.dossier_versions", versions[way == NEW])
-            versions = versions[(way != NEW) & ~current]
+            _insert(conn, "core.dossier_versions", _where(versions, way == NEW))
+            versions = _where(versions, (way != NEW) & ~current)
         if len(versions):
             stage(conn, "stg_versions", versions, "core.dossier_versions")
             _upsert(conn, "core.dossier_versions", "stg_versions", ["source", "ma_ho_so", "ngay_cap_nhat"], _V_COLS)
@@ -364,8 +366,8 @@ def _load(
         if split is not None:
             # a new key's rounds are its version's only; an exact re-read's are the table's already
             way = split.of(sup["ma_ho_so"], index)
-            _insert(conn, "core.dossier_supplements", sup[way == NEW])
-            sup = sup[way == REST]
+            _insert(conn, "core.dossier_supplements", _where(sup, way == NEW))
+            sup = _where(sup, way == REST)
         if len(sup):
             stage(conn, "stg_supplements", sup, "core.dossier_supplements")
             # the same version sent again with other rounds replaces them, as it replaces the row
@@ -421,6 +423,12 @@ def _load(
     add_run_summary(conn, run_id, source, result, now)
     crash_point("load.before_commit")
     return result
+
+
+def _where(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """``frame[mask]``, without copying the frame when the mask keeps every row (a first load's
+    chunks: every row new)."""
+    return frame if mask.all() else frame[mask]
 
 
 def _insert(conn: Connection, table: str, frame: pd.DataFrame) -> None:

@@ -275,8 +275,8 @@ def _normalize(entity: str, records: Sequence[dict], *, hash_key: bytes,
     supplements = kept_rounds(rounds, core, kept["_order"]) if rounds is not None else None
     ties = _conflicting_ties(ent, rules.key_unique, keys, core, raw["record_hash"], multi)
     raw, raw_row = _distinct_versions(raw, multi)
-    raw_by_key = RecordTexts(dict(zip(kept["_record_key"].tolist(), raw_row[kept["_order"].to_numpy()].tolist(),
-                                      strict=True)), raw)
+    kept_rows = raw_row[kept["_order"].to_numpy()]
+    raw_by_key = RecordTexts(dict(zip(kept["_record_key"].tolist(), kept_rows.tolist(), strict=True)), raw, kept_rows)
     # issues only for the kept version of each key (an older, broken copy is superseded)
     issues = issues[issues["_pos"].isin(set(kept["_order"]))].drop(columns="_pos").reset_index(drop=True)
     if len(ties):
@@ -405,8 +405,9 @@ class RecordTexts(Mapping[str, str]):
     :attr:`Normalized.raw` holds, so a pickled :class:`Normalized` (the normaliser's worker's
     answer) carries the texts once."""
 
-    def __init__(self, positions: dict[str, int], raw: pd.DataFrame) -> None:
+    def __init__(self, positions: dict[str, int], raw: pd.DataFrame, rows: np.ndarray | None = None) -> None:
         self._pos, self._raw = positions, raw
+        self._rows = rows  # the raw row of each core row's version, in the core frame's order
 
     def __getitem__(self, key: str) -> str:
         return self._raw["record"].iat[self._pos[key]]
@@ -414,9 +415,11 @@ class RecordTexts(Mapping[str, str]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._pos)
 
-    def hashes(self, keys: Sequence[str]) -> list[str]:
-        """The record hash (``raw.record_hash``) of each key's kept version."""
-        return self._raw["record_hash"].take([self._pos[k] for k in keys]).tolist()
+    def hashes(self, keys: Sequence[str], at: np.ndarray | None = None) -> np.ndarray:
+        """The record hash (``raw.record_hash``) of each key's kept version; ``at``: the keys'
+        positions in the core frame, when known (no lookup by key then)."""
+        rows = self._rows[at] if at is not None and self._rows is not None else [self._pos[k] for k in keys]
+        return self._raw["record_hash"].to_numpy(dtype=object)[rows]
 
     def __len__(self) -> int:
         return len(self._pos)
