@@ -239,14 +239,13 @@ def load_batch(
 
     On DuckDB the raw frame is landed as a Parquet file first, outside the transaction (with a
     connection: before any of its statements; :mod:`tasks.landing`). ``known``: the extraction's
-    tracker of the table's keys (:mod:`tasks.known_keys`; DuckDB, with an engine: the load's own
-    transaction, so that it learns what committed)."""
+    tracker of the table's keys (:mod:`tasks.known_keys`; used with an engine only, whose
+    transaction is the load's own, so that it learns what committed)."""
     now = now_local()
     raw = norm.raw.assign(source=source, _source=origin, _run_id=run_id, _loaded_at=now)[RAW_COLUMNS]
     if isinstance(engine_or_conn, Connection):
         known = None
-    if dialect_name(engine_or_conn) == "duckdb":
-        known_keys.note_load(engine_or_conn, source, norm.entity, known)
+    known_keys.note_load(engine_or_conn, source, norm.entity, known)  # other trackers of the table are off
     landed = landing.land(engine_or_conn, norm.entity, source, run_id, raw, now)
     if isinstance(engine_or_conn, Connection):
         return _load(engine_or_conn, norm, issues, source, run_id, origin, watermark, now, raw, landed)

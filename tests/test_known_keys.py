@@ -216,9 +216,8 @@ def test_a_load_rolled_back_teaches_the_tracker_nothing(duck, monkeypatch):
         assert c.execute(sa.text("SELECT count(*) FROM core.dossier_versions")).scalar_one() == 20
 
 
-def test_a_second_extraction_or_another_load_of_the_entity_switches_its_trackers_off(tmp_path):
-    engine, other = connect(f"duckdb:///{tmp_path / 'wh.duckdb'}"), connect(f"duckdb:///{tmp_path / 'o.duckdb'}")
-    upgrade(engine)
+def test_a_second_extraction_or_another_load_of_the_entity_switches_its_trackers_off(duck):
+    engine, other = duck("wh"), duck("other")
     norm = normalize("dossiers", _batch(range(5)), hash_key=KEY)
     with tracking(engine, "src", "dossiers") as a:
         with tracking(engine, "src", "payments") as p, tracking(engine, "src2", "dossiers") as s2, \
@@ -236,8 +235,6 @@ def test_a_second_extraction_or_another_load_of_the_entity_switches_its_trackers
         assert fresh.usable
     with tracking(engine, "src", "units") as none:  # a catalogue: loaded whole, once
         assert none is None
-    engine.dispose()
-    other.dispose()
 
 
 @pytest.mark.postgres
