@@ -137,20 +137,23 @@ def _as_arrow(frame: pd.DataFrame) -> pa.Table | pd.DataFrame:
         return frame
 
 
-def _csv_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
-    """``frame`` as CSV for ``COPY`` and the COPY options that read it back.
+def _csv_bytes(frame: pd.DataFrame, keep: np.ndarray | None = None) -> tuple[bytes | pa.Buffer, str]:
+    """``frame`` (its rows where ``keep``, if given) as CSV for ``COPY`` and the COPY options that
+    read it back.
 
     Arrow's C++ writer (every valid value quoted, nulls as unquoted empty fields: an empty string
     stays an empty string) is much faster than ``DataFrame.to_csv`` (``bench/README.md``); frames
     Arrow cannot convert (mixed object columns) go through pandas."""
     try:
         table = pa.Table.from_pandas(frame, preserve_index=False)
+        if keep is not None:
+            table = table.filter(pa.array(keep))  # column by column in Arrow: no copy of pandas' frame
         sink = pa.BufferOutputStream()
         pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
-        return sink.getvalue().to_pybytes(), "FORMAT csv"
+        return sink.getvalue(), "FORMAT csv"  # an Arrow buffer, written from without a copy
     except (pa.ArrowException, TypeError, ValueError):
         buf = io.StringIO()
-        out = frame.copy()
+        out = frame.copy() if keep is None else frame[keep]
         for c in out.columns:
             if str(out[c].dtype) == "boolean":
                 out[c] = out[c].map({True: "t", False: "f"}, na_action="ignore")
@@ -158,13 +161,13 @@ def _csv_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
         return buf.getvalue().encode("utf-8"), "FORMAT csv, NULL '\\N'"
 
 
-def _copy_frame(conn: Connection, name: str, frame: pd.DataFrame) -> None:
-    data, options = _csv_bytes(frame)
+def _copy_frame(conn: Connection, name: str, frame: pd.DataFrame, keep: np.ndarray | None = None) -> None:
+    data, options = _csv_bytes(frame, keep)
     col_list = ", ".join(frame.columns)
     pg = raw_driver_connection(conn)
     with pg.cursor() as cur, cur.copy(f"COPY {name} ({col_list}) FROM STDIN ({options})") as copy:
         view = memoryview(data)
-        for i in range(0, len(data), 1 << 20):
+        for i in range(0, len(view), 1 << 20):
             copy.write(view[i : i + (1 << 20)])
 
 
@@ -470,12 +473,17 @@ def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame, known: KnownKe
             sa.text(f"SELECT s.record_key, s.record_hash FROM stg_raw_ids AS s JOIN raw.{entity} AS r "
                     "ON r.source = s.source AND r.record_key = s.record_key AND r.record_hash = s.record_hash")
         ).all()
-    if have:
+    keep = None
+    if have:  # a few versions read again: dropped as the CSV is written (the texts are not copied)
         there = pd.MultiIndex.from_tuples([tuple(r) for r in have])
-        raw = raw[~pd.MultiIndex.from_frame(raw[["record_key", "record_hash"]]).isin(there)]
-    if len(raw):
-        _copy_frame(conn, f"raw.{entity}", raw[RAW_COLUMNS])
-    return len(raw)
+        at = np.arange(len(raw)) if fresh is None else np.flatnonzero(~fresh)
+        ids_at = raw[["record_key", "record_hash"]].iloc[at]
+        keep = np.ones(len(raw), dtype=bool)
+        keep[at[pd.MultiIndex.from_frame(ids_at).isin(there)]] = False
+    new = len(raw) if keep is None else int(keep.sum())
+    if new:
+        _copy_frame(conn, f"raw.{entity}", raw[RAW_COLUMNS], keep)
+    return new
 
 
 def stage_keys(conn: Connection, keys: pd.DataFrame) -> None:
