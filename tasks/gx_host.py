@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tasks.pipes import dump_answer, read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import dump_answer, loads, read_message, start_worker, worker_pipes, write_message
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class GxHost:
                 self._stop(kill=True)
                 raise GxHostDied(f"the Great Expectations worker process ended during {op!r} "
                                  "(killed, or out of memory?); the next request starts a new one")
-        kind, value, records = pickle.loads(message)
+        kind, value, records = loads(message)
         for name, level, text in records:
             logging.getLogger(name).log(level, "%s", text)
         if kind == "error":
@@ -141,7 +141,7 @@ def _serve() -> None:
     while (message := read_message(requests)) is not None:
         handler.records = []
         try:
-            fn, args = pickle.loads(message)
+            fn, args = loads(message)
             del message
             answer: tuple[str, Any] = ("ok", fn(*args))
         except Exception as exc:  # noqa: BLE001 - raised in the run

@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from tasks.normalize import Normalized, normalize
-from tasks.pipes import dump_answer, read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import dump_answer, loads, read_message, start_worker, worker_pipes, write_message
 from tasks.resources import gc_paused
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class _Worker:
             with self._lock:
                 future = self._waiting.popleft()
             try:
-                kind, value = pickle.loads(message)
+                kind, value = loads(message)
             except Exception as exc:  # noqa: BLE001 - an answer that cannot be read fails its chunk
                 kind, value = "error", exc
             del message  # not held while the next answer is awaited
@@ -158,7 +158,7 @@ def _serve() -> None:
     requests, answers = worker_pipes()  # Ctrl-C is the run's to handle: it closes the pipe
     use_system_arrow_pool()
     while (message := read_message(requests)) is not None:
-        entity, parts, hash_key = pickle.loads(message)
+        entity, parts, hash_key = loads(message)
         del message
         try:
             result: tuple[str, Any] = ("ok", normalize_parts(entity, parts, hash_key))

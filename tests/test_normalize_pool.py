@@ -8,6 +8,7 @@ import logging
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
 import pytest
@@ -148,19 +149,17 @@ def test_empty_pages_and_sub_windows_commit_no_empty_chunk() -> None:
 def test_an_answer_that_does_not_pickle_goes_as_its_text():
     """A worker's answer whose value cannot cross the pipe (an error holding a lambda) reaches the
     run as a RuntimeError naming why, the rest of the answer kept; any other answer as it is."""
-    import pickle
-
-    from tasks.pipes import dump_answer
+    from tasks.pipes import dump_answer, loads
 
     class Odd(Exception):
         pass
 
     err = Odd("bad chunk")
     err.hook = lambda: None  # what pickle refuses
-    kind, value, records = pickle.loads(dump_answer(("error", err, [("tasks.gx", 20, "a line")])))
+    kind, value, records = loads(dump_answer(("error", err, [("tasks.gx", 20, "a line")])))
     assert kind == "error" and isinstance(value, RuntimeError) and "pickle" in str(value).lower()
     assert records == [("tasks.gx", 20, "a line")]
-    assert pickle.loads(dump_answer(("ok", {"rows": 3}))) == ("ok", {"rows": 3})
+    assert loads(dump_answer(("ok", {"rows": 3}))) == ("ok", {"rows": 3})
 
 
 def test_a_chunk_is_decoded_with_the_collector_paused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,21 +180,36 @@ def test_a_chunk_is_decoded_with_the_collector_paused(monkeypatch: pytest.Monkey
     _assert_same(got, normalize("payments", recs, hash_key=KEY))
 
 
-def test_the_workers_answer_carries_each_record_text_once() -> None:
+def test_the_workers_answer_carries_each_record_text_once_out_of_band() -> None:
     """The texts of a chunk's records are most of the worker's answer: the quarantine's lookup by key
-    (``raw_by_key``) reads them from the raw frame, so the answer holds them once, and the run
-    unpickles a working lookup (repeated records included)."""
-    import pickle
+    (``raw_by_key``) reads them from the raw frame, so the answer holds them once; they and the
+    frames' other buffers cross out of band (the pickle itself is small: nothing copied into it),
+    through a real pipe, and the run unpickles a working lookup (repeated records included)."""
+    import os
+    import threading
 
     from tasks.normalize_pool import normalize_parts
-    from tasks.pipes import dump_answer
+    from tasks.pipes import dump_answer, loads, read_message, write_message
 
     recs = _records("dossiers", 400)
     norm = normalize_parts("dossiers", [orjson.dumps({"data": recs + recs[:50]})], KEY)
     texts = int(norm.raw["record"].str.len().sum())
-    answer = dump_answer(("ok", norm))
-    assert len(answer) < 2 * texts
-    back = pickle.loads(answer)[1]
+    data, buffers = dump_answer(("ok", norm))
+    out_of_band = sum(b.raw().nbytes for b in buffers)
+    assert len(data) + out_of_band < 2 * texts
+    assert out_of_band > texts > 10 * len(data)
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as reader, os.fdopen(w, "wb") as writer:
+        sending = threading.Thread(target=lambda: (write_message(writer, (data, buffers)), writer.close()))
+        sending.start()
+        message = read_message(reader)
+        sending.join()
+        assert read_message(reader) is None  # the end of the pipe
+    back = loads(message)[1]
+    _assert_same(back, norm)
+    everyone = np.arange(len(norm.core))
+    assert (back.raw_by_key.hashes(back.core["record_key"], everyone)
+            == norm.raw_by_key.hashes(norm.core["record_key"])).all()
     assert dict(back.raw_by_key) == dict(norm.raw_by_key)
     assert len(back.raw_by_key) == 400 and back.raw_by_key[recs[7]["MaHoSo"]] == norm.raw["record"].iat[7]
 
