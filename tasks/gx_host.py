@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import atexit
 import logging
-import pickle
 import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tasks.pipes import dump_answer, loads, read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import dump_answer, dumps, loads, read_message, start_worker, worker_pipes, write_message
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class GxHost:
         with self._lock:
             proc = self._ensure()
             try:
-                write_message(proc.stdin, pickle.dumps((fn, args), protocol=5))
+                write_message(proc.stdin, dumps((fn, args)))
                 message = read_message(proc.stdout)
             except (BrokenPipeError, OSError, ValueError):
                 message = None

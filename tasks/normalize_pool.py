@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import pickle
 import queue
 import subprocess
 import threading
@@ -33,7 +32,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from tasks.normalize import Normalized, normalize
-from tasks.pipes import dump_answer, loads, read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import dump_answer, dumps, loads, read_message, start_worker, worker_pipes, write_message
 from tasks.resources import gc_paused
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class _Worker:
                 future.set_exception(self._died())
                 return future
             self._waiting.append(future)
-        self._requests.put(pickle.dumps((self.entity, parts, hash_key), protocol=5))
+        self._requests.put(dumps((self.entity, parts, hash_key)))
         return future
 
     def _send(self) -> None:

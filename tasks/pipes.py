@@ -69,9 +69,9 @@ def loads(message: Message) -> Any:
     return pickle.loads(data, buffers=buffers)
 
 
-def write_message(pipe: BinaryIO, message: bytes | Message) -> None:
-    """Write a pickle (``bytes``: no out-of-band buffers) or a :data:`Message`, framed."""
-    data, buffers = (message, ()) if isinstance(message, bytes) else message
+def write_message(pipe: BinaryIO, message: Message) -> None:
+    """Write a :data:`Message` (:func:`dumps`), framed."""
+    data, buffers = message
     views = [b.raw() if isinstance(b, pickle.PickleBuffer) else memoryview(b).cast("B") for b in buffers]
     pipe.write(FRAME.pack(len(data), len(views)) + b"".join(HEADER.pack(v.nbytes) for v in views))
     pipe.write(data)
