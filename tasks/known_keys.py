@@ -15,8 +15,9 @@ version, already loaded by the chunk before).
 - the hash (DuckDB's ``hash()`` of the key, in a private in-memory DuckDB on PostgreSQL) of every
   key the table holds: read from the table at the extraction's second load (an extraction of one
   chunk, a nightly's, reads none: ~0.75 s a table of 1M keys on PostgreSQL; the first load takes
-  the long way), then kept up to date as its loads commit. A key whose hash is not there is certainly not in the table (a hash shared by
-  two keys only sends a row the long way); 8 bytes a key, in sorted runs merged as they grow;
+  the long way), then kept up to date as its loads commit. A key whose hash is not there is
+  certainly not in the table (a hash shared by two keys only sends a row the long way); 8 bytes a
+  key, in sorted runs merged as they grow;
 - the record hash of the rows the last two loads inserted: a row read again with the same hash is
   the table's row already (its versions and supplement rounds too);
 - on PostgreSQL, the hash of every record key ``raw.<entity>`` holds (quarantined keys too): a
@@ -62,11 +63,10 @@ class Split:
     keys: np.ndarray  # record keys (object)
     record_hashes: np.ndarray | None  # each row's record hash, or None (no exact re-reads then)
 
-    def of(self, keys: pd.Series, index: pd.Index) -> np.ndarray:
-        """The way of each row of another frame of the chunk keyed like the core frame (``index``:
-        the core frame's keys); a key the core frame lacks takes the long way."""
-        at = index.get_indexer(keys)
-        return np.where(at >= 0, self.way[np.maximum(at, 0)], REST)
+    def at(self, positions: np.ndarray) -> np.ndarray:
+        """The way of each row of another frame of the chunk, given its key's position in the core
+        frame (``Index.get_indexer``); a key the core frame lacks (-1) takes the long way."""
+        return np.where(positions >= 0, self.way[np.maximum(positions, 0)], REST)
 
 
 class HashSet:
@@ -185,7 +185,7 @@ class KnownKeys:
                 buf += block
         if not buf:
             return np.empty(0, dtype=np.uint64)
-        keys = pacsv.read_csv(pa.py_buffer(bytes(buf)),
+        keys = pacsv.read_csv(pa.py_buffer(buf),
                               pacsv.ReadOptions(column_names=["k"]),
                               pacsv.ParseOptions(newlines_in_values=True),
                               pacsv.ConvertOptions(column_types={"k": pa.string()}, strings_can_be_null=False,

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -108,24 +108,28 @@ def stage(conn: Connection, name: str, frame: pd.DataFrame, like: str) -> None:
     dialect = dialect_name(conn)
     conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
     if dialect == "duckdb":
-        raw = raw_driver_connection(conn)
-        view = f"{name}_df"
-        raw.register(view, _as_arrow(frame))
-        try:
-            conn.execute(
-                sa.text(f"CREATE TEMP TABLE {name} AS SELECT {col_list} FROM {like} LIMIT 0")
-            )
+        with _registered(conn, f"{name}_df", frame) as view:
+            conn.execute(sa.text(f"CREATE TEMP TABLE {name} AS SELECT {col_list} FROM {like} LIMIT 0"))
             conn.execute(sa.text(f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {view}"))
-        except BaseException:
-            with contextlib.suppress(Exception):  # an aborted transaction refuses it: the error that aborted it goes on
-                raw.unregister(view)
-            raise
-        raw.unregister(view)
         return
     conn.execute(sa.text(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {col_list} FROM {like} LIMIT 0"))
     if frame.empty:
         return
     _copy_frame(conn, name, frame)
+
+
+@contextlib.contextmanager
+def _registered(conn: Connection, view: str, frame: pd.DataFrame) -> Iterator[str]:
+    """DuckDB: ``frame`` registered as ``view`` in the connection for the block's statements."""
+    raw = raw_driver_connection(conn)
+    raw.register(view, _as_arrow(frame))
+    try:
+        yield view
+    except BaseException:
+        with contextlib.suppress(Exception):  # an aborted transaction refuses it: the error that aborted it goes on
+            raw.unregister(view)
+        raise
+    raw.unregister(view)
 
 
 def _as_arrow(frame: pd.DataFrame) -> pa.Table | pd.DataFrame:
@@ -352,9 +356,9 @@ def _load(
         versions = norm.versions[~norm.versions["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)
         versions = versions[_V_COLS]
         if split is not None:
-            way = split.of(versions["ma_ho_so"], index)
-            # an exact re-read's version is the table's already (an older version read with it is not)
             at = index.get_indexer(versions["ma_ho_so"])
+            way = split.at(at)
+            # an exact re-read's version is the table's already (an older version read with it is not)
             current = (way == SAME) & (versions["ngay_cap_nhat"].to_numpy()
                                        == good["ngay_cap_nhat"].to_numpy()[np.maximum(at, 0)])
             _insert(conn, "core.dossier_versions", _where(versions, way == NEW))
@@ -367,7 +371,7 @@ def _load(
         sup = supplements[~supplements["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)[_S_COLS]
         if split is not None:
             # a new key's rounds are its version's only; an exact re-read's are the table's already
-            way = split.of(sup["ma_ho_so"], index)
+            way = split.at(index.get_indexer(sup["ma_ho_so"]))
             _insert(conn, "core.dossier_supplements", _where(sup, way == NEW))
             sup = _where(sup, way == REST)
         if len(sup):
@@ -443,13 +447,8 @@ def _insert(conn: Connection, table: str, frame: pd.DataFrame) -> None:
         _copy_frame(conn, table, frame)
         return
     cols = ", ".join(frame.columns)
-    raw = raw_driver_connection(conn)
-    raw.register("ins_df", _as_arrow(frame))
-    try:
-        conn.execute(sa.text(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ins_df"))
-    finally:
-        with contextlib.suppress(Exception):  # an aborted transaction refuses it: the error that aborted it goes on
-            raw.unregister("ins_df")
+    with _registered(conn, "ins_df", frame) as view:
+        conn.execute(sa.text(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {view}"))
 
 
 def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame, known: KnownKeys | None = None) -> int:
