@@ -3,9 +3,8 @@ are then appended (DuckDB ``INSERT``, PostgreSQL ``COPY`` straight into the tabl
 re-reads take no statement at all, and only the rest takes the upsert of :func:`tasks.load._upsert`.
 
 DuckDB's core tables have no key index (migration 0009), so that upsert's update and anti-join read
-every key of the table for each chunk, however few rows they stage: at 1M dossiers ~130 ms a chunk
-for the core table alone, more for the versions and the supplements, and the load grows faster than
-the table (``bench/README.md``). PostgreSQL stages the rows in a temporary table and probes the key
+every key of the table for each chunk, however few rows they stage, for the core table, the
+versions and the supplements: the load grew faster than the table (``bench/README.md``). PostgreSQL stages the rows in a temporary table and probes the key
 index for each (``INSERT .. ON CONFLICT``): twice the writing of a plain ``COPY``. A first load's
 chunks hold new keys, and the few rows that paging reads again at a page boundary (the same
 version, already loaded by the chunk before).
@@ -14,16 +13,15 @@ version, already loaded by the chunk before).
 
 - the hash (DuckDB's ``hash()`` of the key, in a private in-memory DuckDB on PostgreSQL) of every
   key the table holds: read from the table at the extraction's second load (an extraction of one
-  chunk, a nightly's, reads none: ~0.75 s a table of 1M keys on PostgreSQL; the first load takes
-  the long way), then kept up to date as its loads commit. A key whose hash is not there is
+  chunk, a nightly's, reads none: on PostgreSQL the keys cross the wire; the first load takes the
+  long way), then kept up to date as its loads commit. A key whose hash is not there is
   certainly not in the table (a hash shared by two keys only sends a row the long way); 8 bytes a
   key, in sorted runs merged as they grow;
 - the record hash of the rows the last two loads inserted: a row read again with the same hash is
   the table's row already (its versions and supplement rounds too);
 - on PostgreSQL, the hash of every record key ``raw.<entity>`` holds (quarantined keys too): a
   version whose key is not there is new to the raw table, and only the others are looked up
-  (:func:`tasks.load._append_raw`; a hash join over the raw table for each chunk otherwise,
-  ~11 s of a 1M-dossier load). DuckDB's raw layer is the landed files: no lookup to spare.
+  (:func:`tasks.load._append_raw`; a hash join over the raw table for each chunk otherwise). DuckDB's raw layer is the landed files: no lookup to spare.
 
 It is right only if every write of the entity's core rows goes through it while the extraction
 runs. Other processes wait: a DuckDB file has one writer process, and runs hold the warehouse's

@@ -552,8 +552,8 @@ def refresh_statistics(engine: Engine, entity: str, rows_loaded: int) -> list[st
 
     The planner sizes its plans by the statistics: from before a first load (an empty table), it
     took ``core.dossiers`` for a few thousand rows, and the payments' reference lookup that
-    follows the dossiers hashed all of a million dossiers for each chunk (0.8-1.1 s, 35 times)
-    instead of probing its key (``bench/README.md``). DuckDB keeps its statistics as it writes."""
+    follows the dossiers hashed all of a million dossiers for each chunk instead of probing its
+    key (``bench/README.md``). DuckDB keeps its statistics as it writes."""
     if rows_loaded <= 0 or dialect_name(engine) != "postgresql" or entity not in GROWN_TABLES:
         return []
     done = []

@@ -5,8 +5,8 @@ re-import of the caller's main module, unlike multiprocessing's spawn), with the
 path. Requests go to its standard input and answers come back on its standard output, each one
 pickled (protocol 5, large buffers out of band: :func:`dumps`, :func:`loads`) and framed by its
 lengths (:func:`write_message`, :func:`read_message`; a worker's answers: :func:`dump_answer`).
-Out of band, the Arrow and NumPy buffers of an answer (a chunk's frames: ~29 MiB for 15,000
-dossiers) are written to the pipe from where they are, instead of being copied into the pickle
+Out of band, the Arrow and NumPy buffers of an answer (a chunk's frames, most of its bytes) are
+written to the pipe from where they are, instead of being copied into the pickle
 first, and read into buffers the unpickled frames then use as they are. In the worker,
 :func:`worker_pipes` takes fd 1 for the answers and points fd 1 at stderr, so nothing a library
 prints can corrupt them, and leaves Ctrl-C to the run (which closes the pipe: the worker exits).
@@ -32,7 +32,7 @@ FRAME = struct.Struct("!QI")  # a message: its pickle's length, and how many buf
 Message = tuple[bytes, Sequence[Any]]
 #: What a pipe to or from a worker holds (Linux's default: 64 KiB). A chunk's pages and its answer
 #: are tens of MiB each way: a wider pipe moves them in 16x fewer reads and writes, each a switch
-#: between the processes (1 GB through a pipe: 0.6-1.9 CPU-seconds at 64 KiB, 0.7 at 1 MiB).
+#: between the processes (measured in ``bench/README.md``).
 PIPE_BYTES = 1 << 20
 
 
