@@ -4,6 +4,7 @@ subclasses say how to answer (webhook receivers, an attacker's host).
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,9 +13,29 @@ from typing import Any, TypeVar
 T = TypeVar("T", bound="LoopbackServer")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on (now)."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 nobody listens on (now), for a server another process starts.
+
+    The port is taken below the kernel's ephemeral range: a port the kernel hands out by
+    ``bind(0)`` is one it may also give to any outgoing connection (the tests make thousands)
+    before the server binds it, and the server then fails with "address already in use"."""
+    low, _ = _ephemeral_range()
+    for port in random.sample(range(max(1024, low - 12000), low), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
