@@ -72,7 +72,7 @@ def calendar_span(today: date | None = None) -> tuple[date, date]:
 
 def load_calendar(engine: Engine, start: date, end: date, reference_dir: Path) -> int:
     """Replace ``core.calendar`` rows in [start, end]; returns the number of days written."""
-    from tasks.load import stage
+    from tasks.bulk import stage
 
     frame = build_calendar(start, end, reference_dir)
     with engine.begin() as conn:

@@ -18,8 +18,8 @@ Either all of it commits or none of it does, so a crash at any point loses nothi
 duplicates nothing on the rerun (a landed file whose row never committed is invisible, and
 swept by the next nightly run).
 
-Bulk paths: DuckDB registers the DataFrame, stages it by ``INSERT ... SELECT`` (never
-executemany), then updates the keys its core tables hold and inserts the others by an anti-join
+Bulk paths (:mod:`tasks.bulk`): DuckDB registers the DataFrame, stages it by ``INSERT ... SELECT``
+(never executemany), then updates the keys its core tables hold and inserts the others by an anti-join
 (no key indexes there: migration 0009, :func:`_upsert`); PostgreSQL ``COPY``s into a temporary
 table, then ``INSERT ... ON CONFLICT DO UPDATE``, except the raw versions: those not yet there are
 ``COPY``'d straight into ``raw.<entity>`` (:func:`_append_raw`). An extraction's tracker of a
@@ -33,28 +33,24 @@ Identifiers in the generated SQL come from this module's constants and the entit
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tasks import known_keys, landing
+from tasks import bulk, known_keys, landing
 from tasks.clock import now_local
 from tasks.entities import REGISTRY, VERSIONED
 from tasks.faults import crash_point
 from tasks.field_types import DOSSIER_DERIVED, FIELDS, PROCEDURE_DERIVED, SUPPLEMENT_COLUMNS
 from tasks.known_keys import NEW, REST, SAME, KnownKeys
 from tasks.normalize import Normalized, RecordTexts
-from tasks.warehouse import WarehouseError, dialect_name, raw_driver_connection
+from tasks.warehouse import WarehouseError, dialect_name
 
 log = logging.getLogger(__name__)
 
@@ -95,84 +91,6 @@ class LoadResult:
     @property
     def reconciled(self) -> bool:
         return self.rows_read == self.rows_loaded + self.rows_quarantined
-
-
-# ----------------------------------------------------------------------------------------------
-# staging: DataFrame -> temporary table, by the engine's native path
-# ----------------------------------------------------------------------------------------------
-def stage(conn: Connection, name: str, frame: pd.DataFrame, like: str) -> None:
-    """Create temp table ``name`` shaped like table ``like`` (columns of ``frame``, in order) and
-    fill it with ``frame``."""
-    cols = list(frame.columns)
-    col_list = ", ".join(cols)
-    dialect = dialect_name(conn)
-    conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
-    if dialect == "duckdb":
-        with _registered(conn, f"{name}_df", frame) as view:
-            conn.execute(sa.text(f"CREATE TEMP TABLE {name} AS SELECT {col_list} FROM {like} LIMIT 0"))
-            conn.execute(sa.text(f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {view}"))
-        return
-    conn.execute(sa.text(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {col_list} FROM {like} LIMIT 0"))
-    if frame.empty:
-        return
-    _copy_frame(conn, name, frame)
-
-
-@contextlib.contextmanager
-def _registered(conn: Connection, view: str, frame: pd.DataFrame) -> Iterator[str]:
-    """DuckDB: ``frame`` registered as ``view`` in the connection for the block's statements."""
-    raw = raw_driver_connection(conn)
-    raw.register(view, _as_arrow(frame))
-    try:
-        yield view
-    except BaseException:
-        with contextlib.suppress(Exception):  # an aborted transaction refuses it: the error that aborted it goes on
-            raw.unregister(view)
-        raise
-    raw.unregister(view)
-
-
-def _as_arrow(frame: pd.DataFrame) -> pa.Table | pd.DataFrame:
-    """The frame as an Arrow table (DuckDB scans it without converting values one by one; the
-    normaliser's string columns are Arrow already); the frame itself if Arrow cannot convert it."""
-    try:
-        return pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError):
-        return frame
-
-
-def _csv_bytes(frame: pd.DataFrame, keep: np.ndarray | None = None) -> tuple[bytes | pa.Buffer, str]:
-    """``frame`` (its rows where ``keep``, if given) as CSV for ``COPY`` and the COPY options that
-    read it back.
-
-    Arrow's C++ writer (every valid value quoted, nulls as unquoted empty fields: an empty string
-    stays an empty string) is much faster than ``DataFrame.to_csv`` (``bench/README.md``); frames
-    Arrow cannot convert (mixed object columns) go through pandas."""
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if keep is not None:
-            table = table.filter(pa.array(keep))  # column by column in Arrow: no copy of pandas' frame
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
-        return sink.getvalue(), "FORMAT csv"  # an Arrow buffer, written from without a copy
-    except (pa.ArrowException, TypeError, ValueError):
-        buf = io.StringIO()
-        out = frame.copy() if keep is None else frame[keep]
-        for c in out.columns:
-            if str(out[c].dtype) == "boolean":
-                out[c] = out[c].map({True: "t", False: "f"}, na_action="ignore")
-        out.to_csv(buf, index=False, header=False, na_rep="\\N", date_format="%Y-%m-%d %H:%M:%S")
-        return buf.getvalue().encode("utf-8"), "FORMAT csv, NULL '\\N'"
-
-
-def _copy_frame(conn: Connection, name: str, frame: pd.DataFrame, keep: np.ndarray | None = None) -> None:
-    data, options = _csv_bytes(frame, keep)
-    col_list = ", ".join(frame.columns)
-    pg = raw_driver_connection(conn)
-    with pg.cursor() as cur, cur.copy(f"COPY {name} ({col_list}) FROM STDIN ({options})") as copy:
-        view = memoryview(data)
-        for i in range(0, len(view), 1 << 20):
-            copy.write(view[i : i + (1 << 20)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,11 +265,11 @@ def _load(
                   if isinstance(norm.raw_by_key, RecordTexts) else None)
         split = known.split(conn, good, hashes)
     index = pd.Index(good["record_key"]) if split is not None else None
-    rest = frame if split is None else _where(frame, split.way == REST)  # the long way
+    rest = frame if split is None else bulk.where(frame, split.way == REST)  # the long way
     if split is not None:
-        _insert(conn, f"core.{entity}", _where(frame, split.way == NEW))
+        bulk.insert(conn, f"core.{entity}", bulk.where(frame, split.way == NEW))
     if len(rest):
-        stage(conn, "stg_core", rest, f"core.{entity}")
+        bulk.stage(conn, "stg_core", rest, f"core.{entity}")
     if entity == "dossiers" and norm.versions is not None:
         versions = norm.versions[~norm.versions["ma_ho_so"].isin(bad_keys)].assign(source=source, _run_id=run_id)
         versions = versions[_V_COLS]
@@ -361,10 +279,10 @@ def _load(
             # an exact re-read's version is the table's already (an older version read with it is not)
             current = (way == SAME) & (versions["ngay_cap_nhat"].to_numpy()
                                        == good["ngay_cap_nhat"].to_numpy()[np.maximum(at, 0)])
-            _insert(conn, "core.dossier_versions", _where(versions, way == NEW))
-            versions = _where(versions, (way != NEW) & ~current)
+            bulk.insert(conn, "core.dossier_versions", bulk.where(versions, way == NEW))
+            versions = bulk.where(versions, (way != NEW) & ~current)
         if len(versions):
-            stage(conn, "stg_versions", versions, "core.dossier_versions")
+            bulk.stage(conn, "stg_versions", versions, "core.dossier_versions")
             _upsert(conn, "core.dossier_versions", "stg_versions", ["source", "ma_ho_so", "ngay_cap_nhat"], _V_COLS)
     supplements = norm.supplements if entity == "dossiers" else None
     if supplements is not None:
@@ -372,10 +290,10 @@ def _load(
         if split is not None:
             # a new key's rounds are its version's only; an exact re-read's are the table's already
             way = split.at(index.get_indexer(sup["ma_ho_so"]))
-            _insert(conn, "core.dossier_supplements", _where(sup, way == NEW))
-            sup = _where(sup, way == REST)
+            bulk.insert(conn, "core.dossier_supplements", bulk.where(sup, way == NEW))
+            sup = bulk.where(sup, way == REST)
         if len(sup):
-            stage(conn, "stg_supplements", sup, "core.dossier_supplements")
+            bulk.stage(conn, "stg_supplements", sup, "core.dossier_supplements")
             # the same version sent again with other rounds replaces them, as it replaces the row
             dates = ["ngay_bo_sung", "ngay_tiep_nhan_bo_sung", "ngay_hen_tra_truoc", "ngay_hen_tra_moi"]
             _upsert(conn, "core.dossier_supplements", "stg_supplements",
@@ -403,7 +321,7 @@ def _load(
     _record_issues(conn, norm, critical, warn, source, entity, run_id, now)
     loaded_keys = pd.DataFrame({"record_key": good["record_key"].astype("string")})
     if len(loaded_keys):
-        stage_keys(conn, loaded_keys)
+        bulk.stage_keys(conn, loaded_keys)
         conn.execute(
             sa.text(
                 "UPDATE dq.quarantine SET resolved_at = :now, resolved_run_id = :run "
@@ -431,26 +349,6 @@ def _load(
     return result
 
 
-def _where(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
-    """``frame[mask]``, without copying the frame when the mask keeps every row (a first load's
-    chunks: every row new)."""
-    return frame if mask.all() else frame[mask]
-
-
-def _insert(conn: Connection, table: str, frame: pd.DataFrame) -> None:
-    """Append rows whose keys ``table`` certainly lacks (:mod:`tasks.known_keys`): DuckDB straight
-    from the registered frame, PostgreSQL by ``COPY`` straight into the table (its key index
-    would refuse a key it holds: the load fails, it never duplicates)."""
-    if frame.empty:
-        return
-    if dialect_name(conn) == "postgresql":
-        _copy_frame(conn, table, frame)
-        return
-    cols = ", ".join(frame.columns)
-    with _registered(conn, "ins_df", frame) as view:
-        conn.execute(sa.text(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {view}"))
-
-
 def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame, known: KnownKeys | None = None) -> int:
     """PostgreSQL: append the batch's versions new to ``raw.<entity>`` (the batch's are distinct);
     returns how many. The versions already there (an overlap read again) are found by their key
@@ -467,7 +365,7 @@ def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame, known: KnownKe
     maybe = raw if fresh is None else raw[~fresh]
     have = []
     if len(maybe):
-        stage(conn, "stg_raw_ids", maybe[ids], f"raw.{entity}")
+        bulk.stage(conn, "stg_raw_ids", maybe[ids], f"raw.{entity}")
         have = conn.execute(
             sa.text(f"SELECT s.record_key, s.record_hash FROM stg_raw_ids AS s JOIN raw.{entity} AS r "
                     "ON r.source = s.source AND r.record_key = s.record_key AND r.record_hash = s.record_hash")
@@ -481,20 +379,8 @@ def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame, known: KnownKe
         keep[at[pd.MultiIndex.from_frame(ids_at).isin(there)]] = False
     new = len(raw) if keep is None else int(keep.sum())
     if new:
-        _copy_frame(conn, f"raw.{entity}", raw[RAW_COLUMNS], keep)
+        bulk.copy_frame(conn, f"raw.{entity}", raw[RAW_COLUMNS], keep)
     return new
-
-
-def stage_keys(conn: Connection, keys: pd.DataFrame) -> None:
-    conn.execute(sa.text("DROP TABLE IF EXISTS stg_keys"))
-    if dialect_name(conn) == "duckdb":
-        raw = raw_driver_connection(conn)
-        raw.register("stg_keys_df", keys)
-        conn.execute(sa.text("CREATE TEMP TABLE stg_keys AS SELECT CAST(record_key AS VARCHAR) AS record_key FROM stg_keys_df"))
-        raw.unregister("stg_keys_df")
-        return
-    conn.execute(sa.text("CREATE TEMP TABLE stg_keys (record_key VARCHAR) ON COMMIT DROP"))
-    _copy_frame(conn, "stg_keys", keys[["record_key"]])
 
 
 _V_COLS = ["source", "ma_ho_so", "ngay_cap_nhat", "trang_thai", "_run_id"]
@@ -520,7 +406,7 @@ def _record_issues(
         q = critical.drop_duplicates(["record_key", "rule"]).assign(**common)
         by_key = norm.raw_by_key
         q["raw_record"] = [by_key.get(k) for k in q["record_key"]]
-        stage(conn, "stg_q", q[_Q_COLS].astype({"detail": "string", "raw_record": "string"}), "dq.quarantine")
+        bulk.stage(conn, "stg_q", q[_Q_COLS].astype({"detail": "string", "raw_record": "string"}), "dq.quarantine")
         conn.execute(
             sa.text(
                 f"INSERT INTO dq.quarantine ({', '.join(_Q_COLS)}) SELECT {', '.join(_Q_COLS)} FROM stg_q "
@@ -531,7 +417,7 @@ def _record_issues(
         )
     if len(warn):
         w = warn.drop_duplicates(["record_key", "rule"]).assign(**common)
-        stage(conn, "stg_w", w[_W_COLS].astype({"detail": "string"}), "dq.warnings")
+        bulk.stage(conn, "stg_w", w[_W_COLS].astype({"detail": "string"}), "dq.warnings")
         conn.execute(
             sa.text(
                 f"INSERT INTO dq.warnings ({', '.join(_W_COLS)}) SELECT {', '.join(_W_COLS)} FROM stg_w "

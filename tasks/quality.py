@@ -232,7 +232,7 @@ def check_context(engine: Engine, source: str, entity: str, settings: Settings, 
 
 def known_dossiers(engine: Engine, source: str, keys: pd.Series) -> set[str]:
     """Which of ``keys`` (a payment batch's dossier keys) the warehouse already holds."""
-    from tasks.load import stage
+    from tasks.bulk import stage
 
     wanted = pd.DataFrame({"ma_ho_so": keys.dropna().astype("string").unique()})
     if wanted.empty:
