@@ -130,6 +130,9 @@ class _Records(logging.Handler):
 
 
 def _serve() -> None:
+    from tasks.warehouse import private_umask
+
+    private_umask()  # the data docs it writes name failing values: owner-only, as the run's files
     requests, answers = worker_pipes()
     handler = _Records()
     logging.getLogger().addHandler(handler)
