@@ -22,7 +22,7 @@ Bulk paths (:mod:`tasks.bulk`): DuckDB registers the DataFrame, stages it by ``I
 (never executemany), then updates the keys its core tables hold and inserts the others by an anti-join
 (no key indexes there: migration 0009, :func:`_upsert`); PostgreSQL ``COPY``s into a temporary
 table, then ``INSERT ... ON CONFLICT DO UPDATE``, except the raw versions: those not yet there are
-``COPY``'d straight into ``raw.<entity>`` (:func:`_append_raw`). An extraction's tracker of a
+``COPY``'d straight into ``raw.<entity>``, in COPY's binary format (:func:`_append_raw`). An extraction's tracker of a
 table's keys (:mod:`tasks.known_keys`) spares most rows that way: rows whose key the table
 certainly lacks are appended (DuckDB from the registered frame, PostgreSQL by ``COPY`` into the
 table), and rows the table holds already as read (a page boundary's re-reads) are skipped, each
@@ -379,7 +379,7 @@ def _append_raw(conn: Connection, entity: str, raw: pd.DataFrame, known: KnownKe
         keep[at[pd.MultiIndex.from_frame(ids_at).isin(there)]] = False
     new = len(raw) if keep is None else int(keep.sum())
     if new:
-        bulk.copy_frame(conn, f"raw.{entity}", raw[RAW_COLUMNS], keep)
+        bulk.copy_frame(conn, f"raw.{entity}", raw[RAW_COLUMNS], keep, binary=True)  # text and a timestamp
     return new
 
 
