@@ -16,10 +16,11 @@ pipeline_duckdb / pipeline_pg
                a first full load with ``run_nightly``: calendar, catalogues, dossiers, payments
                (extract, normalise, check, load), report tables of the whole period (no
                workbook), retention purge, GX settled
-load_limit_duckdb / load_limit_pg
+load_limit_duckdb / load_limit_pg / load_limit_pg_binary
                the rows the pipeline loaded (raw, core, versions) inserted again into empty
                tables by the engine's fastest native path (DuckDB: INSERT .. SELECT from Arrow;
-               PostgreSQL: COPY)
+               PostgreSQL: COPY of CSV; _binary: the raw tables in COPY's binary format, as
+               the pipeline copies them)
 dlt_peer       dlt's REST API source, same endpoints and page size, into DuckDB (extract + load)
 nightly        10k changed dossiers (``POST /_sim/advance``) on top of the pipeline's warehouse:
                ``run_nightly`` end to end (calendar, catalogues, incremental extract, load,
@@ -336,17 +337,32 @@ def stage_load_limit(p: dict[str, Any]) -> dict[str, Any]:
         csvdir.mkdir(exist_ok=True)
         files = {}
         for t in _LIMIT_TABLES:
+            rows += src.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]  # noqa: S608
+            if p.get("raw_binary") and t.startswith("raw."):
+                # the raw tables (text and a timestamp) in COPY's binary format, as the pipeline
+                # copies them (tasks.bulk.binary_rows), encoded before the clock starts as the CSV is
+                import pyarrow as pa
+
+                from tasks.bulk import PGCOPY_HEADER, PGCOPY_TRAILER, binary_rows
+
+                f = csvdir / f"{t}.bin"
+                with open(f, "wb") as out:
+                    out.write(PGCOPY_HEADER)
+                    for batch in src.sql(f"SELECT * FROM {t}").to_arrow_table().to_batches(100_000):  # noqa: S608
+                        out.write(binary_rows(pa.Table.from_batches([batch])))
+                    out.write(PGCOPY_TRAILER)
+                files[t] = (f, "FORMAT binary")
+                continue
             f = csvdir / f"{t}.csv"
             src.execute(f"COPY (SELECT * FROM {t}) TO '{f}' (FORMAT csv, HEADER false)")  # noqa: S608
-            rows += src.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
-            files[t] = f
+            files[t] = (f, "FORMAT csv")
         src.close()
         dsn = p["warehouse_url"].replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(dsn) as con:
             t0 = time.perf_counter()
             with con.cursor() as cur:
-                for t, f in files.items():
-                    with cur.copy(f"COPY {t} FROM STDIN (FORMAT csv)") as cp, open(f, "rb") as fh:
+                for t, (f, options) in files.items():
+                    with cur.copy(f"COPY {t} FROM STDIN ({options})") as cp, open(f, "rb") as fh:
                         while block := fh.read(1 << 20):
                             cp.write(block)
             con.commit()
@@ -645,6 +661,14 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                                                                "warehouse_url": _pg_db(db, True)})
                 _pg_db(db, False)
                 shutil.rmtree(work / "csv", ignore_errors=True)
+                print("   load limit (PostgreSQL, the raw tables in COPY's binary format)...", flush=True)
+                db = f"dvc_bench_{os.getpid()}_b"
+                pg_dbs.append(db)
+                st["load_limit_pg_binary"] = run_stage("load_limit", {
+                    **base, "engine": "pg", "source_duckdb": str(duck), "warehouse_url": _pg_db(db, True),
+                    "raw_binary": True})
+                _pg_db(db, False)
+                shutil.rmtree(work / "csv", ignore_errors=True)
         if args.dlt:
             print("   dlt peer -> DuckDB...", flush=True)
             cap = args.dlt_max_pages if n > args.dlt_full_up_to else None
@@ -725,6 +749,8 @@ def ratios(st: dict[str, Any]) -> dict[str, Any]:
                                                      _get(st, "load_limit_duckdb", "wall_s")),
         "pipeline_load_over_load_limit_pg": _div(_get(st, "pipeline_pg", "load_s"),
                                                  _get(st, "load_limit_pg", "wall_s")),
+        "pipeline_load_over_load_limit_pg_binary": _div(_get(st, "pipeline_pg", "load_s"),
+                                                        _get(st, "load_limit_pg_binary", "wall_s")),
         "pipeline_duckdb_over_dlt": _div(_per_row(st, "pipeline_duckdb"), _per_row(st, "dlt_peer")),
         "dlt_over_pipeline_duckdb": _div(_per_row(st, "dlt_peer"), _per_row(st, "pipeline_duckdb")),
         "user_cli_over_user_raw_fetch": _div(_get(st, "user_cli", "wall_s"), _get(st, "user_raw_fetch", "wall_s")),
