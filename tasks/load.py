@@ -19,15 +19,14 @@ duplicates nothing on the rerun (a landed file whose row never committed is invi
 swept by the next nightly run).
 
 Bulk paths (:mod:`tasks.bulk`): DuckDB registers the DataFrame, stages it by ``INSERT ... SELECT``
-(never executemany), then updates the keys its core tables hold and inserts the others by an
-anti-join (no key indexes there: migration 0009, :func:`_upsert`); PostgreSQL ``COPY``s into a temporary
+(never executemany), then updates the keys its core tables hold and inserts the others by an anti-join
+(no key indexes there: migration 0009, :func:`_upsert`); PostgreSQL ``COPY``s into a temporary
 table, then ``INSERT ... ON CONFLICT DO UPDATE``, except the raw versions: those not yet there are
-``COPY``'d straight into ``raw.<entity>`` (:func:`_append_raw`; COPY's binary format wherever the
-columns' types allow, :func:`tasks.bulk.copy_frame`). An extraction's tracker of a table's keys
-(:mod:`tasks.known_keys`) spares most rows that way: rows whose key the table certainly lacks are
-appended (DuckDB from the registered frame, PostgreSQL by ``COPY`` into the table), and rows the
-table holds already as read (a page boundary's re-reads) are skipped, each with its versions and
-supplement rounds.
+``COPY``'d straight into ``raw.<entity>``, in COPY's binary format (:func:`_append_raw`). An extraction's tracker of a
+table's keys (:mod:`tasks.known_keys`) spares most rows that way: rows whose key the table
+certainly lacks are appended (DuckDB from the registered frame, PostgreSQL by ``COPY`` into the
+table), and rows the table holds already as read (a page boundary's re-reads) are skipped, each
+with its versions and supplement rounds.
 Identifiers in the generated SQL come from this module's constants and the entity registry
 (:mod:`tasks.entities`) only; values are always bound.
 """
