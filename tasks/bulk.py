@@ -65,6 +65,13 @@ def as_arrow(frame: pd.DataFrame) -> pa.Table | pd.DataFrame:
         return frame
 
 
+def _table(frame: pd.DataFrame, keep: np.ndarray | None) -> pa.Table:
+    """``frame`` as an Arrow table, its rows where ``keep`` (filtered column by column in Arrow:
+    no copy of pandas' frame)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return table if keep is None else table.filter(pa.array(keep))
+
+
 def csv_bytes(frame: pd.DataFrame, keep: np.ndarray | None = None) -> tuple[bytes | pa.Buffer, str]:
     """``frame`` (its rows where ``keep``, if given) as CSV for ``COPY`` and the COPY options that
     read it back.
@@ -73,9 +80,7 @@ def csv_bytes(frame: pd.DataFrame, keep: np.ndarray | None = None) -> tuple[byte
     stays an empty string) is much faster than ``DataFrame.to_csv`` (``bench/README.md``); frames
     Arrow cannot convert (mixed object columns) go through pandas."""
     try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if keep is not None:
-            table = table.filter(pa.array(keep))  # column by column in Arrow: no copy of pandas' frame
+        table = _table(frame, keep)
         sink = pa.BufferOutputStream()
         pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
         return sink.getvalue(), "FORMAT csv"  # an Arrow buffer, written from without a copy
@@ -97,10 +102,7 @@ def copy_frame(conn: Connection, name: str, frame: pd.DataFrame, keep: np.ndarra
     types."""
     col_list = ", ".join(frame.columns)
     if binary:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if keep is not None:
-            table = table.filter(pa.array(keep))
-        parts, options = [PGCOPY_HEADER, binary_rows(table), PGCOPY_TRAILER], "FORMAT binary"
+        parts, options = [PGCOPY_HEADER, binary_rows(_table(frame, keep)), PGCOPY_TRAILER], "FORMAT binary"
     else:
         data, options = csv_bytes(frame, keep)
         parts = [data]
@@ -179,10 +181,9 @@ def insert(conn: Connection, table: str, frame: pd.DataFrame) -> None:
 def stage_keys(conn: Connection, keys: pd.DataFrame) -> None:
     conn.execute(sa.text("DROP TABLE IF EXISTS stg_keys"))
     if dialect_name(conn) == "duckdb":
-        raw = raw_driver_connection(conn)
-        raw.register("stg_keys_df", keys)
-        conn.execute(sa.text("CREATE TEMP TABLE stg_keys AS SELECT CAST(record_key AS VARCHAR) AS record_key FROM stg_keys_df"))
-        raw.unregister("stg_keys_df")
+        with registered(conn, "stg_keys_df", keys) as view:
+            conn.execute(sa.text(
+                f"CREATE TEMP TABLE stg_keys AS SELECT CAST(record_key AS VARCHAR) AS record_key FROM {view}"))
         return
     conn.execute(sa.text("CREATE TEMP TABLE stg_keys (record_key VARCHAR) ON COMMIT DROP"))
     copy_frame(conn, "stg_keys", keys[["record_key"]])

@@ -4,8 +4,9 @@ re-reads take no statement at all, and only the rest takes the upsert of :func:`
 
 DuckDB's core tables have no key index (migration 0009), so that upsert's update and anti-join read
 every key of the table for each chunk, however few rows they stage, for the core table, the
-versions and the supplements: the load grew faster than the table (``bench/README.md``). PostgreSQL stages the rows in a temporary table and probes the key
-index for each (``INSERT .. ON CONFLICT``): twice the writing of a plain ``COPY``. A first load's
+versions and the supplements: the load grew faster than the table (``bench/README.md``).
+PostgreSQL stages the rows in a temporary table and probes the key index for each (``INSERT .. ON
+CONFLICT``): twice the writing of a plain ``COPY``. A first load's
 chunks hold new keys, and the few rows that paging reads again at a page boundary (the same
 version, already loaded by the chunk before).
 
@@ -21,7 +22,8 @@ version, already loaded by the chunk before).
   the table's row already (its versions and supplement rounds too);
 - on PostgreSQL, the hash of every record key ``raw.<entity>`` holds (quarantined keys too): a
   version whose key is not there is new to the raw table, and only the others are looked up
-  (:func:`tasks.load._append_raw`; a hash join over the raw table for each chunk otherwise). DuckDB's raw layer is the landed files: no lookup to spare.
+  (:func:`tasks.load._append_raw`; a hash join over the raw table for each chunk otherwise).
+  DuckDB's raw layer is the landed files: no lookup to spare.
 
 It is right only if every write of the entity's core rows goes through it while the extraction
 runs. Other processes wait: a DuckDB file has one writer process, and runs hold the warehouse's
