@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import xlsxwriter
 from sqlalchemy.engine import Engine
 from xlsxwriter.format import Format
 
@@ -53,6 +52,7 @@ from tasks.workbook_cells import (  # noqa: F401 - the formats are part of this 
     NOT_AVAILABLE,
     RATE_FORMAT,
     Doc,
+    ReportWorkbook,
     Sheet,
     vn_date,
 )
@@ -118,7 +118,7 @@ def build_workbook(engine: Engine, publication: Publication | str | tuple[date, 
     pub = resolve_publication(engine, publication)
     data = _load(engine, pub)
     doc = Doc(pub, unit_name or _default_office_name(data["rpt_progress"]), report_number or None, place or None)
-    book = xlsxwriter.Workbook(str(path), WORKBOOK_OPTIONS)
+    book = ReportWorkbook(str(path), WORKBOOK_OPTIONS)
     formats: dict[tuple, Format] = {}
     with gc_paused():  # its cells are many small acyclic records: no collections scanning the heap
         try:

@@ -130,3 +130,33 @@ def test_the_sheets_cell_writer_writes_what_xlsxwriters_public_methods_write(tmp
                 sheet.write(row, col, value, styles)
         book.close()
     assert (tmp_path / "private.xlsx").read_bytes() == (tmp_path / "public.xlsx").read_bytes()
+
+
+def test_the_report_workbook_deflates_its_parts_at_its_level_and_only_its_own(tmp_path):
+    """``ReportWorkbook`` zips its parts at ``ZIP_LEVEL`` instead of zlib's default (6): the same
+    parts, smaller work; XlsxWriter's own workbooks keep the default."""
+    import zlib
+
+    from tasks.workbook_cells import ZIP_LEVEL, ReportWorkbook
+
+    assert ZIP_LEVEL != zlib.Z_DEFAULT_COMPRESSION and ZIP_LEVEL != 6
+
+    def deflated(data: bytes, level: int) -> int:
+        c = zlib.compressobj(level, zlib.DEFLATED, -15)
+        return len(c.compress(data) + c.flush())
+
+    rows = [(f"Hồ sơ {i:06d} của ông Nguyễn Văn {i % 997}", i * 7.5, i) for i in range(20_000)]
+    for name, cls, level in (("ours.xlsx", ReportWorkbook, ZIP_LEVEL), ("theirs.xlsx", xlsxwriter.Workbook, 6)):
+        book = cls(str(tmp_path / name), WORKBOOK_OPTIONS)
+        ws = book.add_worksheet("Sheet1")
+        for r, row in enumerate(rows):
+            ws.write_row(r, 0, row)
+        book.close()
+        with zipfile.ZipFile(tmp_path / name) as z:
+            info = z.getinfo("xl/worksheets/sheet1.xml")
+            data = z.read(info)
+            assert deflated(data, level) != deflated(data, 6 if level != 6 else ZIP_LEVEL)  # the test tells them apart
+            assert info.compress_size == deflated(data, level), name
+    with zipfile.ZipFile(tmp_path / "ours.xlsx") as ours, zipfile.ZipFile(tmp_path / "theirs.xlsx") as theirs:
+        assert ours.namelist() == theirs.namelist()
+        assert all(ours.read(n) == theirs.read(n) for n in ours.namelist() if n != "docProps/core.xml")
