@@ -195,8 +195,8 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
                 conn.exec_driver_sql(f"CHECKPOINT {_ALIAS}")
                 conn.commit()
             except BaseException:
-                conn.rollback()
-                conn.exec_driver_sql(f"DETACH {_ALIAS}")
+                conn.rollback()  # DuckDB detaches a database its transaction attached on rollback
+                conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {_ALIAS}")
                 conn.commit()
                 raise
             conn.exec_driver_sql(f"DETACH {_ALIAS}")

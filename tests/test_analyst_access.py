@@ -312,9 +312,10 @@ def test_the_copy_written_beside_the_workbook_records_the_workbook(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if "analyst" in p.name) == ["wh-analyst.duckdb"]
 
 
-def test_a_failed_workbook_abandons_the_copy_beside_it(tmp_path, monkeypatch):
+def test_a_failed_workbook_abandons_the_copy_beside_it(tmp_path, monkeypatch, caplog):
     """The workbook fails while the copy is being written: the error reaches the caller, the
-    previous copy stays as it was, and no temporary file is left."""
+    previous copy stays as it was, no temporary file is left, and the copy is abandoned, not
+    reported as a copy that failed."""
     import tasks.workbook
     from tasks.pipeline import publish_period
 
@@ -328,9 +329,10 @@ def test_a_failed_workbook_abandons_the_copy_beside_it(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full while writing the workbook")
 
-    monkeypatch.setattr(tasks.workbook, "write_workbook", broken)
+    monkeypatch.setattr(tasks.workbook, "lay_out", broken)
     with pytest.raises(OSError, match="disk full"):
         publish_period(engine, settings, (date(2024, 2, 1), date(2024, 2, 29)), "fails", analyst_copy=True)
     engine.dispose()
+    assert "cannot write the analyst copy" not in caplog.text
     assert before.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir() if "analyst" in p.name) == ["wh-analyst.duckdb"]
