@@ -203,7 +203,14 @@ def _instrument() -> _Timers:
     timers.wrap(pl, "load_batch", "load")
     timers.wrap(sa_mod.SourceClient, "get_json", "fetch_wait")
     timers.wrap(reports_mod, "publish", "publish")  # publish_period imports both at call time
-    timers.wrap(workbook_mod, "write_workbook", "workbook")
+    if hasattr(workbook_mod, "lay_out"):  # the run's own time on workbooks: reading, writing, waiting, recording
+        import tasks.workbook_worker as worker_mod
+
+        for name in ("read_layout", "lay_out", "record_workbook"):
+            timers.wrap(workbook_mod, name, "workbook")
+        timers.wrap(worker_mod.WorkbookWorker, "finish", "workbook")
+    else:  # a design before the workbook worker (--baseline-ref)
+        timers.wrap(workbook_mod, "write_workbook", "workbook")
     return timers
 
 

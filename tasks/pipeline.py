@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from tasks.quality_rules import CheckContext
     from tasks.reports import Publication
     from tasks.source_api import SourceClient
+    from tasks.workbook_worker import WorkbookWorker
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +125,17 @@ def run_nightly(
     elif publish:
         todo = list(periods) if periods is not None else nightly_periods(data_cut(engine))
         labels = list(period_labels) if period_labels is not None else [None] * len(todo)
-        for i, (period, label) in enumerate(zip(todo, labels, strict=True)):
-            result.published.append(steps.run(  # one analyst copy, with the last: of every publication
-                "publish-period", publish_period, engine=engine, settings=settings, period=tuple(period),
-                run_id=run_id, workbook=workbook, period_cut=period_cut, period_label=label,
-                on_publication=steps.published, analyst_copy=i == len(todo) - 1))
+        from tasks.workbook_worker import WorkbookWorker
+
+        # every period's workbook but the last's is written by a worker while the next one publishes
+        with WorkbookWorker() if workbook and len(todo) > 1 else nullcontext() as worker:
+            for i, (period, label) in enumerate(zip(todo, labels, strict=True)):
+                last = i == len(todo) - 1
+                result.published.append(steps.run(  # one analyst copy, with the last: of every publication
+                    "publish-period", publish_period, engine=engine, settings=settings, period=tuple(period),
+                    run_id=run_id, workbook=workbook, period_cut=period_cut, period_label=label,
+                    on_publication=steps.published, analyst_copy=last, workbook_worker=worker,
+                    in_background=not last))
     result.purged = purge_personal_data(engine, settings)  # retention, Decree 13/2023
     for entity, record in settle_gx(run_id).items():  # GX validated in the background since step 2
         for key, value in record.items():  # data_docs, gx_success, gx
@@ -435,6 +443,7 @@ def publish_period(
     engine: Engine, settings: Settings, period: tuple[date, date], run_id: str, *, workbook: bool = True,
     period_cut: str | None = None, period_label: str | None = None,
     on_publication: Callable[[Engine, Publication], None] | None = None, analyst_copy: bool = True,
+    workbook_worker: WorkbookWorker | None = None, in_background: bool = False,
 ) -> dict[str, Any]:
     """Publish the report tables of one period atomically and write its workbook. Returns the
     publication's record: period, publication id, data cut, workbook, cut and label.
@@ -442,8 +451,15 @@ def publish_period(
     ``period_cut`` ('calendar', the default, or 'decree-09') and ``period_label`` ('2024-H1'; None
     for a free range) are recorded in mart.publications and named on the workbook.
     ``on_publication(engine, publication)`` is called once both are done. With ``analyst_copy``,
-    the analysts' DuckDB copy (``tasks.analyst``) is refreshed last."""
+    the analysts' DuckDB copy (``tasks.analyst``) is refreshed last.
+
+    ``workbook_worker`` (:mod:`tasks.workbook_worker`; the nightly's several periods): with
+    ``in_background`` the period's workbook is handed to it and written while the caller goes on;
+    it is recorded (and ``on_publication`` called) by the next ``publish_period`` given the same
+    worker, once that one has written its own workbook here and before it records it, or when
+    the worker's context is left."""
     from tasks.reports import publish
+    from tasks.workbook import partial_path
 
     if engine.dialect.name == "duckdb":
         # the loads' rows still in the WAL are held in memory, unevictable; once checkpointed,
@@ -457,22 +473,67 @@ def publish_period(
     )
     crash_point("publish.after_commit")
     written = None
+    deferred = False
     # the analysts' copy is written (DuckDB, its own threads) while the workbook is laid out (Python)
     with AnalystCopyAlongside(engine, settings, enabled=analyst_copy) as copy:
         if workbook:
-            from tasks.workbook import write_workbook
-
             path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
             make_private(private_dir(path.parent), recursive=True)  # reports/: 0700 folders, 0600 files
-            written = write_workbook(engine, pub.publication_id, path, unit_name=settings.office_name,
-                                     report_number=settings.report_number, place=settings.report_place)
-            copy.workbook_recorded(pub.publication_id, written)
-            crash_point("workbook.after_write")  # write_workbook has recorded mart.publications.workbook_path
-        if on_publication is not None:
+            partial = partial_path(path)
+            if workbook_worker is not None and in_background:
+                _hand_over_workbook(engine, settings, pub, partial, path, workbook_worker, on_publication)
+                written, deferred = path, True
+            else:
+                written = _write_workbook_here(engine, settings, pub, partial, path, workbook_worker, copy)
+        elif workbook_worker is not None:
+            _record_earlier(workbook_worker, copy)
+        if on_publication is not None and not deferred:
             on_publication(engine, pub)
     return {"period": [str(period[0]), str(period[1])], "publication_id": pub.publication_id,
             "as_of": str(pub.as_of), "workbook": str(written), "period_cut": pub.period_cut,
             "period_label": pub.period_label}
+
+
+def _workbook_settings(settings: Settings) -> dict[str, Any]:
+    return {"unit_name": settings.office_name, "report_number": settings.report_number,
+            "place": settings.report_place}
+
+
+def _hand_over_workbook(engine: Engine, settings: Settings, pub: Publication, partial: Path, path: Path,
+                        worker: WorkbookWorker, on_publication: Callable[[Engine, Publication], None] | None) -> None:
+    from tasks.workbook import read_layout, record_workbook
+
+    def recorded() -> tuple[str, Path]:
+        record_workbook(engine, pub, partial, path)
+        crash_point("workbook.after_write")  # mart.publications.workbook_path recorded
+        if on_publication is not None:
+            on_publication(engine, pub)
+        return pub.publication_id, path
+
+    worker.hand_over(read_layout(engine, pub.publication_id, **_workbook_settings(settings)), partial, recorded)
+
+
+def _record_earlier(worker: WorkbookWorker, copy: AnalystCopyAlongside) -> None:
+    """The workbook handed to ``worker`` before (if any), recorded; the analysts' copy records it too."""
+    earlier = worker.finish()
+    if earlier is not None:
+        copy.workbook_recorded(*earlier)
+
+
+def _write_workbook_here(engine: Engine, settings: Settings, pub: Publication, partial: Path, path: Path,
+                         worker: WorkbookWorker | None, copy: AnalystCopyAlongside) -> Path:
+    from tasks.workbook import build_workbook, record_workbook
+
+    try:
+        build_workbook(engine, pub.publication_id, partial, **_workbook_settings(settings))
+        if worker is not None:  # the period before, written meanwhile by the worker: recorded first
+            _record_earlier(worker, copy)
+        written = record_workbook(engine, pub, partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    copy.workbook_recorded(pub.publication_id, written)
+    crash_point("workbook.after_write")  # mart.publications.workbook_path recorded
+    return written
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -110,25 +112,54 @@ WORKBOOK_OPTIONS = {
 }
 
 
-def build_workbook(engine: Engine, publication: Publication | str | tuple[date, date], path: Path, *,
-                   unit_name: str | None = None, report_number: str | None = None,
-                   place: str | None = None) -> Publication:
-    """Write the workbook of a publication to ``path`` (no rename, no record: see
-    :func:`write_workbook`) and return the publication."""
+@dataclass
+class Layout:
+    """What a workbook shows, read from the warehouse: enough to write it without the warehouse
+    (:func:`lay_out`), in this process or in a worker's (:mod:`tasks.workbook_worker`)."""
+
+    doc: Doc
+    data: dict[str, list[dict[str, Any]]]  # each mart.rpt_* table: the publication's rows
+    headline: dict[str, Any]  # tasks.reports.headline of the publication
+
+
+def read_layout(engine: Engine, publication: Publication | str | tuple[date, date], *, unit_name: str | None = None,
+                report_number: str | None = None, place: str | None = None) -> Layout:
+    """Read what the workbook of a publication shows (see :func:`write_workbook` for the settings)."""
     pub = resolve_publication(engine, publication)
     data = _load(engine, pub)
     doc = Doc(pub, unit_name or _default_office_name(data["rpt_progress"]), report_number or None, place or None)
+    return Layout(doc, data, headline(engine, pub))
+
+
+def lay_out(layout: Layout, path: Path) -> None:
+    """Write the workbook of ``layout`` to ``path`` (no rename, no record)."""
+    pub = layout.doc.pub
     book = ReportWorkbook(str(path), WORKBOOK_OPTIONS)
     formats: dict[tuple, Format] = {}
     with gc_paused():  # its cells are many small acyclic records: no collections scanning the heap
         try:
             for name, write in sheets.SHEETS:
-                write(Sheet(book, formats, name), doc, data, lambda: headline(engine, pub))
+                write(Sheet(book, formats, name), layout.doc, layout.data, lambda: layout.headline)
             book.set_properties({"title": f"Báo cáo TTHC {vn_date(pub.period_start)} - {vn_date(pub.period_end)}",
                                  "author": "dvc-etl", "comments": f"publication {pub.publication_id}"})
         finally:
             book.close()
-    return pub
+
+
+def build_workbook(engine: Engine, publication: Publication | str | tuple[date, date], path: Path, *,
+                   unit_name: str | None = None, report_number: str | None = None,
+                   place: str | None = None) -> Publication:
+    """Write the workbook of a publication to ``path`` (no rename, no record: see
+    :func:`write_workbook`) and return the publication."""
+    layout = read_layout(engine, publication, unit_name=unit_name, report_number=report_number, place=place)
+    lay_out(layout, path)
+    return layout.doc.pub
+
+
+def partial_path(path: Path) -> Path:
+    """Where the workbook for ``path`` is written before it is renamed over it: beside it, hidden,
+    a name of its own (two workbooks of one path, handed over and written here, never share one)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
 
 
 def write_workbook(
@@ -152,14 +183,20 @@ def write_workbook(
 
     path = Path(path)
     private_dir(path.parent)  # reports/: owner-only (0700), created so or tightened
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial = partial_path(path)
     try:
         pub = build_workbook(engine, publication_id_or_period, partial, unit_name=unit_name,
                              report_number=report_number, place=place)
-        os.chmod(partial, 0o600)  # whatever the umask: the workbook names officials (personal data)
-        os.replace(partial, path)
+        return record_workbook(engine, pub, partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def record_workbook(engine: Engine, pub: Publication, partial: Path, path: Path) -> Path:
+    """Rename the workbook written to ``partial`` over ``path`` and record ``path`` in
+    ``mart.publications.workbook_path``."""
+    os.chmod(partial, 0o600)  # whatever the umask: the workbook names officials (personal data)
+    os.replace(partial, path)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE mart.publications SET workbook_path = :w WHERE publication_id = :p"),
                      {"w": str(path), "p": pub.publication_id})
