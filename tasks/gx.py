@@ -18,8 +18,9 @@ in the caller's thread (GX's columns only, so the chunk itself can be freed) and
 consecutive chunks into batches of up to :data:`BATCH_ROWS` rows, since a GX validation costs
 mostly per call; a batch never holds two versions of one record, so GX's uniqueness rules count
 what the masks count chunk by chunk. One background thread validates the batches (:func:`submit`:
-at most :data:`BATCHES_IN_FLIGHT` waiting, so a slow GX holds the extraction back instead of
-piling rows up in memory) and adds GX's results up (:mod:`tasks.gx_results`).
+at most :data:`ROWS_IN_FLIGHT` rows waiting, so a slow GX holds the extraction back instead of
+piling rows up in memory, while a nightly's few small batches never wait for GX's start) and
+adds GX's results up (:mod:`tasks.gx_results`).
 :meth:`GxTally.finish` stores the entity's result, builds the run's data docs (``tasks.data_docs``)
 and returns what GX saw: rows and chunks validated of the rows and chunks the checks read. A test shows that GX and the masks count the
 same failing rows.
@@ -63,7 +64,7 @@ from tasks.gx_results import add_up, counts_by_rule, settle
 from tasks.quality import load_suite, record_keys
 from tasks.settings import Settings
 
-__all__ = ["BATCHES_IN_FLIGHT", "BATCH_ROWS", "GxTally", "close_gx", "data_docs_link", "gx_chunk", "html_safe",
+__all__ = ["BATCHES_IN_FLIGHT", "BATCH_ROWS", "ROWS_IN_FLIGHT", "GxTally", "close_gx", "data_docs_link", "gx_chunk", "html_safe",
            "sample_mask", "settle_gx", "validate_with_gx", "wait_gx"]
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,38 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: Rows of consecutive chunks GX validates in one go (a validation costs mostly per call, not per row).
 BATCH_ROWS = 50_000
-#: Batches handed to the GX thread and not validated yet, at most (the caller waits beyond).
+#: Full batches handed to the GX thread and not validated yet, at most (the caller waits beyond).
 BATCHES_IN_FLIGHT = 2
+#: Rows handed to the GX thread and not validated yet, at most: what a hand-over waits for is
+#: room for its rows, so the few small batches of a nightly (its catalogues, one chunk of each
+#: entity) go on while the GX host starts (importing GX takes seconds), and the batches of a full
+#: load wait as before. A batch larger than this waits until nothing else is in flight.
+ROWS_IN_FLIGHT = BATCHES_IN_FLIGHT * BATCH_ROWS
 
 
 # ---------------------------------------------------------------------------------------------
 # The GX thread
 # ---------------------------------------------------------------------------------------------
-_SLOTS = threading.BoundedSemaphore(BATCHES_IN_FLIGHT)
+class _RowBudget:
+    """Rows in flight to the GX thread, at most ``rows``: :meth:`take` waits for room."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows, self._free, self._room = rows, rows, threading.Condition()
+
+    def take(self, rows: int) -> int:
+        rows = min(max(rows, 1), self.rows)
+        with self._room:
+            self._room.wait_for(lambda: self._free >= rows)
+            self._free -= rows
+        return rows
+
+    def give_back(self, rows: int) -> None:
+        with self._room:
+            self._free += rows
+            self._room.notify_all()
+
+
+_IN_FLIGHT = _RowBudget(ROWS_IN_FLIGHT)
 
 
 @functools.cache
@@ -88,16 +113,17 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-record")
 
 
-def submit(fn: Callable[..., T], *args: Any) -> Future[T]:
-    """Run ``fn(*args)`` (a batch's validation) in the GX thread; blocks while
-    :data:`BATCHES_IN_FLIGHT` batches are already waiting or running there."""
-    _SLOTS.acquire()
+def submit(fn: Callable[..., T], *args: Any, rows: int = BATCH_ROWS) -> Future[T]:
+    """Run ``fn(*args)`` (the validation of a batch of ``rows`` rows) in the GX thread; blocks
+    while the batches waiting or running there leave no room for ``rows`` in
+    :data:`ROWS_IN_FLIGHT`."""
+    taken = _IN_FLIGHT.take(rows)
     try:
         future = _pool().submit(fn, *args)
     except BaseException:
-        _SLOTS.release()
+        _IN_FLIGHT.give_back(taken)
         raise
-    future.add_done_callback(lambda _f: _SLOTS.release())
+    future.add_done_callback(lambda _f: _IN_FLIGHT.give_back(taken))
     return future
 
 
@@ -450,7 +476,7 @@ def gx_chunk(entity: str, frame: pd.DataFrame, run_id: str, settings: Settings, 
 def _hand_over(tally: GxTally, batches: list[pd.DataFrame]) -> None:
     for batch in batches:
         if tally.hand_over is not None:
-            tally.futures.append(submit(tally.hand_over, batch))
+            tally.futures.append(submit(tally.hand_over, batch, rows=len(batch)))
 
 
 def _settled(result: Any, record: dict[str, Any]) -> None:

@@ -116,6 +116,26 @@ def test_the_gx_thread_takes_a_bounded_number_of_batches() -> None:
     assert not late.is_alive() and all(f.result(10) for f in futures)
 
 
+def test_small_batches_go_on_while_gx_is_busy_and_a_full_one_waits() -> None:
+    """What a hand-over waits for is room for its rows: a nightly's small batches (catalogues, one
+    chunk an entity) are handed over while GX is busy (its host starting), a full load's next
+    full batch still waits."""
+    release = threading.Event()
+    futures = [gx_thread.submit(release.wait, 10)]  # a full batch, GX busy
+    for _ in range(20):
+        small = threading.Thread(target=lambda: futures.append(gx_thread.submit(release.wait, 10, rows=100)))
+        small.start()
+        small.join(2)
+        assert not small.is_alive(), "a small batch waited for GX"
+    late = threading.Thread(target=lambda: futures.append(gx_thread.submit(lambda: True)))
+    late.start()
+    late.join(0.5)
+    assert late.is_alive() and len(futures) == 21  # 50,000 + 20 x 100 in flight: no room for 50,000 more
+    release.set()
+    late.join(10)
+    assert not late.is_alive() and all(f.result(10) for f in futures)
+
+
 def test_the_normalisers_rules_take_their_severity_from_the_suite(tmp_path: Path, monkeypatch) -> None:
     """The check record of a parse failure (``parse_ngay_tiep_nhan``) carries the severity the
     suite's ``dvc_parse`` rule declares, not one written in the pipeline."""
