@@ -38,6 +38,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from xlsxwriter.format import Format
@@ -45,6 +46,7 @@ from xlsxwriter.format import Format
 from tasks import workbook_sheets as sheets
 from tasks.reports import Publication, headline, resolve_publication
 from tasks.resources import gc_paused
+from tasks.warehouse import raw_driver_connection
 from tasks.workbook_cells import (  # noqa: F401 - the formats are part of this module's interface
     BIG_COUNT_FORMAT,
     COUNT_FORMAT,
@@ -78,7 +80,16 @@ TABLES = {  # the history tables a workbook reads, and their order
 }
 
 
-def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str) -> list[dict[str, Any]]:
+#: A table's rows of a publication: dicts by column (PostgreSQL), or an Arrow table (DuckDB: read
+#: in the engine and sent to a worker without pickling its rows; :meth:`Layout.data` makes dicts).
+Rows = list[dict[str, Any]] | pa.Table
+
+
+def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str) -> Rows:
+    if conn.dialect.name == "duckdb":
+        return raw_driver_connection(conn).sql(
+            f"SELECT * FROM mart.{table}_history WHERE publication_id = ? ORDER BY {order_by}",  # noqa: S608 - TABLES
+            params=[publication_id]).to_arrow_table()
     history = sa.table(f"{table}_history", sa.column("publication_id"), schema="mart")
     stmt = (sa.select(sa.text("*")).select_from(history)
             .where(history.c.publication_id == publication_id).order_by(sa.text(order_by)))
@@ -87,9 +98,13 @@ def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str
     return [dict(zip(keys, r, strict=True)) for r in result.fetchall()]
 
 
-def _load(engine: Engine, pub: Publication) -> dict[str, list[dict[str, Any]]]:
+def _load(engine: Engine, pub: Publication) -> dict[str, Rows]:
     with engine.connect() as conn:
         return {t: _history(conn, t, pub.publication_id, o) for t, o in TABLES.items()}
+
+
+def _dicts(rows: Rows) -> list[dict[str, Any]]:
+    return rows if isinstance(rows, list) else rows.to_pylist()
 
 
 def _default_office_name(progress: list[dict[str, Any]]) -> str:
@@ -118,28 +133,32 @@ class Layout:
     (:func:`lay_out`), in this process or in a worker's (:mod:`tasks.workbook_worker`)."""
 
     doc: Doc
-    data: dict[str, list[dict[str, Any]]]  # each mart.rpt_* table: the publication's rows
+    tables: dict[str, Rows]  # each mart.rpt_* table: the publication's rows
     headline: dict[str, Any]  # tasks.reports.headline of the publication
+
+    def data(self) -> dict[str, list[dict[str, Any]]]:
+        """Each table's rows as dicts by column, as the sheets read them."""
+        return {name: _dicts(rows) for name, rows in self.tables.items()}
 
 
 def read_layout(engine: Engine, publication: Publication | str | tuple[date, date], *, unit_name: str | None = None,
                 report_number: str | None = None, place: str | None = None) -> Layout:
     """Read what the workbook of a publication shows (see :func:`write_workbook` for the settings)."""
     pub = resolve_publication(engine, publication)
-    data = _load(engine, pub)
-    doc = Doc(pub, unit_name or _default_office_name(data["rpt_progress"]), report_number or None, place or None)
-    return Layout(doc, data, headline(engine, pub))
+    tables = _load(engine, pub)
+    office = unit_name or _default_office_name(_dicts(tables["rpt_progress"]))
+    return Layout(Doc(pub, office, report_number or None, place or None), tables, headline(engine, pub))
 
 
 def lay_out(layout: Layout, path: Path) -> None:
     """Write the workbook of ``layout`` to ``path`` (no rename, no record)."""
-    pub = layout.doc.pub
+    pub, data = layout.doc.pub, layout.data()
     book = ReportWorkbook(str(path), WORKBOOK_OPTIONS)
     formats: dict[tuple, Format] = {}
     with gc_paused():  # its cells are many small acyclic records: no collections scanning the heap
         try:
             for name, write in sheets.SHEETS:
-                write(Sheet(book, formats, name), layout.doc, layout.data, lambda: layout.headline)
+                write(Sheet(book, formats, name), layout.doc, data, lambda: layout.headline)
             book.set_properties({"title": f"Báo cáo TTHC {vn_date(pub.period_start)} - {vn_date(pub.period_end)}",
                                  "author": "dvc-etl", "comments": f"publication {pub.publication_id}"})
         finally:

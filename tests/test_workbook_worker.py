@@ -159,3 +159,25 @@ def test_the_nightly_writes_the_first_periods_workbook_beside_the_second(publish
         sorted(Path(p).name for p in recorded.values())
     assert _parts(Path(first["workbook"])).keys() == _parts(Path(second["workbook"])).keys()
     assert partial_path(Path(first["workbook"])).name.startswith(".")
+
+
+def test_a_duckdb_layout_reads_arrow_and_gives_the_rows_sqlalchemy_gives(published):
+    """On DuckDB the layout holds Arrow tables (read in the engine, sent without pickling each row);
+    the sheets get the dicts SQLAlchemy's rows give, value for value and type for type."""
+    import pyarrow as pa
+
+    import tasks.workbook as workbook_mod
+
+    engine, pub = published
+    layout = read_layout(engine, pub.publication_id)
+    assert all(isinstance(t, pa.Table) for t in layout.tables.values())
+    with engine.connect() as conn:
+        for table, order in workbook_mod.TABLES.items():
+            result = conn.execute(sa.text(f"SELECT * FROM mart.{table}_history WHERE publication_id = :p "  # noqa: S608
+                                          f"ORDER BY {order}"), {"p": pub.publication_id})
+            want = [dict(r._mapping) for r in result]
+            got = layout.data()[table]
+            assert got == want, table
+            assert [{k: type(v) for k, v in r.items()} for r in got] == \
+                [{k: type(v) for k, v in r.items()} for r in want], table
+    assert sum(len(rows) for rows in layout.data().values()) > 20  # the golden publication has rows to compare
