@@ -53,3 +53,31 @@ def test_tree_rss_counts_the_children() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_tree_peak_sees_a_child_started_after_it_and_rescans_only_now_and_then(monkeypatch) -> None:
+    """The poller finds the tree again every RESCAN polls (a child that starts later is counted
+    from then on), and reads the rest of the time only the tree's own ``statm``."""
+    import bench.run as bench_run
+
+    scans: list[int] = []
+    descendants = bench_run._descendants
+    monkeypatch.setattr(bench_run, "_descendants", lambda root: scans.append(root) or descendants(root))
+    started = time.monotonic()
+    tree = bench_run._TreePeak()
+    try:
+        time.sleep(0.5)  # the first scan is done: the child comes later
+        child = subprocess.Popen([sys.executable, "-c", "b = b'x' * (300 * 2**20); import time; time.sleep(30)"])
+        try:
+            deadline = time.monotonic() + 30
+            while tree.peak < 300 * 2**20 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.5)  # more polls, no more scans than RESCAN allows
+        finally:
+            child.kill()
+            child.wait()
+    finally:
+        peak = tree.mib()
+    polls = (time.monotonic() - started) / 0.2
+    assert peak > 300
+    assert 2 <= len(scans) <= polls / bench_run._TreePeak.RESCAN + 1 < polls / 2
