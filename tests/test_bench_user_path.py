@@ -66,7 +66,8 @@ def test_the_tree_peak_sees_a_child_started_after_it_and_rescans_only_now_and_th
     started = time.monotonic()
     tree = bench_run._TreePeak()
     try:
-        time.sleep(0.5)  # the first scan is done: the child comes later
+        while not scans:  # the first scan is done: the child comes later
+            time.sleep(0.05)
         child = subprocess.Popen([sys.executable, "-c", "b = b'x' * (300 * 2**20); import time; time.sleep(30)"])
         try:
             deadline = time.monotonic() + 30
