@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -82,10 +83,10 @@ TABLES = {  # the history tables a workbook reads, and their order
 
 #: A table's rows of a publication: dicts by column (PostgreSQL), or an Arrow table (DuckDB: read
 #: in the engine and sent to a worker without pickling its rows; :meth:`Layout.data` makes dicts).
-Rows = list[dict[str, Any]] | pa.Table
+TableRows = list[dict[str, Any]] | pa.Table
 
 
-def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str) -> Rows:
+def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str) -> TableRows:
     if conn.dialect.name == "duckdb":
         return raw_driver_connection(conn).sql(
             f"SELECT * FROM mart.{table}_history WHERE publication_id = ? ORDER BY {order_by}",  # noqa: S608 - TABLES
@@ -98,12 +99,12 @@ def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str
     return [dict(zip(keys, r, strict=True)) for r in result.fetchall()]
 
 
-def _load(engine: Engine, pub: Publication) -> dict[str, Rows]:
+def _load(engine: Engine, pub: Publication) -> dict[str, TableRows]:
     with engine.connect() as conn:
         return {t: _history(conn, t, pub.publication_id, o) for t, o in TABLES.items()}
 
 
-def _dicts(rows: Rows) -> list[dict[str, Any]]:
+def _dicts(rows: TableRows) -> list[dict[str, Any]]:
     return rows if isinstance(rows, list) else rows.to_pylist()
 
 
@@ -133,12 +134,28 @@ class Layout:
     (:func:`lay_out`), in this process or in a worker's (:mod:`tasks.workbook_worker`)."""
 
     doc: Doc
-    tables: dict[str, Rows]  # each mart.rpt_* table: the publication's rows
+    tables: dict[str, TableRows]  # each mart.rpt_* table: the publication's rows
     headline: dict[str, Any]  # tasks.reports.headline of the publication
 
-    def data(self) -> dict[str, list[dict[str, Any]]]:
-        """Each table's rows as dicts by column, as the sheets read them."""
-        return {name: _dicts(rows) for name, rows in self.tables.items()}
+    def data(self) -> Mapping[str, list[dict[str, Any]]]:
+        """Each table's rows as dicts by column, as the sheets read them: made from Arrow when a
+        sheet reads its table, and not kept (a province's work lists as dicts are ~100 MB beside
+        XlsxWriter's cells; each table is read by one sheet)."""
+        return _DictRows(self.tables)
+
+
+class _DictRows(Mapping[str, list[dict[str, Any]]]):
+    def __init__(self, tables: Mapping[str, TableRows]) -> None:
+        self._tables = tables
+
+    def __getitem__(self, name: str) -> list[dict[str, Any]]:
+        return _dicts(self._tables[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
 
 
 def read_layout(engine: Engine, publication: Publication | str | tuple[date, date], *, unit_name: str | None = None,

@@ -10,7 +10,7 @@ the workbook: a sheet name and its writer, called as ``write(sheet, doc, data, h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ from tasks.workbook_cells import (
 )
 
 Rows = list[dict[str, Any]]
-Data = dict[str, Rows]
+Data = Mapping[str, Rows]  # each table by name (tasks.workbook.Layout.data)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -181,3 +181,24 @@ def test_a_duckdb_layout_reads_arrow_and_gives_the_rows_sqlalchemy_gives(publish
             assert [{k: type(v) for k, v in r.items()} for r in got] == \
                 [{k: type(v) for k, v in r.items()} for r in want], table
     assert sum(len(rows) for rows in layout.data().values()) > 20  # the golden publication has rows to compare
+
+
+def test_each_work_list_is_made_into_dicts_once_and_not_kept(published, tmp_path, monkeypatch):
+    """The sheets read each table's dicts when they write it (made from Arrow then, not kept
+    for the whole workbook); the work lists, a province's largest tables, are made once."""
+    import tasks.workbook as workbook_mod
+
+    engine, pub = published
+    layout = read_layout(engine, pub.publication_id)
+    made: list[str] = []
+    dicts = workbook_mod._dicts
+    names = {id(rows): name for name, rows in layout.tables.items()}
+    monkeypatch.setattr(workbook_mod, "_dicts", lambda rows: made.append(names[id(rows)]) or dicts(rows))
+    lay_out(layout, tmp_path / "wb.xlsx")
+    for table in ("rpt_unpaid_results", "rpt_uncollected_results", "rpt_late_acceptance", "rpt_late_by_official"):
+        assert made.count(table) == 1, (table, made)
+    made.clear()
+    data = layout.data()
+    assert made == []  # nothing made before a sheet reads it
+    assert data["rpt_unpaid_results"] is not data["rpt_unpaid_results"]  # nor kept
+    assert made == ["rpt_unpaid_results"] * 2
