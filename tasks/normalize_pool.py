@@ -32,7 +32,16 @@ from concurrent.futures import Future
 from typing import Any
 
 from tasks.normalize import Normalized, normalize
-from tasks.pipes import dump_answer, dumps, loads, read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import (
+    dump_answer,
+    dumps,
+    loads,
+    read_message,
+    serve_then_exit,
+    start_worker,
+    worker_pipes,
+    write_message,
+)
 from tasks.resources import gc_paused
 
 log = logging.getLogger(__name__)
@@ -234,4 +243,4 @@ class ChunkNormalizer:
 
 
 if __name__ == "__main__":
-    _serve()
+    serve_then_exit(_serve)

@@ -23,7 +23,7 @@ import signal
 import struct
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 HEADER = struct.Struct("!Q")  # the length of a pickle, or of one of its out-of-band buffers
@@ -121,3 +121,15 @@ def worker_pipes() -> tuple[BinaryIO, BinaryIO]:
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     return sys.stdin.buffer, answers
+
+
+def serve_then_exit(serve: Callable[[], None]) -> None:
+    """A worker's main: ``serve()`` until the run closes the pipe, then end the process without
+    tearing the interpreter down. The run waits for its workers to exit, and freeing their
+    hundreds of MiB of objects one by one took the workbook worker ~0.85 s and the GX host ~0.5 s
+    of a nightly (py-spy); nothing is left to hand back once the run has closed the pipe. An
+    error of ``serve`` ends the process as Python would (its traceback on stderr)."""
+    serve()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -28,7 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.pipes import dump_answer, dumps, loads, read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import (
+    dump_answer,
+    dumps,
+    loads,
+    read_message,
+    serve_then_exit,
+    start_worker,
+    worker_pipes,
+    write_message,
+)
 from tasks.workbook import Layout, lay_out
 
 log = logging.getLogger(__name__)
@@ -39,22 +48,28 @@ class WorkbookWorkerDied(RuntimeError):
 
 
 class WorkbookWorker:
-    """Writes workbooks in one worker process, one at a time, started at the first hand-over.
+    """Writes workbooks in one worker process, one at a time.
 
-    Use as a context manager: leaving it waits for the workbook handed over (and runs its
-    ``done``) unless leaving on an error, then stops the worker."""
+    Use as a context manager: entering it starts the worker (its imports, about a second, overlap
+    the caller's next steps instead of holding up the first hand-over, whose request would wait
+    in the pipe); leaving it waits for the workbook handed over (and runs its ``done``) unless
+    leaving on an error, then stops the worker."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
         self._pending: tuple[Path, Callable[[], Any]] | None = None
 
+    def start(self) -> None:
+        """Start the worker process, if it is not running."""
+        if self._proc is None:
+            self._proc = start_worker("tasks.workbook_worker")
+
     def hand_over(self, layout: Layout, partial: Path, done: Callable[[], Any]) -> None:
         """Write ``layout`` to ``partial`` in the worker. ``done`` runs in this thread once the file
         is written, at the next :meth:`hand_over` or :meth:`finish`."""
         self.finish()
-        if self._proc is None:
-            self._proc = start_worker("tasks.workbook_worker")
-        assert self._proc.stdin is not None
+        self.start()
+        assert self._proc is not None and self._proc.stdin is not None
         try:
             write_message(self._proc.stdin, dumps((layout, str(partial))))
         except (BrokenPipeError, OSError) as exc:
@@ -107,6 +122,7 @@ class WorkbookWorker:
             proc.wait()
 
     def __enter__(self) -> WorkbookWorker:
+        self.start()
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -141,4 +157,4 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    _serve()
+    serve_then_exit(_serve)

@@ -227,3 +227,22 @@ def test_the_pipes_to_a_worker_hold_a_mebibyte() -> None:
     finally:
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0
+
+
+def test_a_worker_ends_without_tearing_down_once_served(tmp_path):
+    """``serve_then_exit``: what the worker wrote is flushed, then the process ends at once
+    (no interpreter teardown, no exit handlers: the run waits for its workers to end); an error
+    of the serving loop ends it as Python would."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys; from tasks.pipes import serve_then_exit; "
+            "atexit.register(lambda: print('torn down')); "
+            "serve_then_exit(lambda: (print('served', end=''), sys.stderr.write('logged')) and {fail})")
+    ok = subprocess.run([sys.executable, "-c", code.format(fail="None")], capture_output=True, text=True,
+                        timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "served", "logged")
+    bad = subprocess.run([sys.executable, "-c", code.format(fail="1 / 0")], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert bad.returncode == 1 and "ZeroDivisionError" in bad.stderr and "torn down" in bad.stdout
