@@ -6,10 +6,11 @@ wait, and the second core only gets the warehouse's native load. An extraction o
 hands each chunk to a worker process instead (``DVC_NORMALIZE_WORKERS``, default one; several take
 the chunks in turn), and checks and loads the previous chunk while the worker normalises the next:
 
-- the chunk goes to the worker as the page bodies the source sent (bytes: no pickling of a
-  chunk's records); the worker decodes them with the transport's own rule
-  (:func:`tasks.http_transport.page_records`) and runs the same :func:`~tasks.normalize.normalize`
-  on the same records, so its output is the in-process output, value for value;
+- the chunk goes to the worker as the page bodies the source sent (bytes, out of band: no
+  pickling of a chunk's records, nor a copy of its bodies); the worker decodes them with the
+  transport's own rule (:func:`tasks.http_transport.page_records`) and runs the same
+  :func:`~tasks.normalize.normalize` on the same records, so its output is the in-process
+  output, value for value;
 - its :class:`~tasks.normalize.Normalized` comes back pickled (Arrow buffers, cheap);
 - the caller takes the results in the chunks' order: what commits, and when, is unchanged.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import pickle
 import queue
 import subprocess
 import threading
@@ -98,7 +100,10 @@ class _Worker:
                 future.set_exception(self._died())
                 return future
             self._waiting.append(future)
-        self._requests.put(dumps((self.entity, parts, hash_key)))
+        # the page bodies out of band: written to the pipe from where they are, not copied into the
+        # pickle first (a chunk's ~20 MiB, copied for every chunk in the run's main thread)
+        bodies = [pickle.PickleBuffer(p) if isinstance(p, bytes) else p for p in parts]
+        self._requests.put(dumps((self.entity, bodies, hash_key)))
         return future
 
     def _send(self) -> None:

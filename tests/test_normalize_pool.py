@@ -55,6 +55,24 @@ def test_the_worker_returns_what_the_run_process_computes(entity: str) -> None:
     _assert_same(got, want)
 
 
+def test_the_page_bodies_go_to_the_worker_out_of_band(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk's page bodies are not copied into the request's pickle: they are its out-of-band
+    buffers, written to the pipe from where they are (and the worker's answer is the same)."""
+    import tasks.normalize_pool as pool
+
+    recs = _records("dossiers", 600)
+    bodies = [orjson.dumps({"data": recs[:300]}), orjson.dumps({"data": recs[300:]})]
+    sent: list = []
+    dumps = pool.dumps
+    monkeypatch.setattr(pool, "dumps", lambda obj: sent.append(dumps(obj)) or sent[-1])
+    with ChunkNormalizer("dossiers", KEY, workers=1) as normalizer:
+        got = normalizer.result(normalizer.submit(bodies, in_worker=True))
+    ((data, buffers),) = sent
+    assert [bytes(b.raw()) for b in buffers] == bodies
+    assert len(data) < 1_000 < min(map(len, bodies))
+    _assert_same(got, normalize("dossiers", recs, hash_key=KEY))
+
+
 def test_an_error_of_the_normaliser_is_raised_in_the_run_as_in_process() -> None:
     parts = [orjson.dumps({"data": [{"MaHoSo": "X"}]})]
     with pytest.raises(Exception) as here:
