@@ -62,7 +62,12 @@ def test_the_tree_peak_sees_a_child_started_after_it_and_rescans_only_now_and_th
 
     scans: list[int] = []
     descendants = bench_run._descendants
-    monkeypatch.setattr(bench_run, "_descendants", lambda root: scans.append(root) or descendants(root))
+    def scanned(root: int) -> list[int]:
+        tree = descendants(root)
+        scans.append(root)  # once the scan is over: a child started after this is not in it
+        return tree
+
+    monkeypatch.setattr(bench_run, "_descendants", scanned)
     started = time.monotonic()
     tree = bench_run._TreePeak()
     try:
