@@ -28,16 +28,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tasks.pipes import (
-    dump_answer,
-    dumps,
-    loads,
-    read_message,
-    serve_then_exit,
-    start_worker,
-    worker_pipes,
-    write_message,
-)
+from tasks import pipes
+from tasks.pipes import dump_answer, dumps, loads, read_message, start_worker, worker_pipes, write_message
 
 log = logging.getLogger(__name__)
 
@@ -162,4 +154,4 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    serve_then_exit(_serve)
+    pipes.serve_then_exit(_serve)

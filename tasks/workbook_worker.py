@@ -28,16 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.pipes import (
-    dump_answer,
-    dumps,
-    loads,
-    read_message,
-    serve_then_exit,
-    start_worker,
-    worker_pipes,
-    write_message,
-)
+from tasks import pipes
 from tasks.workbook import Layout, lay_out
 
 log = logging.getLogger(__name__)
@@ -62,7 +53,7 @@ class WorkbookWorker:
     def start(self) -> None:
         """Start the worker process, if it is not running."""
         if self._proc is None:
-            self._proc = start_worker("tasks.workbook_worker")
+            self._proc = pipes.start_worker("tasks.workbook_worker")
 
     def hand_over(self, layout: Layout, partial: Path, done: Callable[[], Any]) -> None:
         """Write ``layout`` to ``partial`` in the worker. ``done`` runs in this thread once the file
@@ -71,7 +62,7 @@ class WorkbookWorker:
         self.start()
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            write_message(self._proc.stdin, dumps((layout, str(partial))))
+            pipes.write_message(self._proc.stdin, pipes.dumps((layout, str(partial))))
         except (BrokenPipeError, OSError) as exc:
             raise self._died() from exc
         self._pending = (partial, done)
@@ -89,11 +80,11 @@ class WorkbookWorker:
         partial, done = self._pending
         self._pending = None
         assert self._proc is not None and self._proc.stdout is not None
-        message = read_message(self._proc.stdout)
+        message = pipes.read_message(self._proc.stdout)
         if message is None:
             partial.unlink(missing_ok=True)
             raise self._died()
-        status, value = loads(message)
+        status, value = pipes.loads(message)
         if status == "error":
             partial.unlink(missing_ok=True)
             raise value
@@ -138,10 +129,10 @@ def _serve() -> None:
     run closes the pipe."""
     from tasks.warehouse import private_umask
 
-    requests, answers = worker_pipes()  # Ctrl-C is the run's to handle: it closes the pipe
+    requests, answers = pipes.worker_pipes()  # Ctrl-C is the run's to handle: it closes the pipe
     private_umask()  # the workbook names officials: owner-only, as the run's files
-    while (message := read_message(requests)) is not None:
-        layout, partial = loads(message)
+    while (message := pipes.read_message(requests)) is not None:
+        layout, partial = pipes.loads(message)
         del message
         try:
             lay_out(layout, Path(partial))
@@ -150,11 +141,11 @@ def _serve() -> None:
             result = ("error", exc)
         del layout
         try:
-            write_message(answers, dump_answer(result))
+            pipes.write_message(answers, pipes.dump_answer(result))
         except (BrokenPipeError, OSError):  # the run has gone: nobody will rename the file
             Path(partial).unlink(missing_ok=True)
             return
 
 
 if __name__ == "__main__":
-    serve_then_exit(_serve)
+    pipes.serve_then_exit(_serve)
