@@ -58,32 +58,41 @@ def test_tree_rss_counts_the_children() -> None:
 def test_the_tree_peak_sees_a_child_started_after_it_and_rescans_only_now_and_then(monkeypatch) -> None:
     """The poller finds the tree again every RESCAN polls (a child that starts later is counted
     from then on), and reads the rest of the time only the tree's own ``statm``."""
+    import signal
+
     import bench.run as bench_run
 
     scans: list[int] = []
     descendants = bench_run._descendants
+
     def scanned(root: int) -> list[int]:
         tree = descendants(root)
         scans.append(root)  # once the scan is over: a child started after this is not in it
         return tree
 
     monkeypatch.setattr(bench_run, "_descendants", scanned)
+    # a small parent that starts a 300 MiB child when told to (the test's own process may hold
+    # more than that already)
+    spawn = ("import subprocess, sys, time; sys.stdin.readline(); "
+             "subprocess.Popen([sys.executable, '-c', \"b = b'x' * (300 * 2**20); import time; time.sleep(60)\"]); "
+             "time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", spawn], stdin=subprocess.PIPE, start_new_session=True)
     started = time.monotonic()
-    tree = bench_run._TreePeak()
+    tree = bench_run._TreePeak(parent.pid)
     try:
         while not scans:  # the first scan is done: the child comes later
             time.sleep(0.05)
-        child = subprocess.Popen([sys.executable, "-c", "b = b'x' * (300 * 2**20); import time; time.sleep(30)"])
-        try:
-            deadline = time.monotonic() + 30
-            while tree.peak < 300 * 2**20 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(1.5)  # more polls, no more scans than RESCAN allows
-        finally:
-            child.kill()
-            child.wait()
+        assert tree.peak < 300 * 2**20
+        parent.stdin.write(b"go\n")
+        parent.stdin.flush()
+        deadline = time.monotonic() + 60
+        while tree.peak < 300 * 2**20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # more polls, no more scans than RESCAN allows
     finally:
         peak = tree.mib()
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
     polls = (time.monotonic() - started) / 0.2
     assert peak > 300
     assert 2 <= len(scans) <= polls / bench_run._TreePeak.RESCAN + 1 < polls / 2
