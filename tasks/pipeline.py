@@ -459,7 +459,6 @@ def publish_period(
     worker, once that one has written its own workbook here and before it records it, or when
     the worker's context is left."""
     from tasks.reports import publish
-    from tasks.workbook import partial_path
 
     if engine.dialect.name == "duckdb":
         # the loads' rows still in the WAL are held in memory, unevictable; once checkpointed,
@@ -479,14 +478,17 @@ def publish_period(
         if workbook:
             path = Path(settings.reports_dir) / f"bao-cao-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.xlsx"
             make_private(private_dir(path.parent), recursive=True)  # reports/: 0700 folders, 0600 files
-            partial = partial_path(path)
             if workbook_worker is not None and in_background:
-                _hand_over_workbook(engine, settings, pub, partial, path, workbook_worker, on_publication)
+                _hand_over_workbook(engine, settings, pub, path, workbook_worker, on_publication)
                 written, deferred = path, True
             else:
-                written = _write_workbook_here(engine, settings, pub, partial, path, workbook_worker, copy)
-        elif workbook_worker is not None:
-            _record_earlier(workbook_worker, copy)
+                from tasks.workbook import write_workbook
+
+                earlier = None if workbook_worker is None else lambda: _record_earlier(workbook_worker, copy)
+                written = write_workbook(engine, pub.publication_id, path, **_workbook_settings(settings),
+                                         before_record=earlier)  # the period before's, if any, first
+                copy.workbook_recorded(pub.publication_id, written)
+                crash_point("workbook.after_write")  # write_workbook has recorded mart.publications.workbook_path
         if on_publication is not None and not deferred:
             on_publication(engine, pub)
     return {"period": [str(period[0]), str(period[1])], "publication_id": pub.publication_id,
@@ -499,9 +501,11 @@ def _workbook_settings(settings: Settings) -> dict[str, Any]:
             "place": settings.report_place}
 
 
-def _hand_over_workbook(engine: Engine, settings: Settings, pub: Publication, partial: Path, path: Path,
-                        worker: WorkbookWorker, on_publication: Callable[[Engine, Publication], None] | None) -> None:
-    from tasks.workbook import read_layout, record_workbook
+def _hand_over_workbook(engine: Engine, settings: Settings, pub: Publication, path: Path, worker: WorkbookWorker,
+                        on_publication: Callable[[Engine, Publication], None] | None) -> None:
+    from tasks.workbook import partial_path, read_layout, record_workbook
+
+    partial = partial_path(path)
 
     def recorded() -> tuple[str, Path]:
         record_workbook(engine, pub, partial, path)
@@ -518,22 +522,6 @@ def _record_earlier(worker: WorkbookWorker, copy: AnalystCopyAlongside) -> None:
     earlier = worker.finish()
     if earlier is not None:
         copy.workbook_recorded(*earlier)
-
-
-def _write_workbook_here(engine: Engine, settings: Settings, pub: Publication, partial: Path, path: Path,
-                         worker: WorkbookWorker | None, copy: AnalystCopyAlongside) -> Path:
-    from tasks.workbook import build_workbook, record_workbook
-
-    try:
-        build_workbook(engine, pub.publication_id, partial, **_workbook_settings(settings))
-        if worker is not None:  # the period before, written meanwhile by the worker: recorded first
-            _record_earlier(worker, copy)
-        written = record_workbook(engine, pub, partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    copy.workbook_recorded(pub.publication_id, written)
-    crash_point("workbook.after_write")  # mart.publications.workbook_path recorded
-    return written
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -47,7 +47,7 @@ from xlsxwriter.format import Format
 from tasks import workbook_sheets as sheets
 from tasks.reports import Publication, headline, resolve_publication
 from tasks.resources import gc_paused
-from tasks.warehouse import raw_driver_connection
+from tasks.warehouse import private_dir, raw_driver_connection
 from tasks.workbook_cells import (  # noqa: F401 - the formats are part of this module's interface
     BIG_COUNT_FORMAT,
     COUNT_FORMAT,
@@ -206,23 +206,26 @@ def write_workbook(
     unit_name: str | None = None,
     report_number: str | None = None,
     place: str | None = None,
+    before_record: Callable[[], Any] | None = None,
 ) -> Path:
     """Write the workbook of a publication (an id, a Publication, or a period -> its current
-    publication) to ``path`` and record the path in ``mart.publications.workbook_path``.
+    publication) to ``path`` and record the path in ``mart.publications.workbook_path``;
+    ``before_record()`` runs once the file is written, before it is renamed and recorded (the
+    nightly records there the period before's, written meanwhile by a worker).
 
     The file is written beside ``path`` and renamed over it: a reader (or a crash) never sees half
     a workbook. ``unit_name`` (DVC_OFFICE_NAME) is the issuing body heading every sheet, by default
     the highest-level unit of the publication; ``report_number`` (DVC_REPORT_NUMBER) adds "Kèm theo
     Báo cáo số <report_number>"; ``place`` (DVC_REPORT_PLACE) starts the signature's date line.
     """
-    from tasks.warehouse import private_dir
-
     path = Path(path)
     private_dir(path.parent)  # reports/: owner-only (0700), created so or tightened
     partial = partial_path(path)
     try:
         pub = build_workbook(engine, publication_id_or_period, partial, unit_name=unit_name,
                              report_number=report_number, place=place)
+        if before_record is not None:
+            before_record()
         return record_workbook(engine, pub, partial, path)
     finally:
         partial.unlink(missing_ok=True)
