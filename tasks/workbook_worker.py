@@ -22,7 +22,6 @@ and records it.
 
 from __future__ import annotations
 
-import logging
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +29,6 @@ from typing import Any
 
 from tasks import pipes
 from tasks.workbook import Layout, lay_out
-
-log = logging.getLogger(__name__)
 
 
 class WorkbookWorkerDied(RuntimeError):
@@ -93,7 +90,8 @@ class WorkbookWorker:
     def _died(self) -> WorkbookWorkerDied:
         code = self._proc.wait() if self._proc is not None else None
         return WorkbookWorkerDied(f"the worker process writing a workbook ended (exit {code}): the publication's "
-                                  "workbook was not written; run the publication again (dvc-etl publish)")
+                                  "workbook was not written; run the nightly again (dvc-etl run) or publish the period "
+                                  "again (dvc-etl report)")
 
     def close(self) -> None:
         """Stop the worker: it ends once its standing request (if any) is written."""

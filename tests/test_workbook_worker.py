@@ -91,7 +91,7 @@ def test_a_worker_that_dies_fails_the_run(published, tmp_path):
         worker.hand_over(layout, tmp_path / "wb.xlsx", lambda: pytest.fail("recorded"))
         assert worker._proc is not None
         worker._proc.send_signal(signal.SIGKILL)
-        with pytest.raises(WorkbookWorkerDied, match=r"exit -9.*dvc-etl publish"):
+        with pytest.raises(WorkbookWorkerDied, match=r"exit -9.*dvc-etl run.*dvc-etl report"):
             worker.finish()
     assert not (tmp_path / "wb.xlsx").exists()
 
