@@ -6,6 +6,7 @@ sections, total row). :mod:`tasks.workbook_sheets` lays the sheets out with it a
 
 from __future__ import annotations
 
+import math
 import re
 import types
 import zipfile
@@ -13,10 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from operator import methodcaller
 from typing import Any
 
 from xlsxwriter.format import Format
-from xlsxwriter.utility import xl_rowcol_to_cell, xl_rowcol_to_cell_fast
+from xlsxwriter.utility import xl_col_to_name, xl_rowcol_to_cell, xl_rowcol_to_cell_fast
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
@@ -105,6 +107,10 @@ class Styles:
 
 
 _FAST_CELLS = frozenset({"String", "Number", "Datetime", "Blank"})  # XlsxWriter's cell records, by name
+#: The kinds of value :meth:`Sheet.write_rows` makes rows of at once.
+_BLOCK_KINDS = frozenset({str, type(None), int, float, date, datetime})
+#: A column of :meth:`Sheet.write_rows`: its value's getter (None: the row's number), its column, its formats.
+Cells = tuple[Callable[[dict[str, Any]], Any] | None, int, Styles]
 
 
 #: zlib's level for the workbook's parts. XlsxWriter deflates them at zlib's default, 6; at 4 a
@@ -132,14 +138,81 @@ class ReportWorkbook(Workbook):
     _store_workbook = _zipping_with(Workbook._store_workbook, _LeveledZip)
 
 
+class _Block:
+    """Rows written at once by :meth:`Sheet.write_rows`. Each row's ``<c>`` elements are made when
+    the rows are written, with a placeholder (:data:`_SLOT` + the style's number in ``formats``)
+    for each cell's style: XlsxWriter numbers a style (its xf index) when its first cell goes into
+    the sheet's XML, so the block's styles are numbered when its first row does, in ``order``:
+    the order of their first cells, row by row (as XlsxWriter's cell-by-cell path numbers them)."""
+
+    __slots__ = ("formats", "order", "_xf")
+
+    def __init__(self, formats: list[Format], order: list[int]) -> None:
+        self.formats, self.order = formats, order
+        self._xf: list[tuple[str, str]] | None = None
+
+    def xml(self, cells: str) -> str:
+        if self._xf is None:
+            xf = {i: str(self.formats[i]._get_xf_index()) for i in self.order}
+            self._xf = [(chr(_SLOT + i), xf[i]) for i in range(len(self.formats))]
+        for placeholder, xf_index in self._xf:
+            cells = cells.replace(placeholder, xf_index)
+        return cells
+
+
+class _BlockRow(frozenset):
+    """A row of a :class:`_Block` in XlsxWriter's cell table: it holds its first and last column
+    (all XlsxWriter asks of a row while writing the sheet: its cells' span, its cells by column),
+    and stands for the cell of both; its first column writes the whole row."""
+
+    __slots__ = ("block", "cells", "first")
+
+    def __getitem__(self, col: int) -> _BlockRow:
+        if col not in self:
+            raise KeyError(col)
+        return self
+
+
+_SLOT = 0xE000  # a private-use character: never in a reference or a number, the only text of a row's cells
+
+
 class FastWorksheet(Worksheet):
     """XlsxWriter's worksheet with a shorter inner loop for the cells the report tables are made
     of (a shared string, a number or date, a blank, each with its format): the same ``<c>``
     elements, byte for byte, as :meth:`Worksheet._write_cell` writes (it escapes the reference
     and the style index, which never hold a character to escape); any other cell is left to it.
-    A province's lists are hundreds of thousands of cells, written twice a night."""
+    A province's lists are hundreds of thousands of cells, written twice a night.
+
+    It also takes whole rows made beforehand (:meth:`add_rows`, from :meth:`Sheet.write_rows`)."""
+
+    def add_rows(self, first: int, first_col: int, last_col: int, rows: list[str], block: _Block) -> None:
+        """Rows ``first`` .. of cells ``first_col`` .. ``last_col`` (0-based), each given as its
+        ``<c>`` elements (styles as the block's placeholders). No cell of theirs may be written
+        again (their row in the cell table takes no item)."""
+        self._check_dimensions(first, first_col)
+        self._check_dimensions(first + len(rows) - 1, last_col)
+        table, span = self.table, (first_col, last_col)
+        for row, cells in enumerate(rows, start=first):
+            entry = _BlockRow(span)
+            entry.block, entry.cells, entry.first = block, cells, first_col
+            table[row] = entry
+        self._has_blocks = True
+
+    def _get_range_data(self, *args: Any) -> Any:  # a chart's cached values: XlsxWriter reads cell by cell
+        if getattr(self, "_has_blocks", False):
+            raise NotImplementedError(f"sheet {self.name!r}: a chart cannot read rows written by Sheet.write_rows")
+        return super()._get_range_data(*args)
+
+    def autofit(self, *args: Any, **kwargs: Any) -> None:  # reads cell by cell too
+        if getattr(self, "_has_blocks", False):
+            raise NotImplementedError(f"sheet {self.name!r}: autofit cannot read rows written by Sheet.write_rows")
+        super().autofit(*args, **kwargs)
 
     def _write_cell(self, row: int, col: int, cell: Any) -> None:
+        if cell.__class__ is _BlockRow:
+            if col == cell.first:
+                self.fh.write(cell.block.xml(cell.cells))
+            return None
         kind = cell.__class__.__name__
         fmt = cell.format if kind in _FAST_CELLS else None
         if fmt is None or self.constant_memory:
@@ -152,6 +225,71 @@ class FastWorksheet(Worksheet):
         else:  # Number, Datetime
             self.fh.write(f'<c r="{ref}" s="{xf}"><v>{cell.number:.16G}</v></c>')
         return None
+
+
+class _Marks:
+    """The styles of a block's cells (:class:`_Block`): a placeholder each, and the (row, column)
+    of the first cell of each."""
+
+    def __init__(self) -> None:
+        self._slots: dict[int, int] = {}  # id(format) -> its placeholder's number
+        self._formats: list[Format] = []
+        self._firsts: dict[int, tuple[int, int]] = {}
+
+    def __call__(self, fmt: Format, row: int, col: int) -> str:
+        """The placeholder of ``fmt``, whose first cell in column ``col`` is in row ``row``."""
+        slot = self._slots.get(id(fmt))
+        if slot is None:
+            slot = self._slots[id(fmt)] = len(self._formats)
+            self._formats.append(fmt)
+        self._firsts[slot] = min(self._firsts.get(slot, (row, col)), (row, col))
+        return chr(_SLOT + slot)
+
+    def block(self) -> _Block:
+        return _Block(self._formats, sorted(self._firsts, key=self._firsts.__getitem__))
+
+
+_FORMULA_LIKE = methodcaller("startswith", FORMULA_PREFIXES)
+_EXACT_INT = 2**53  # below it, an integer's digits are what XlsxWriter writes (its float, to 16 digits)
+
+
+def _column_cells(letter: str, col: int, refs: list[str], values: list[Any], sst: list[int] | None,
+                  formats: Styles, mark: _Marks, convert: Callable[[Any], float]) -> list[str]:
+    """The ``<c>`` elements of one column of a block: each value as :meth:`Sheet.write` writes it
+    (``sst``: the shared-string index of each text; ``convert``: a date to Excel's number). A
+    column of one kind of value, in one style, is made in one pass."""
+    kinds = set(map(type, values))
+    plain = formats.plain
+    if kinds == {str} and not any(map(_FORMULA_LIKE, values)):
+        p = mark(plain, 0, col)
+        return [f'<c r="{letter}{r}" s="{p}" t="s"><v>{k}</v></c>' for r, k in zip(refs, sst, strict=True)]  # type: ignore[arg-type]
+    if kinds == {int} and -_EXACT_INT < min(values) and max(values) < BIG_COUNT:
+        p = mark(plain, 0, col)
+        return [f'<c r="{letter}{r}" s="{p}"><v>{v}</v></c>' for r, v in zip(refs, values, strict=True)]
+    if kinds == {date} or kinds == {datetime}:
+        p, known = mark(plain, 0, col), {}
+        numbers = [known[v] if v in known else known.setdefault(v, convert(v)) for v in values]
+        return [f'<c r="{letter}{r}" s="{p}"><v>{v:.16G}</v></c>' for r, v in zip(refs, numbers, strict=True)]
+    out: list[str] = []
+    append = out.append
+    placeholders: dict[int, str] = {}  # id(format) -> its placeholder
+    for i, v in enumerate(values):
+        t = type(v)
+        if t is str:
+            fmt = formats.quoted if v.startswith(FORMULA_PREFIXES) else plain
+            body = f'" t="s"><v>{sst[i]}</v></c>'  # type: ignore[index]
+        elif v is None:
+            fmt, body = plain, '"/>'
+        elif t is int or t is float:
+            fmt = formats.big if v >= BIG_COUNT else plain
+            body = f'"><v>{v:.16G}</v></c>'
+        else:  # date, datetime
+            fmt, body = plain, f'"><v>{convert(v):.16G}</v></c>'
+        p = placeholders.get(id(fmt))
+        if p is None:
+            p = placeholders[id(fmt)] = mark(fmt, i, col)
+        append(f'<c r="{letter}{refs[i]}" s="{p}{body}')
+    return out
 
 
 class Sheet:
@@ -208,6 +346,63 @@ class Sheet:
             self._datetime(r, c, value, formats.plain)
         else:
             self._string(r, c, str(value), formats.plain)
+
+    #: Whether :meth:`write_rows` makes its rows at once (False: cell by cell, through
+    #: :meth:`write`; ``tests/test_nightly_cost.py`` compares the two byte for byte).
+    BLOCKS = True
+
+    def write_rows(self, row: int, records: Sequence[dict[str, Any]], cells: Sequence[Cells]) -> int:
+        """One row per record from ``row`` on, with a cell for each of ``cells`` (its value's
+        getter, None for the record's number from 1; its column; its formats) as :meth:`write`
+        writes it. Returns the row after them.
+
+        A province's work lists are most of the workbook's cells: their rows are made at once
+        (:meth:`FastWorksheet.add_rows`) when every value is of a kind made here exactly as
+        XlsxWriter makes it (text, a blank, a finite number, a date); else cell by cell."""
+        if not records or self._rows_at_once(row - 1, records, cells):
+            return row + len(records)
+        write = self.write
+        for stt, record in enumerate(records, start=1):
+            for get, col, formats in cells:
+                write(row, col, stt if get is None else get(record), formats)
+            row += 1
+        return row
+
+    def _rows_at_once(self, first: int, records: Sequence[dict[str, Any]], cells: Sequence[Cells]) -> bool:
+        ws, n = self.ws, len(records)
+        cols = [col - 1 for _, col, _ in cells]
+        if (not self.BLOCKS or self.WRITERS != "_write_" or not isinstance(ws, FastWorksheet) or ws.constant_memory
+                or not cols or cols != list(range(cols[0], cols[0] + len(cols))) or cols[0] < 0 or first < 0
+                or first + n > ws.xls_rowmax or cols[-1] >= ws.xls_colmax
+                or any(r in ws.table for r in range(first, first + n))):
+            return False
+        columns = []
+        for get, _, formats in cells:
+            values = list(range(1, n + 1)) if get is None else list(map(get, records))
+            kinds = set(map(type, values))
+            if formats.empty is not None and type(None) in kinds:
+                values = [formats.empty if v is None else v for v in values]
+                kinds = set(map(type, values))
+            if Decimal in kinds:
+                values = [float(v) if type(v) is Decimal else v for v in values]
+                kinds = set(map(type, values))
+            if (not kinds <= _BLOCK_KINDS
+                    or float in kinds and not all(math.isfinite(v) for v in values if type(v) is float)
+                    or str in kinds and max(len(v) for v in values if type(v) is str) > ws.xls_strmax // 2):
+                return False  # a boolean, NaN, a text XlsxWriter would cut...: cell by cell
+            columns.append((values, formats))
+        # the shared strings, numbered in the order XlsxWriter's cell-by-cell writes would number them
+        index = ws.str_table._get_shared_string_index
+        texts = [j for j, (values, _) in enumerate(columns) if any(type(v) is str for v in values)]
+        flat = [index(v) if type(v) is str else None
+                for row in zip(*(columns[j][0] for j in texts), strict=True) for v in row] if texts else []
+        strings = {j: flat[i::len(texts)] for i, j in enumerate(texts)}
+        refs = list(map(str, range(first + 1, first + n + 1)))
+        marks = _Marks()
+        made = [_column_cells(xl_col_to_name(cols[j]), j, refs, values, strings.get(j), formats, marks,
+                              ws._convert_date_time) for j, (values, formats) in enumerate(columns)]
+        ws.add_rows(first, cols[0], cols[-1], list(map("".join, zip(*made, strict=True))), marks.block())
+        return True
 
     def formula(self, row: int, col: int, formula: str, value: Any, style: dict[str, Any],
                 empty: str | None = None) -> None:

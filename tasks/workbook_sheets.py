@@ -115,7 +115,6 @@ def write_table(
     styles = [ws.style(BORDER | number_format(c.kind) | (CENTER if c.kind != "text" or c.value is None else WRAP),
                        empty_of(c.kind))
               for c in columns]
-    write = ws.write
     # each column's value of a row (None: the row's number) with its formats, resolved once
     cells = [(c.getter(), col, styles[col - 1]) for col, c in enumerate(columns, start=1)]
     first = row
@@ -123,10 +122,7 @@ def write_table(
         if section.label:
             ws.merge(row, 1, row, ncols, section.label, BOLD | BORDER | SECTION_FILL)
             row += 1
-        for stt, record in enumerate(section.rows, start=1):
-            for get, col, formats in cells:
-                write(row, col, stt if get is None else get(record), formats)
-            row += 1
+        row = ws.write_rows(row, section.rows, cells)
         all_rows.extend(section.rows)
     if total_label is not None:
         label_span = next((i for i, c in enumerate(columns) if c.kind != "text" or c.total), ncols) or 1

@@ -160,3 +160,126 @@ def test_the_report_workbook_deflates_its_parts_at_its_level_and_only_its_own(tm
     with zipfile.ZipFile(tmp_path / "ours.xlsx") as ours, zipfile.ZipFile(tmp_path / "theirs.xlsx") as theirs:
         assert ours.namelist() == theirs.namelist()
         assert all(ours.read(n) == theirs.read(n) for n in ours.namelist() if n != "docProps/core.xml")
+
+
+def _table_book(path: Path, blocks: bool, sections: list[list[dict]], *, chart: bool = False) -> list:
+    """Two sheets of ``write_table`` over ``sections`` (every kind of column), rows written at once
+    (``blocks``) or cell by cell; returns the block rows each sheet's cell table holds."""
+    from tasks.reports import Publication
+    from tasks.workbook_cells import Column, Doc, ReportWorkbook, Section, Sheet
+    from tasks.workbook_sheets import write_table
+
+    class _Sheet(Sheet):
+        BLOCKS = blocks
+
+    pub = Publication("p1", date(2024, 6, 1), date(2024, 6, 30), datetime(2024, 7, 1, 2), datetime(2024, 7, 1, 3),
+                      "r1", period_label="2024-06")
+    columns = [Column(("STT",), None, "count", 5),
+               Column(("Mã",), "code", "text", 14),
+               Column(("Số", "Đếm"), "n", "count", 9, "sum"),
+               Column(("Số", "Tỷ lệ"), "rate", "rate", 9),
+               Column(("Giờ",), "hours", "hours", 9),
+               Column(("Ngày",), "day", "date", 11),
+               Column(("Lúc",), "at", "datetime", 15),
+               Column(("Có",), lambda r: "Có" if r["flag"] else "Không", "text", 6)]
+    book = ReportWorkbook(str(path), WORKBOOK_OPTIONS)
+    book.set_properties({"created": datetime(2024, 7, 1, 8)})
+    formats: dict = {}
+    held = []
+    for name in ("Một", "Hai"):
+        ws = _Sheet(book, formats, name)
+        write_table(ws, Doc(pub, "UBND"), title="DANH SÁCH", columns=columns,
+                    sections=[Section(f"{i}. Cấp", rows) for i, rows in enumerate(sections, 1)],
+                    notes=["Ghi chú"])
+        held.append([r for r, entry in ws.ws.table.items() if type(entry).__name__ == "_BlockRow"])
+        if chart:
+            c = book.add_chart({"type": "bar"})
+            c.add_series({"values": [name, 12, 2, 14, 2]})
+            ws.ws.insert_chart(0, 10, c)
+    book.close()
+    return held
+
+
+def _records(count: int, **odd: object) -> list[dict]:
+    from decimal import Decimal
+
+    from tasks.workbook_cells import BIG_COUNT
+
+    out = [{"code": ["HS-1", "=HYPERLINK(1)", "", "+84", "Hồ sơ & <b>", "-", "@x"][i % 7] if i % 5 else f"K{i % 3}",
+            "n": [i, BIG_COUNT + i, -i, 2**60][i % 4] if i % 6 else None,
+            "rate": [None, 0.25, 1 / 3, Decimal("0.5")][i % 4],
+            "hours": [8.5, 12, None, 1e20][i % 4],
+            "day": date(2024, 6, 1 + i % 30) if i % 9 else None,
+            "at": datetime(2024, 6, 1 + i % 30, 7, i % 60, i % 59) if i % 4 else None,
+            "flag": i % 2 == 0} for i in range(count)]
+    for i, (key, value) in enumerate(odd.items()):
+        out[i][key] = value
+    return out
+
+
+def test_rows_written_at_once_are_the_rows_written_cell_by_cell(tmp_path):
+    """``Sheet.write_rows`` makes a table's rows at once: the same bytes as writing every cell
+    through ``Sheet.write`` (shared strings and styles numbered in the same order, quoted
+    formula-like text, N/A for a rate without a value, big counts, dates); a section holding a
+    value it does not make (a boolean, NaN, any other object) is written cell by cell instead."""
+    import uuid
+
+    from tasks.workbook_cells import BIG_COUNT
+
+    def counts(values: list[int]) -> list[dict]:  # a column of integers only
+        return [{**r, "n": values[i % len(values)]} for i, r in enumerate(_records(8))]
+
+    sections = [_records(40), _records(7, n=True), _records(5, hours=float("nan")), _records(3, code=uuid.UUID(int=3)),
+                _records(20), [], counts([BIG_COUNT, 7]), counts([-(2**60), 0])]
+    held = _table_book(tmp_path / "blocks.xlsx", True, sections)
+    assert _table_book(tmp_path / "cells.xlsx", False, sections) == [[], []]
+    assert [len(h) for h in held] == [76, 76]  # the first, fifth and last two sections, on both sheets
+    with zipfile.ZipFile(tmp_path / "blocks.xlsx") as a, zipfile.ZipFile(tmp_path / "cells.xlsx") as b:
+        assert a.namelist() == b.namelist()
+        for name in a.namelist():
+            assert a.read(name) == b.read(name), name
+        assert b'<c r="C21" s="' in a.read("xl/worksheets/sheet1.xml")
+
+
+def test_rows_written_at_once_take_no_other_cell_and_no_chart(tmp_path):
+    """A block's rows are whole: a cell written into one again fails loudly, and so does a chart
+    over them (XlsxWriter reads a chart's values cell by cell)."""
+    import pytest
+
+    from tasks.workbook_cells import Sheet
+
+    book = xlsxwriter.Workbook(str(tmp_path / "x.xlsx"), WORKBOOK_OPTIONS)
+    ws = Sheet(book, {}, "S")
+    styles = ws.style({"border": 1})
+    assert ws.write_rows(3, [{"a": "x"}, {"a": 2}], [(None, 1, styles), (lambda r: r["a"], 2, styles)]) == 5
+    with pytest.raises(TypeError):
+        ws.write(4, 2, "again", styles)
+    book.close()
+    with pytest.raises(NotImplementedError, match="chart"):
+        _table_book(tmp_path / "chart.xlsx", True, [_records(20)], chart=True)
+    assert _table_book(tmp_path / "chart.xlsx", False, [_records(20)], chart=True) == [[], []]
+
+
+def test_a_publications_workbook_is_the_same_with_its_rows_written_at_once(tmp_path, monkeypatch):
+    from tasks import reports
+    from tasks.workbook import lay_out, read_layout
+    from tasks.workbook_cells import FastWorksheet, Sheet
+    from tests.test_reports import PERIOD, REFERENCE_DIR, fresh_warehouse, load_golden
+
+    engine = fresh_warehouse(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    load_golden(engine)
+    pub = reports.publish(engine, *PERIOD, run_id="blocks", reference_dir=REFERENCE_DIR)
+    layout = read_layout(engine, pub.publication_id)
+    engine.dispose()
+    blocks = []
+    add_rows = FastWorksheet.add_rows
+    monkeypatch.setattr(FastWorksheet, "add_rows", lambda self, *a: blocks.append(a[0]) or add_rows(self, *a))
+    lay_out(layout, tmp_path / "blocks.xlsx")
+    assert len(blocks) >= 8  # every table sheet's sections
+    monkeypatch.setattr(Sheet, "BLOCKS", False)
+    lay_out(layout, tmp_path / "cells.xlsx")
+    with zipfile.ZipFile(tmp_path / "blocks.xlsx") as a, zipfile.ZipFile(tmp_path / "cells.xlsx") as b:
+        assert a.namelist() == b.namelist()
+        for name in a.namelist():
+            if name != "docProps/core.xml":
+                assert a.read(name) == b.read(name), name
