@@ -208,6 +208,31 @@ class FastWorksheet(Worksheet):
             raise NotImplementedError(f"sheet {self.name!r}: autofit cannot read rows written by Sheet.write_rows")
         super().autofit(*args, **kwargs)
 
+    def _write_rows(self) -> None:
+        """XlsxWriter's ``Worksheet._write_rows`` (pinned), but a block's row without formatting or
+        comments is written whole: its ``<row>`` tag as ``_write_row`` makes it for such a row
+        (while the sheet's rows keep their default height, in Excel 2007's XML), then its cells."""
+        if not getattr(self, "_has_blocks", False) or self.excel_version == 2010 or (
+                self.default_row_height != self.original_row_height):
+            return super()._write_rows()
+        self._calculate_spans()
+        table, row_info, comments, row_spans, write = self.table, self.row_info, self.comments, self.row_spans, self.fh.write
+        for row_num in range(self.dim_rowmin, self.dim_rowmax + 1):
+            entry = table.get(row_num)
+            span = row_spans.get(int(row_num / 16))
+            if entry.__class__ is _BlockRow and row_num not in row_info and row_num not in comments:
+                tag = f'<row r="{row_num + 1}" spans="{span}">' if span else f'<row r="{row_num + 1}">'
+                write(tag + entry.block.xml(entry.cells) + "</row>")
+            elif entry:  # as XlsxWriter's loop does, from here on
+                self._write_row(row_num, span, row_info.get(row_num))
+                for col_num in range(self.dim_colmin, self.dim_colmax + 1):
+                    if col_num in entry:
+                        self._write_cell(row_num, col_num, entry[col_num])
+                self._xml_end_tag("row")
+            elif row_num in row_info or row_num in comments:
+                self._write_empty_row(row_num, span, row_info.get(row_num))
+        return None
+
     def _write_cell(self, row: int, col: int, cell: Any) -> None:
         if cell.__class__ is _BlockRow:
             if col == cell.first:

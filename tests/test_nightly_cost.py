@@ -164,7 +164,8 @@ def test_the_report_workbook_deflates_its_parts_at_its_level_and_only_its_own(tm
 
 def _table_book(path: Path, blocks: bool, sections: list[list[dict]], *, chart: bool = False) -> list:
     """Two sheets of ``write_table`` over ``sections`` (every kind of column), rows written at once
-    (``blocks``) or cell by cell; returns the block rows each sheet's cell table holds."""
+    (``blocks``) or cell by cell, one with a row's height and a comment set, the other with a
+    default row height; returns the block rows each sheet's cell table holds."""
     from tasks.reports import Publication
     from tasks.workbook_cells import Column, Doc, ReportWorkbook, Section, Sheet
     from tasks.workbook_sheets import write_table
@@ -192,6 +193,13 @@ def _table_book(path: Path, blocks: bool, sections: list[list[dict]], *, chart: 
                     sections=[Section(f"{i}. Cấp", rows) for i, rows in enumerate(sections, 1)],
                     notes=["Ghi chú"])
         held.append([r for r, entry in ws.ws.table.items() if type(entry).__name__ == "_BlockRow"])
+        if name == "Một":  # a row of the first section with a height, another with a comment
+            ws.ws.set_row(15, 24)
+            ws.ws.write_comment(16, 20, "ghi chú")
+            ws.ws.write_comment(300, 2, "cuối")  # and two rows of no cell below the table
+            ws.ws.set_row(301, 30)
+        else:  # every row of the sheet with a height of its own
+            ws.ws.set_default_row(18)
         if chart:
             c = book.add_chart({"type": "bar"})
             c.add_series({"values": [name, 12, 2, 14, 2]})
