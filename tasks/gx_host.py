@@ -131,7 +131,7 @@ class _Records(logging.Handler):
 
 
 def _serve() -> None:
-    from tasks.warehouse import private_umask
+    from tasks.resources import private_umask
 
     private_umask()  # the data docs it writes name failing values: owner-only, as the run's files
     requests, answers = worker_pipes()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tasks.clock import CUTS, data_cut, months, now_local
 from tasks.faults import crash_point
+from tasks.publication import Publication
 from tasks.reference import INDICATORS, ReferenceData, ReportError, load_reference
 from tasks.warehouse import PG_LOCK_PUBLISH, dialect_name, run_sql_file
 
@@ -62,23 +62,6 @@ _TEMP_TABLES = (
     "tmp_reuse_exclusions",
     "tmp_collection_windows",
 )
-
-
-@dataclass(frozen=True)
-class Publication:
-    """One publication of the report tables for one period."""
-
-    publication_id: str
-    period_start: date
-    period_end: date
-    as_of: datetime
-    published_at: datetime
-    run_id: str
-    is_current: bool = True
-    workbook_path: str | None = None
-    row_counts: Mapping[str, int] = field(default_factory=dict)
-    period_cut: str = "calendar"
-    period_label: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------

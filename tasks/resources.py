@@ -18,6 +18,18 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: The umask of a pipeline process: whatever it (or DuckDB, or Great Expectations) creates is
+#: readable by its owner only: 0600 files, 0700 folders.
+PRIVATE_UMASK = 0o077
+
+
+def private_umask() -> None:
+    """Set the process umask to :data:`PRIVATE_UMASK` (idempotent). Called where the pipeline
+    starts (:func:`tasks.warehouse.open_warehouse`: every CLI command and flow that writes), so
+    the files DuckDB creates by itself (the WAL, the spill files under ``<file>.tmp/``) are
+    private too; and by the worker processes, which open no warehouse."""
+    os.umask(PRIVATE_UMASK)
+
 
 @functools.cache
 def use_system_arrow_pool() -> None:

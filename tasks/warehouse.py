@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tasks import landing
 from tasks.clock import now_local
+from tasks.resources import PRIVATE_UMASK, private_umask  # noqa: F401 - part of this module's interface
 from tasks.settings import MEMORY_SIZE, SQL_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -49,18 +50,6 @@ def dialect_name(engine_or_conn: Engine | Connection) -> str:
 
 
 _MEMORY_LIMIT = re.compile(rf"^{MEMORY_SIZE}$", re.IGNORECASE)
-
-#: The umask of a pipeline process: whatever it (or DuckDB, or Great Expectations) creates is
-#: readable by its owner only: 0600 files, 0700 folders.
-PRIVATE_UMASK = 0o077
-
-
-def private_umask() -> None:
-    """Set the process umask to :data:`PRIVATE_UMASK` (idempotent). Called where the pipeline
-    starts (:func:`open_warehouse`: every CLI command and flow that writes), so the files DuckDB
-    creates by itself (the WAL, the spill files under ``<file>.tmp/``) are private too."""
-    os.umask(PRIVATE_UMASK)
-
 
 def make_private(path: Path | str, *, recursive: bool = False) -> None:
     """chmod an existing file to 0600 or folder to 0700 (with ``recursive``, everything under it).

@@ -33,20 +33,15 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from xlsxwriter.format import Format
 
-from tasks import workbook_sheets as sheets
 from tasks.reports import Publication, headline, resolve_publication
-from tasks.resources import gc_paused
 from tasks.warehouse import private_dir, raw_driver_connection
 from tasks.workbook_cells import (  # noqa: F401 - the formats are part of this module's interface
     BIG_COUNT_FORMAT,
@@ -60,6 +55,13 @@ from tasks.workbook_cells import (  # noqa: F401 - the formats are part of this 
     ReportWorkbook,
     Sheet,
     vn_date,
+)
+from tasks.workbook_layout import (  # noqa: F401 - part of this module's interface
+    WORKBOOK_OPTIONS,
+    Layout,
+    TableRows,
+    _dicts,
+    lay_out,
 )
 
 log = logging.getLogger(__name__)
@@ -81,11 +83,6 @@ TABLES = {  # the history tables a workbook reads, and their order
 }
 
 
-#: A table's rows of a publication: dicts by column (PostgreSQL), or an Arrow table (DuckDB: read
-#: in the engine and sent to a worker without pickling its rows; :meth:`Layout.data` makes dicts).
-TableRows = list[dict[str, Any]] | pa.Table
-
-
 def _history(conn: sa.Connection, table: str, publication_id: str, order_by: str) -> TableRows:
     if conn.dialect.name == "duckdb":
         return raw_driver_connection(conn).sql(
@@ -104,10 +101,6 @@ def _load(engine: Engine, pub: Publication) -> dict[str, TableRows]:
         return {t: _history(conn, t, pub.publication_id, o) for t, o in TABLES.items()}
 
 
-def _dicts(rows: TableRows) -> list[dict[str, Any]]:
-    return rows if isinstance(rows, list) else rows.to_pylist()
-
-
 def _default_office_name(progress: list[dict[str, Any]]) -> str:
     """The highest-level unit of the publication (the reporting authority), by dossiers handled."""
     if not progress:
@@ -119,45 +112,6 @@ def _default_office_name(progress: list[dict[str, Any]]) -> str:
 # ----------------------------------------------------------------------------------------------
 # the workbook
 # ----------------------------------------------------------------------------------------------
-WORKBOOK_OPTIONS = {
-    "strings_to_formulas": False,  # belt and braces: Sheet.put writes text as text anyway
-    "strings_to_numbers": False,
-    "strings_to_urls": False,
-    "nan_inf_to_errors": True,
-    "remove_timezone": True,
-}
-
-
-@dataclass
-class Layout:
-    """What a workbook shows, read from the warehouse: enough to write it without the warehouse
-    (:func:`lay_out`), in this process or in a worker's (:mod:`tasks.workbook_worker`)."""
-
-    doc: Doc
-    tables: dict[str, TableRows]  # each mart.rpt_* table: the publication's rows
-    headline: dict[str, Any]  # tasks.reports.headline of the publication
-
-    def data(self) -> Mapping[str, list[dict[str, Any]]]:
-        """Each table's rows as dicts by column, as the sheets read them: made from Arrow when a
-        sheet reads its table, and not kept (a province's work lists as dicts are ~100 MB beside
-        XlsxWriter's cells; each table is read by one sheet)."""
-        return _DictRows(self.tables)
-
-
-class _DictRows(Mapping[str, list[dict[str, Any]]]):
-    def __init__(self, tables: Mapping[str, TableRows]) -> None:
-        self._tables = tables
-
-    def __getitem__(self, name: str) -> list[dict[str, Any]]:
-        return _dicts(self._tables[name])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tables)
-
-    def __len__(self) -> int:
-        return len(self._tables)
-
-
 def read_layout(engine: Engine, publication: Publication | str | tuple[date, date], *, unit_name: str | None = None,
                 report_number: str | None = None, place: str | None = None) -> Layout:
     """Read what the workbook of a publication shows (see :func:`write_workbook` for the settings)."""
@@ -165,21 +119,6 @@ def read_layout(engine: Engine, publication: Publication | str | tuple[date, dat
     tables = _load(engine, pub)
     office = unit_name or _default_office_name(_dicts(tables["rpt_progress"]))
     return Layout(Doc(pub, office, report_number or None, place or None), tables, headline(engine, pub))
-
-
-def lay_out(layout: Layout, path: Path) -> None:
-    """Write the workbook of ``layout`` to ``path`` (no rename, no record)."""
-    pub, data = layout.doc.pub, layout.data()
-    book = ReportWorkbook(str(path), WORKBOOK_OPTIONS)
-    formats: dict[tuple, Format] = {}
-    with gc_paused():  # its cells are many small acyclic records: no collections scanning the heap
-        try:
-            for name, write in sheets.SHEETS:
-                write(Sheet(book, formats, name), layout.doc, data, lambda: layout.headline)
-            book.set_properties({"title": f"Báo cáo TTHC {vn_date(pub.period_start)} - {vn_date(pub.period_end)}",
-                                 "author": "dvc-etl", "comments": f"publication {pub.publication_id}"})
-        finally:
-            book.close()
 
 
 def build_workbook(engine: Engine, publication: Publication | str | tuple[date, date], path: Path, *,

@@ -22,7 +22,7 @@ from xlsxwriter.utility import xl_col_to_name, xl_rowcol_to_cell, xl_rowcol_to_c
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
-from tasks.reports import Publication
+from tasks.publication import Publication
 
 # Counts: '.' between groups of three digits as literal characters, one section per magnitude
 # (Excel allows two conditions); a cell of a billion or more gets BIG_COUNT_FORMAT instead.

@@ -42,7 +42,7 @@ from tasks.workbook_cells import (
 )
 
 Rows = list[dict[str, Any]]
-Data = Mapping[str, Rows]  # each table by name (tasks.workbook.Layout.data)
+Data = Mapping[str, Rows]  # each table by name (tasks.workbook_layout.Layout.data)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,14 +212,14 @@ def _procedures(name_width: float, middle: Sequence[Column], count: str, assessm
 
 
 def _by_level(sort_key: Callable[[dict[str, Any]], Any]) -> Callable[[Rows], list[Section]]:
-    """Sections by level (:func:`tasks.workbook.by_level`), rows in ``sort_key`` order."""
+    """Sections by level (:func:`by_level`), rows in ``sort_key`` order."""
     return lambda rows: by_level(rows, sort_key)
 
 
 @dataclass(frozen=True)
 class TableSheet:
     """A sheet that is one table, of the rows of ``mart.<table>`` grouped by ``sections``
-    (:func:`tasks.workbook.write_table`; ``options``: its other arguments)."""
+    (:func:`write_table`; ``options``: its other arguments)."""
 
     table: str
     title: str

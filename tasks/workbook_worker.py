@@ -11,7 +11,7 @@ and records it.
 - The run reads the publication (:func:`tasks.workbook.read_layout`) and sends it: the worker
   never opens the warehouse (a DuckDB file has one writer process: the run).
 - The worker writes the partial file the run names (:func:`tasks.workbook.partial_path`) with the
-  same :func:`tasks.workbook.lay_out`; the run renames it and records it
+  same :func:`tasks.workbook_layout.lay_out`; the run renames it and records it
   (:func:`tasks.workbook.record_workbook`), as for a workbook written in-process, once
   :meth:`WorkbookWorker.finish` has its answer. Nothing is recorded before the file is whole.
 - The worker writes one workbook at a time; a second hand-over waits for the first.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import pipes
-from tasks.workbook import Layout, lay_out
+from tasks.workbook_layout import Layout, lay_out
 
 
 class WorkbookWorkerDied(RuntimeError):
@@ -125,7 +125,7 @@ class WorkbookWorker:
 def _serve() -> None:
     """The worker's loop: read a layout and a path, write the workbook there, answer, until the
     run closes the pipe."""
-    from tasks.warehouse import private_umask
+    from tasks.resources import private_umask
 
     requests, answers = pipes.worker_pipes()  # Ctrl-C is the run's to handle: it closes the pipe
     private_umask()  # the workbook names officials: owner-only, as the run's files
