@@ -14,8 +14,9 @@ separate file (``<warehouse file stem>-analyst.duckdb`` beside the warehouse, or
   stays readable until it closes), the next connection opens the new one.
 - Content: every ``mart`` table; from ``core``, what the analyst role of a PostgreSQL warehouse
   reads with ``SELECT *``: every relation without a restricted column (:data:`tasks.grants.CORE_RESTRICTED`)
-  and the ``*_public`` views (``core.dossiers_public``), stored as tables. Never ``raw`` or ``dq``
-  and never the applicant key. Table and column comments (the data dictionary) come along.
+  and the ``*_public`` views (``core.dossiers_public``), stored as tables; a view that reads only
+  tables the copy holds (``core.dossier_status_history``) stays a view over them. Never ``raw`` or
+  ``dq`` and never the applicant key. Table and column comments (the data dictionary) come along.
 - Mode 0400: read-only, owner-only like every file the pipeline writes (the warehouse's folder is
   private); to share it with other accounts, point ``DVC_ANALYST_DUCKDB`` at a shared folder and
   hand the file over (a copy, a file share) from there.
@@ -104,9 +105,65 @@ def _relations(conn: Connection) -> list[tuple[str, str]]:
     return out
 
 
-def _comments(conn: Connection, relations: list[tuple[str, str]]) -> list[str]:
+def _kept_views(conn: Connection, relations: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The views among ``relations`` that the copy keeps as views (their defining query), not as
+    tables: those that read only tables the copy holds (``core.dossier_status_history`` over
+    ``core.dossier_versions``), so that a query of the copy computes them from the same snapshot,
+    as the warehouse does, and the copy is not made to compute them (a window over every version).
+    A view over a relation the copy lacks (``core.dossiers_public``, over ``core.dossiers``) or
+    whose query cannot be read here is stored as a table."""
+    import json
+
+    views = {(schema, name): sql for schema, name, sql in conn.exec_driver_sql(
+        "SELECT schema_name, view_name, sql FROM duckdb_views() WHERE database_name = current_database() "
+        "AND NOT internal").fetchall()}
+    tables = {r for r in relations if r not in views}
+    kept = {}
+    for (schema, name), sql in views.items():
+        prefix = f"CREATE VIEW {schema}.{name} AS "
+        if (schema, name) not in relations or not sql.startswith(prefix):
+            continue
+        query = sql[len(prefix):].rstrip().rstrip(";")
+        tree = json.loads(conn.exec_driver_sql("SELECT CAST(json_serialize_sql(?) AS VARCHAR)", (query,)).scalar_one())
+        reads = _base_tables(tree)
+        if not tree.get("error") and reads is not None and reads and reads <= tables:
+            kept[(schema, name)] = query
+    return kept
+
+
+def _base_tables(tree: Any) -> set[tuple[str, str]] | None:
+    """The (schema, table) every table reference of a parsed query (``json_serialize_sql``) names,
+    its common table expressions aside; None if one names another database or no schema."""
+    ctes: set[str] = set()
+    refs: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for entry in (node.get("cte_map") or {}).get("map") or ():
+                ctes.add(entry.get("key"))
+            if node.get("type") == "BASE_TABLE":
+                refs.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    out = set()
+    for ref in refs:
+        schema, table = ref.get("schema_name") or "", ref.get("table_name") or ""
+        if not schema and not ref.get("catalog_name") and table in ctes:
+            continue
+        if ref.get("catalog_name") or not schema:
+            return None
+        out.add((schema, table))
+    return out
+
+
+def _comments(conn: Connection, relations: list[tuple[str, str]], views: set[tuple[str, str]]) -> list[str]:
     """COMMENT statements re-creating, on the copy, the comments of the copied relations and their
-    columns (a view's comment goes to the table it becomes)."""
+    columns (a view's comment goes to the table it becomes, or to the view ``views`` keeps)."""
     copied = set(relations)
     stmts = []
     for schema, name, comment in conn.exec_driver_sql(
@@ -115,7 +172,8 @@ def _comments(conn: Connection, relations: list[tuple[str, str]]) -> list[str]:
         "WHERE database_name = current_database() AND comment IS NOT NULL"
     ).fetchall():
         if (schema, name) in copied and comment:
-            stmts.append(f"COMMENT ON TABLE {_ALIAS}.{_q(schema)}.{_q(name)} IS {_lit(comment)}")
+            kind = "VIEW" if (schema, name) in views else "TABLE"
+            stmts.append(f"COMMENT ON {kind} {_ALIAS}.{_q(schema)}.{_q(name)} IS {_lit(comment)}")
     for schema, name, column, comment in conn.exec_driver_sql(
         "SELECT schema_name, table_name, column_name, comment FROM duckdb_columns() "
         "WHERE database_name = current_database() AND comment IS NOT NULL"
@@ -178,15 +236,19 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
         _remove_stale_temps(target)
         with engine.connect() as conn:
             relations = _relations(conn)
+            views = _kept_views(conn, relations)
             conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
             try:
                 for schema in SCHEMAS:
                     conn.exec_driver_sql(f"CREATE SCHEMA {_ALIAS}.{_q(schema)}")
                 # one transaction (the ATTACH began it): every table from the same snapshot
                 for schema, name in relations:
-                    conn.exec_driver_sql(f"CREATE TABLE {_ALIAS}.{_q(schema)}.{_q(name)} AS "  # noqa: S608
-                                         f"SELECT * FROM {_q(schema)}.{_q(name)}")  # names from the catalog, quoted
-                comments = _comments(conn, relations)
+                    if (schema, name) not in views:
+                        conn.exec_driver_sql(f"CREATE TABLE {_ALIAS}.{_q(schema)}.{_q(name)} AS "  # noqa: S608
+                                             f"SELECT * FROM {_q(schema)}.{_q(name)}")  # names from the catalog, quoted
+                for (schema, name), query in views.items():  # their names resolve in the copy
+                    conn.exec_driver_sql(f"CREATE VIEW {_ALIAS}.{_q(schema)}.{_q(name)} AS {query}")
+                comments = _comments(conn, relations, set(views))
                 if comments:  # one round trip: a few hundred of them (every mart column has one)
                     conn.exec_driver_sql(";\n".join(comments))
                 if before_commit is not None:

@@ -230,6 +230,37 @@ def test_analyst_copy_is_read_while_a_run_holds_the_warehouse_and_its_writer_loc
         assert run.wait(timeout=60) == 0, run.stderr.read()
 
 
+def test_the_copy_keeps_a_view_over_its_own_tables_as_a_view(tmp_path):
+    """A view that reads only tables the copy holds stays a view there, computed from the copy's
+    tables when read (``core.dossier_status_history``: a window over every version, which the
+    copy no longer computes each night); a view over a relation the copy lacks is stored as a
+    table of its rows (``core.dossiers_public``), and so is one the copy cannot read."""
+    db = tmp_path / "dvc.duckdb"
+    engine = _published(f"duckdb:///{db}")
+    with engine.begin() as c:
+        c.exec_driver_sql("CREATE VIEW core.v_payments AS WITH p AS (SELECT * FROM core.payments) "
+                          "SELECT p.ma_ho_so, u.ten_don_vi FROM p, core.units u")
+        c.exec_driver_sql("CREATE VIEW core.v_of_dossiers AS SELECT ma_ho_so FROM core.dossiers")
+        c.exec_driver_sql("COMMENT ON VIEW core.v_payments IS 'payments by unit'")
+        c.exec_driver_sql("INSERT INTO core.dossier_versions VALUES ('s', 'H1', TIMESTAMP '2024-03-01 08:00', 2, 'r'), "
+                          "('s', 'H1', TIMESTAMP '2024-03-02 08:00', 4, 'r'), ('s', 'H1', TIMESTAMP '2024-03-03 08:00', 4, 'r')")
+        expected = {v: sorted(c.exec_driver_sql(f"SELECT * FROM core.{v}").fetchall())  # noqa: S608 - fixed names
+                    for v in ("dossier_status_history", "v_payments", "v_of_dossiers", "dossiers_public")}
+    copy = publish_analyst_copy(engine)
+    engine.dispose()
+    reader = duckdb.connect(str(copy), read_only=True)
+    try:
+        views = dict(reader.execute("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
+        assert views == {"dossier_status_history": None, "v_payments": "payments by unit"}
+        tables = {r[0] for r in reader.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert {"dossiers_public", "v_of_dossiers", "dossier_versions", "payments"} <= tables
+        assert len(expected["dossier_status_history"]) == 2  # the third version changed nothing
+        for name, rows in expected.items():
+            assert sorted(reader.execute(f"SELECT * FROM core.{name}").fetchall()) == rows, name  # noqa: S608
+    finally:
+        reader.close()
+
+
 def test_republishing_replaces_the_copy_under_a_reader_of_the_old_one(tmp_path):
     db = tmp_path / "wh.duckdb"
     target = tmp_path / "shared" / "analysts.duckdb"
