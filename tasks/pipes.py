@@ -37,9 +37,12 @@ PIPE_BYTES = 1 << 20
 
 
 def start_worker(module: str) -> subprocess.Popen:
-    """``python -m module`` with this process's import path and environment, its stdin and stdout
-    piped (requests, answers), its stderr this process's."""
+    """``python -m module`` with this process's import path and environment (one OpenBLAS thread,
+    unless set), its stdin and stdout piped (requests, answers), its stderr this process's."""
     env = dict(os.environ)
+    # a worker computes on one core: no OpenBLAS threads spinning beside it (NumPy starts one per
+    # core at import, and they burn CPU the run's busy cores need)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                             close_fds=True)

@@ -232,3 +232,27 @@ def test_a_gx_host_killed_during_a_validation_is_counted_not_fatal(tmp_path: Pat
     assert record["gx_success"] is True and Path(record["data_docs"]).is_file()
     assert (record["gx"]["chunks_validated"], record["gx"]["chunks_failed"]) == (1, 2)
     host.close()
+
+
+def _host_state() -> tuple[int, str | None, list[str]]:
+    """Run in the GX host: its frozen objects, its OpenBLAS setting and its threads' names."""
+    import gc
+    import os
+
+    threads = [Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+    return gc.get_freeze_count(), os.environ.get("OPENBLAS_NUM_THREADS"), threads
+
+
+def test_the_gx_host_keeps_gx_out_of_the_collectors_way_and_spins_no_blas_threads() -> None:
+    """Once GX is imported the host freezes what it holds (``gc.freeze``: its collections walk only
+    what validations make), and it runs with one OpenBLAS thread: NumPy's per-core threads span
+    nothing here but burnt the run's CPU."""
+    from tasks.gx_host import GxHost
+
+    host = GxHost()
+    try:
+        frozen, blas, threads = host.call(_host_state)
+    finally:
+        host.close()
+    assert frozen > 100_000 and blas == "1"
+    assert threads.count("python") == 1, threads  # no BLAS thread (named as the process) beside its own
