@@ -275,24 +275,26 @@ class _Marks:
 
 
 _FORMULA_LIKE = methodcaller("startswith", FORMULA_PREFIXES)
+_SLICE = 2048  # rows of a block made at a time (Sheet.write_rows)
 _EXACT_INT = 2**53  # below it, an integer's digits are what XlsxWriter writes (its float, to 16 digits)
 
 
-def _column_cells(letter: str, col: int, refs: list[str], values: list[Any], sst: list[int] | None,
+def _column_cells(letter: str, col: int, row0: int, refs: list[str], values: list[Any], sst: list[int] | None,
                   formats: Styles, mark: _Marks, convert: Callable[[Any], float]) -> list[str]:
-    """The ``<c>`` elements of one column of a block: each value as :meth:`Sheet.write` writes it
-    (``sst``: the shared-string index of each text; ``convert``: a date to Excel's number). A
-    column of one kind of value, in one style, is made in one pass."""
+    """The ``<c>`` elements of one column of a block's slice of rows (the block's ``row0``-th on):
+    each value as :meth:`Sheet.write` writes it (``sst``: the shared-string index of each text;
+    ``convert``: a date to Excel's number). A column of one kind of value, in one style, is made
+    in one pass."""
     kinds = set(map(type, values))
     plain = formats.plain
     if kinds == {str} and not any(map(_FORMULA_LIKE, values)):
-        p = mark(plain, 0, col)
+        p = mark(plain, row0, col)
         return [f'<c r="{letter}{r}" s="{p}" t="s"><v>{k}</v></c>' for r, k in zip(refs, sst, strict=True)]  # type: ignore[arg-type]
     if kinds == {int} and -_EXACT_INT < min(values) and max(values) < BIG_COUNT:
-        p = mark(plain, 0, col)
+        p = mark(plain, row0, col)
         return [f'<c r="{letter}{r}" s="{p}"><v>{v}</v></c>' for r, v in zip(refs, values, strict=True)]
     if kinds == {date} or kinds == {datetime}:
-        p, known = mark(plain, 0, col), {}
+        p, known = mark(plain, row0, col), {}
         numbers = [known[v] if v in known else known.setdefault(v, convert(v)) for v in values]
         return [f'<c r="{letter}{r}" s="{p}"><v>{v:.16G}</v></c>' for r, v in zip(refs, numbers, strict=True)]
     out: list[str] = []
@@ -312,7 +314,7 @@ def _column_cells(letter: str, col: int, refs: list[str], values: list[Any], sst
             fmt, body = plain, f'"><v>{convert(v):.16G}</v></c>'
         p = placeholders.get(id(fmt))
         if p is None:
-            p = placeholders[id(fmt)] = mark(fmt, i, col)
+            p = placeholders[id(fmt)] = mark(fmt, row0 + i, col)
         append(f'<c r="{letter}{refs[i]}" s="{p}{body}')
     return out
 
@@ -416,17 +418,22 @@ class Sheet:
                     or str in kinds and max(len(v) for v in values if type(v) is str) > ws.xls_strmax // 2):
                 return False  # a boolean, NaN, a text XlsxWriter would cut...: cell by cell
             columns.append((values, formats))
-        # the shared strings, numbered in the order XlsxWriter's cell-by-cell writes would number them
-        index = ws.str_table._get_shared_string_index
+        # made a slice of rows at a time: a cell's text lives until its row is joined (a province's
+        # work list at once would hold a million of them)
+        index, convert = ws.str_table._get_shared_string_index, ws._convert_date_time
         texts = [j for j, (values, _) in enumerate(columns) if any(type(v) is str for v in values)]
-        flat = [index(v) if type(v) is str else None
-                for row in zip(*(columns[j][0] for j in texts), strict=True) for v in row] if texts else []
-        strings = {j: flat[i::len(texts)] for i, j in enumerate(texts)}
-        refs = list(map(str, range(first + 1, first + n + 1)))
-        marks = _Marks()
-        made = [_column_cells(xl_col_to_name(cols[j]), j, refs, values, strings.get(j), formats, marks,
-                              ws._convert_date_time) for j, (values, formats) in enumerate(columns)]
-        ws.add_rows(first, cols[0], cols[-1], list(map("".join, zip(*made, strict=True))), marks.block())
+        letters, marks, rows = [xl_col_to_name(c) for c in cols], _Marks(), []
+        for a in range(0, n, _SLICE):
+            part = [values[a:a + _SLICE] for values, _ in columns]
+            # the shared strings, numbered in the order XlsxWriter's cell-by-cell writes would number them
+            flat = [index(v) if type(v) is str else None
+                    for row in zip(*(part[j] for j in texts), strict=True) for v in row] if texts else []
+            strings = {j: flat[i::len(texts)] for i, j in enumerate(texts)}
+            refs = list(map(str, range(first + 1 + a, first + 1 + a + len(part[0]))))
+            made = [_column_cells(letters[j], j, a, refs, part[j], strings.get(j), formats, marks, convert)
+                    for j, (_, formats) in enumerate(columns)]
+            rows += map("".join, zip(*made, strict=True))
+        ws.add_rows(first, cols[0], cols[-1], rows, marks.block())
         return True
 
     def formula(self, row: int, col: int, formula: str, value: Any, style: dict[str, Any],

@@ -9,6 +9,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
@@ -225,12 +226,16 @@ def _records(count: int, **odd: object) -> list[dict]:
     return out
 
 
-def test_rows_written_at_once_are_the_rows_written_cell_by_cell(tmp_path):
+@pytest.mark.parametrize("rows_at_a_time", [2048, 7])
+def test_rows_written_at_once_are_the_rows_written_cell_by_cell(tmp_path, monkeypatch, rows_at_a_time):
     """``Sheet.write_rows`` makes a table's rows at once: the same bytes as writing every cell
     through ``Sheet.write`` (shared strings and styles numbered in the same order, quoted
     formula-like text, N/A for a rate without a value, big counts, dates); a section holding a
-    value it does not make (a boolean, NaN, any other object) is written cell by cell instead."""
+    value it does not make (a boolean, NaN, any other object) is written cell by cell instead.
+    Made a few rows at a time too: the same bytes."""
     import uuid
+
+    monkeypatch.setattr("tasks.workbook_cells._SLICE", rows_at_a_time)
 
     from tasks.workbook_cells import BIG_COUNT
 
@@ -249,11 +254,22 @@ def test_rows_written_at_once_are_the_rows_written_cell_by_cell(tmp_path):
         assert b'<c r="C21" s="' in a.read("xl/worksheets/sheet1.xml")
 
 
+def test_rows_made_a_few_at_a_time_number_their_styles_by_their_first_cells(tmp_path, monkeypatch):
+    """A style first used in a later slice of rows is numbered where its first cell is, as
+    XlsxWriter numbers it: the texts of the first seven rows look like formulas (quoted), the
+    rest do not, and the first slice is seven rows."""
+    monkeypatch.setattr("tasks.workbook_cells._SLICE", 7)
+    rows = [{**r, "code": "=x" if i < 7 else "K"} for i, r in enumerate(_records(20))]
+    assert [len(h) for h in _table_book(tmp_path / "blocks.xlsx", True, [rows])] == [20, 20]
+    _table_book(tmp_path / "cells.xlsx", False, [rows])
+    with zipfile.ZipFile(tmp_path / "blocks.xlsx") as a, zipfile.ZipFile(tmp_path / "cells.xlsx") as b:
+        for name in a.namelist():
+            assert a.read(name) == b.read(name), name
+
+
 def test_rows_written_at_once_take_no_other_cell_and_no_chart(tmp_path):
     """A block's rows are whole: a cell written into one again fails loudly, and so does a chart
     over them (XlsxWriter reads a chart's values cell by cell)."""
-    import pytest
-
     from tasks.workbook_cells import Sheet
 
     book = xlsxwriter.Workbook(str(tmp_path / "x.xlsx"), WORKBOOK_OPTIONS)
