@@ -2,7 +2,8 @@
 
 Each one either completes (exit 0: it waited for the writer lock, ``DVC_LOCK_WAIT_SECONDS``) or
 exits 4 with the "being written" message; at least one completes; the warehouse ends equal to the
-one of a single uninterrupted run (nothing doubled, nothing corrupt) and mart is consistent.
+one of a single uninterrupted run (nothing doubled, nothing corrupt) and mart is consistent. With
+no wait, the second is started while the first holds the lock, and must exit 4.
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ def test_two_runs_started_together(prefect_harness, tmp_path, tmp_path_factory, 
     url = new_warehouse(backend, tmp_path)
     try:
         env = sim_env(tmp_path, url, DVC_LOCK_WAIT_SECONDS=wait)
-        procs = [start_cli(["run", "-q"], env, tmp_path / f"run{i}") for i in range(2)]
-        outcomes = []
-        for p in procs:
-            out, err = p.communicate(timeout=300)
-            outcomes.append((p.returncode, out, err))
+        if wait == "0":
+            outcomes = _second_while_the_first_holds_the_lock(backend, url, env, tmp_path)
+        else:
+            procs = [start_cli(["run", "-q"], env, tmp_path / f"run{i}") for i in range(2)]
+            outcomes = []
+            for p in procs:
+                out, err = p.communicate(timeout=300)
+                outcomes.append((p.returncode, out, err))
         codes = sorted(rc for rc, _, _ in outcomes)
         for rc, _out, err in outcomes:
             assert rc in (0, 4), f"exit {rc}: {err[-3000:]}"
@@ -64,6 +68,52 @@ def test_two_runs_started_together(prefect_harness, tmp_path, tmp_path_factory, 
         print("concurrency-trial", {"backend": backend, "wait": wait, "exit_codes": codes})
     finally:
         drop_warehouse(url)
+
+
+def _second_while_the_first_holds_the_lock(backend: str, url: str, env: dict, tmp_path) -> list[tuple]:
+    """The two runs, the second started while the first holds the writer lock (the first stopped
+    there with SIGSTOP until the second has ended): started together, the first may as well finish
+    before the second reaches the lock (seen under load), and the case would test nothing."""
+    import os
+    import signal
+    import time
+
+    first = start_cli(["run", "-q"], env, tmp_path / "run0")
+    deadline = time.monotonic() + 240
+    while not _writer_lock_held(backend, url):
+        assert first.poll() is None, f"the first run ended ({first.returncode}) before it was seen holding the lock"
+        assert time.monotonic() < deadline, "the first run never took the writer lock"
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = start_cli(["run", "-q"], env, tmp_path / "run1")
+        out2, err2 = second.communicate(timeout=300)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out1, err1 = first.communicate(timeout=300)
+    return [(first.returncode, out1, err1), (second.returncode, out2, err2)]
+
+
+def _writer_lock_held(backend: str, url: str) -> bool:
+    """Whether a run holds the warehouse's writer lock (tasks.warehouse.writer_lock): on DuckDB its
+    holder is written into ``<file>.lock`` once the lock is taken; on PostgreSQL its advisory lock
+    is granted."""
+    from pathlib import Path
+
+    from tasks.warehouse import PG_LOCK_WRITER
+
+    if backend == "duckdb":
+        lock = Path(sa.engine.make_url(url).database + ".lock")
+        return lock.exists() and bool(lock.read_text().strip())
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as c:
+            return c.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :k "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+                {"k": PG_LOCK_WRITER}).scalar_one() > 0
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.postgres
