@@ -242,7 +242,7 @@ def preload_gx() -> None:
     """Import what a validation imports (``great_expectations``: seconds), ahead of the first
     validation: the GX host (:mod:`tasks.gx_host`) does it as it starts, while the run reads.
     The cyclic collector is paused meanwhile: the import makes hundreds of thousands of objects,
-    none of them garbage, that its collections would walk again and again (a tenth of the import)."""
+    none of them garbage, that its collections would walk again and again (``bench/README.md``)."""
     with gc_paused():
         import great_expectations  # noqa: F401
         from great_expectations.core.expectation_suite import ExpectationSuite  # noqa: F401

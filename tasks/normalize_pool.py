@@ -93,7 +93,7 @@ class _Worker:
                 return future
             self._waiting.append(future)
         # the page bodies out of band: written to the pipe from where they are, not copied into the
-        # pickle first (a chunk's ~20 MiB, copied for every chunk in the run's main thread)
+        # pickle first (a chunk's bodies, copied for every chunk in the run's main thread)
         bodies = [pickle.PickleBuffer(p) if isinstance(p, bytes) else p for p in parts]
         self._requests.put(dumps((self.entity, bodies, hash_key)))
         return future

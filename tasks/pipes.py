@@ -129,9 +129,9 @@ def worker_pipes() -> tuple[BinaryIO, BinaryIO]:
 def serve_then_exit(serve: Callable[[], None]) -> None:
     """A worker's main: ``serve()`` until the run closes the pipe, then end the process without
     tearing the interpreter down. The run waits for its workers to exit, and freeing their
-    hundreds of MiB of objects one by one took the workbook worker ~0.85 s and the GX host ~0.5 s
-    of a nightly (py-spy); nothing is left to hand back once the run has closed the pipe. An
-    error of ``serve`` ends the process as Python would (its traceback on stderr)."""
+    hundreds of MiB of objects one by one held up the nightly (``bench/README.md``); nothing is
+    left to hand back once the run has closed the pipe. An error of ``serve`` ends the process
+    as Python would (its traceback on stderr)."""
     serve()
     sys.stdout.flush()
     sys.stderr.flush()

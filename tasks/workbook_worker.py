@@ -38,10 +38,10 @@ class WorkbookWorkerDied(RuntimeError):
 class WorkbookWorker:
     """Writes workbooks in one worker process, one at a time.
 
-    Use as a context manager: entering it starts the worker (its imports, about a second, overlap
-    the caller's next steps instead of holding up the first hand-over, whose request would wait
-    in the pipe); leaving it waits for the workbook handed over (and runs its ``done``) unless
-    leaving on an error, then stops the worker."""
+    Use as a context manager: entering it starts the worker (its imports overlap the caller's
+    next steps instead of holding up the first hand-over, whose request would wait in the pipe);
+    leaving it waits for the workbook handed over (and runs its ``done``) unless leaving on an
+    error, then stops the worker."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
