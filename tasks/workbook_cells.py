@@ -417,21 +417,21 @@ class Sheet:
                     or float in kinds and not all(math.isfinite(v) for v in values if type(v) is float)
                     or str in kinds and max(len(v) for v in values if type(v) is str) > ws.xls_strmax // 2):
                 return False  # a boolean, NaN, a text XlsxWriter would cut...: cell by cell
-            columns.append((values, formats))
+            columns.append((values, formats, str in kinds))
         # made a slice of rows at a time: a cell's text lives until its row is joined (a province's
         # work list at once would hold a million of them)
         index, convert = ws.str_table._get_shared_string_index, ws._convert_date_time
-        texts = [j for j, (values, _) in enumerate(columns) if any(type(v) is str for v in values)]
+        texts = [j for j, (_, _, has_text) in enumerate(columns) if has_text]
         letters, marks, rows = [xl_col_to_name(c) for c in cols], _Marks(), []
         for a in range(0, n, _SLICE):
-            part = [values[a:a + _SLICE] for values, _ in columns]
+            part = [values[a:a + _SLICE] for values, _, _ in columns]
             # the shared strings, numbered in the order XlsxWriter's cell-by-cell writes would number them
             flat = [index(v) if type(v) is str else None
                     for row in zip(*(part[j] for j in texts), strict=True) for v in row] if texts else []
             strings = {j: flat[i::len(texts)] for i, j in enumerate(texts)}
             refs = list(map(str, range(first + 1 + a, first + 1 + a + len(part[0]))))
             made = [_column_cells(letters[j], j, a, refs, part[j], strings.get(j), formats, marks, convert)
-                    for j, (_, formats) in enumerate(columns)]
+                    for j, (_, formats, _) in enumerate(columns)]
             rows += map("".join, zip(*made, strict=True))
         ws.add_rows(first, cols[0], cols[-1], rows, marks.block())
         return True
