@@ -52,7 +52,6 @@ from tasks.workbook_cells import (  # noqa: F401 - the formats are part of this 
     NOT_AVAILABLE,
     RATE_FORMAT,
     Doc,
-    ReportWorkbook,
     Sheet,
     vn_date,
 )
@@ -63,6 +62,7 @@ from tasks.workbook_layout import (  # noqa: F401 - part of this module's interf
     _dicts,
     lay_out,
 )
+from tasks.workbook_xlsx import ReportWorkbook  # noqa: F401 - part of this module's interface
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from xlsxwriter.format import Format
 
 from tasks import workbook_sheets as sheets
 from tasks.resources import gc_paused
-from tasks.workbook_cells import Doc, ReportWorkbook, Sheet, vn_date
+from tasks.workbook_cells import Doc, Sheet, vn_date
+from tasks.workbook_xlsx import ReportWorkbook
 
 #: A table's rows of a publication: dicts by column (PostgreSQL), or an Arrow table (DuckDB: read
 #: in the engine and sent to a worker without pickling its rows; :meth:`Layout.data` makes dicts).

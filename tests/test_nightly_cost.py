@@ -19,7 +19,7 @@ from tasks.load import RAW_COLUMNS
 from tasks.retention import purge
 from tasks.warehouse import connect, upgrade
 from tasks.workbook import WORKBOOK_OPTIONS
-from tasks.workbook_cells import FastWorksheet
+from tasks.workbook_xlsx import FastWorksheet
 
 
 def _land(engine: sa.Engine, rows: list[tuple], run_id: str) -> None:
@@ -138,7 +138,7 @@ def test_the_report_workbook_deflates_its_parts_at_its_level_and_only_its_own(tm
     parts, smaller work; XlsxWriter's own workbooks keep the default."""
     import zlib
 
-    from tasks.workbook_cells import ZIP_LEVEL, ReportWorkbook
+    from tasks.workbook_xlsx import ZIP_LEVEL, ReportWorkbook
 
     assert ZIP_LEVEL != zlib.Z_DEFAULT_COMPRESSION and ZIP_LEVEL != 6
 
@@ -168,8 +168,9 @@ def _table_book(path: Path, blocks: bool, sections: list[list[dict]], *, chart: 
     (``blocks``) or cell by cell, one with a row's height and a comment set, the other with a
     default row height; returns the block rows each sheet's cell table holds."""
     from tasks.reports import Publication
-    from tasks.workbook_cells import Column, Doc, ReportWorkbook, Section, Sheet
+    from tasks.workbook_cells import Column, Doc, Section, Sheet
     from tasks.workbook_sheets import write_table
+    from tasks.workbook_xlsx import ReportWorkbook
 
     class _Sheet(Sheet):
         BLOCKS = blocks
@@ -287,7 +288,8 @@ def test_rows_written_at_once_take_no_other_cell_and_no_chart(tmp_path):
 def test_a_publications_workbook_is_the_same_with_its_rows_written_at_once(tmp_path, monkeypatch):
     from tasks import reports
     from tasks.workbook import lay_out, read_layout
-    from tasks.workbook_cells import FastWorksheet, Sheet
+    from tasks.workbook_cells import Sheet
+    from tasks.workbook_xlsx import FastWorksheet
     from tests.test_reports import PERIOD, REFERENCE_DIR, fresh_warehouse, load_golden
 
     engine = fresh_warehouse(f"duckdb:///{tmp_path / 'wh.duckdb'}")
