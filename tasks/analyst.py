@@ -30,9 +30,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -161,11 +162,17 @@ def _base_tables(tree: Any) -> set[tuple[str, str]] | None:
     return out
 
 
-def _comments(conn: Connection, relations: list[tuple[str, str]], views: set[tuple[str, str]]) -> list[str]:
+def _comments(conn: Connection, relations: list[tuple[str, str]], views: set[tuple[str, str]],
+              kept: Sequence[tuple[str, str]] = ()) -> list[str]:
     """COMMENT statements re-creating, on the copy, the comments of the copied relations and their
-    columns (a view's comment goes to the table it becomes, or to the view ``views`` keeps)."""
+    columns (a view's comment goes to the table it becomes, or to the view ``views`` keeps); the
+    tables ``kept`` from the previous copy first lose theirs."""
     copied = set(relations)
     stmts = []
+    for schema, name in kept:
+        stmts.append(f"COMMENT ON TABLE {_ALIAS}.{_q(schema)}.{_q(name)} IS NULL")
+        stmts += [f"COMMENT ON COLUMN {_ALIAS}.{_q(schema)}.{_q(name)}.{_q(column)} IS NULL"
+                  for column, _ in _columns(conn, _ALIAS, schema, name)]
     for schema, name, comment in conn.exec_driver_sql(
         "SELECT schema_name, table_name, comment FROM duckdb_tables() WHERE database_name = current_database() "
         "AND comment IS NOT NULL UNION ALL SELECT schema_name, view_name, comment FROM duckdb_views() "
@@ -206,6 +213,106 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _columns(conn: Connection, database: str, schema: str, name: str) -> list[tuple[str, str]]:
+    return [tuple(r) for r in conn.exec_driver_sql(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
+        "AND table_name = ? ORDER BY column_index", (database, schema, name)).fetchall()]
+
+
+def _appended(schema: str, name: str, columns: list[tuple[str, str]]) -> bool:
+    """A table that only ever gains rows, a publication's at a time: ``mart.<x>_history``
+    (``tasks.reports.publish`` appends each publication's rows with its ``publication_id``; nothing
+    updates or deletes them)."""
+    return schema == "mart" and name.endswith("_history") and ("publication_id", "VARCHAR") in columns
+
+
+def _reuse_basis(conn: Connection, relations: list[tuple[str, str]], views: dict[tuple[str, str], str]) -> list[
+        tuple[str, str]]:
+    """On a copy that starts as the previous one (attached as the alias): keep the rows of its
+    publication history tables that the warehouse still has (every table of
+    :func:`_appended` whose columns are the warehouse's, each publication's rows kept only if
+    ``mart.publications`` describes that publication alike in both), drop everything else, commit
+    and checkpoint (freeing the dropped tables' blocks for what is written next). Returns the
+    tables kept."""
+    warehouse = conn.exec_driver_sql("SELECT current_database()").scalar_one()
+    held = {(s, n): k for s, n, k in conn.exec_driver_sql(
+        "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() WHERE database_name = ? UNION ALL "
+        "SELECT schema_name, view_name, 'VIEW' FROM duckdb_views() WHERE database_name = ? AND NOT internal",
+        (_ALIAS, _ALIAS)).fetchall()}
+    wanted = {r for r in relations if r not in views}
+    kept = [(s, n) for (s, n), kind in held.items() if kind == "TABLE" and (s, n) in wanted
+            and _appended(s, n, cols := _columns(conn, warehouse, s, n)) and _columns(conn, _ALIAS, s, n) == cols]
+    pubs = [c for c, _ in _columns(conn, warehouse, "mart", "publications") if c not in ("workbook_path", "is_current")]
+    if kept and ("mart", "publications") in held and "publication_id" in pubs and set(pubs) <= {
+            c for c, _ in _columns(conn, _ALIAS, "mart", "publications")}:
+        same = ", ".join(_q(c) for c in pubs)
+        alike = (f"SELECT publication_id FROM (SELECT {same} FROM {_ALIAS}.mart.publications "  # noqa: S608
+                 f"INTERSECT SELECT {same} FROM mart.publications)")  # names from the catalog, quoted
+    else:
+        alike = "SELECT NULL::VARCHAR WHERE false"
+    for schema, name in kept:  # before the previous copy's mart.publications is dropped
+        conn.exec_driver_sql(f"DELETE FROM {_ALIAS}.{_q(schema)}.{_q(name)} "  # noqa: S608 - catalog names, quoted
+                             f"WHERE publication_id NOT IN ({alike})")
+    for (schema, name), kind in held.items():
+        if kind == "VIEW":
+            conn.exec_driver_sql(f"DROP VIEW {_ALIAS}.{_q(schema)}.{_q(name)}")
+    for (schema, name), kind in held.items():
+        if kind == "TABLE" and (schema, name) not in kept:
+            conn.exec_driver_sql(f"DROP TABLE {_ALIAS}.{_q(schema)}.{_q(name)}")
+    conn.commit()
+    conn.exec_driver_sql(f"CHECKPOINT {_ALIAS}")
+    conn.commit()
+    return kept
+
+
+def _start_from_previous(conn: Connection, target: Path, tmp: Path, relations: list[tuple[str, str]],
+                         views: dict[tuple[str, str], str]) -> list[tuple[str, str]] | None:
+    """``tmp`` as a file copy of the previous copy ``target``, attached and prepared by
+    :func:`_reuse_basis` (the history tables it keeps are returned); None, with ``tmp`` removed,
+    when there is no previous copy or it cannot be used (logged)."""
+    if not target.is_file():
+        return None
+    try:
+        shutil.copyfile(target, tmp)
+        tmp.chmod(0o600)
+        conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
+        return _reuse_basis(conn, relations, views)
+    except Exception as exc:  # noqa: BLE001 - whatever the old copy is, a new one is written
+        log.warning("analyst copy: the previous copy %s cannot be reused (%s); writing it afresh", target, exc)
+        conn.rollback()  # DuckDB detaches a database its transaction attached on rollback
+        conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {_ALIAS}")
+        conn.commit()
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        return None
+
+
+def _write_tables(conn: Connection, relations: list[tuple[str, str]], views: dict[tuple[str, str], str],
+                  kept: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
+    """Write every table of the copy (the relations but the views it keeps): a history table
+    ``kept`` from the previous copy gains the publications it lacks, and is written whole when its
+    rows then differ in number from the warehouse's; every other is written whole. Returns the
+    tables kept after all, and the rows appended to them."""
+    appended, still = 0, []
+    for schema, name in relations:
+        if (schema, name) in views:
+            continue
+        copied, table = f"{_ALIAS}.{_q(schema)}.{_q(name)}", f"{_q(schema)}.{_q(name)}"  # catalog names, quoted
+        if (schema, name) in kept:
+            added = conn.exec_driver_sql(
+                f"INSERT INTO {copied} SELECT * FROM {table} WHERE publication_id NOT IN "  # noqa: S608
+                f"(SELECT DISTINCT publication_id FROM {copied})").scalar_one()
+            count = f"SELECT (SELECT count(*) FROM {copied}) = (SELECT count(*) FROM {table})"  # noqa: S608
+            if conn.exec_driver_sql(count).scalar_one():
+                appended += added
+                still.append((schema, name))
+                continue
+            log.warning("analyst copy: %s.%s differs from the previous copy's; written again", schema, name)
+            conn.exec_driver_sql(f"DROP TABLE {copied}")
+        conn.exec_driver_sql(f"CREATE TABLE {copied} AS SELECT * FROM {table}")  # noqa: S608
+    return still, appended
+
+
 def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
                          before_commit: Callable[[Connection, str], None] | None = None) -> Path | None:
     """Write the analyst copy of a DuckDB warehouse atomically; returns its path.
@@ -218,6 +325,12 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
     ``before_commit(conn, alias)`` runs once the copy's tables are written, before they commit (the
     copy is attached as ``alias``): :class:`AnalystCopyAlongside` records a workbook there; what it
     raises abandons the copy and is raised as it is.
+
+    The publication history grows by every publication and never changes (``mart.rpt_*_history``),
+    so when a previous copy is there, the new one starts as a file copy of it and keeps its history
+    rows, appending the publications it lacks; every other relation is written again. A table whose
+    rows then differ in number from the warehouse's is written again too, and a previous copy that
+    cannot be used (unreadable, another layout) is set aside: the copy is then written from scratch.
     """
     if dialect_name(engine) != "duckdb":
         log.debug("analyst copy: a PostgreSQL warehouse has none (analysts use the views)")
@@ -237,18 +350,17 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
         with engine.connect() as conn:
             relations = _relations(conn)
             views = _kept_views(conn, relations)
-            conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
+            kept = _start_from_previous(conn, target, tmp, relations, views)
+            if kept is None:
+                conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
             try:
                 for schema in SCHEMAS:
-                    conn.exec_driver_sql(f"CREATE SCHEMA {_ALIAS}.{_q(schema)}")
-                # one transaction (the ATTACH began it): every table from the same snapshot
-                for schema, name in relations:
-                    if (schema, name) not in views:
-                        conn.exec_driver_sql(f"CREATE TABLE {_ALIAS}.{_q(schema)}.{_q(name)} AS "  # noqa: S608
-                                             f"SELECT * FROM {_q(schema)}.{_q(name)}")  # names from the catalog, quoted
+                    conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_ALIAS}.{_q(schema)}")
+                # one transaction: every table from the same snapshot
+                kept, appended = _write_tables(conn, relations, views, kept or [])
                 for (schema, name), query in views.items():  # their names resolve in the copy
                     conn.exec_driver_sql(f"CREATE VIEW {_ALIAS}.{_q(schema)}.{_q(name)} AS {query}")
-                comments = _comments(conn, relations, set(views))
+                comments = _comments(conn, relations, set(views), kept)
                 if comments:  # one round trip: a few hundred of them (every mart column has one)
                     conn.exec_driver_sql(";\n".join(comments))
                 if before_commit is not None:
@@ -277,7 +389,8 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
         if isinstance(exc, (AnalystCopyError, _Abandoned)):
             raise
         raise AnalystCopyError(f"cannot write the analyst copy {target}: {exc}") from exc
-    log.info("analyst copy %s: %d tables of mart and core", target, len(relations))
+    log.info("analyst copy %s: %d tables of mart and core (%d publication history tables kept from the previous "
+             "copy, %d rows appended to them)", target, len(relations), len(kept), appended)
     return target
 
 
