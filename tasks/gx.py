@@ -53,6 +53,7 @@ from tasks.data_docs import (
     Coverage,
     coverage_text,
     data_docs_link,
+    defer_unused_gx_modules,
     docs_root,
     gx_context,
     html_safe,
@@ -266,6 +267,7 @@ class GxTally:
             return
         chunks, started = int(data.attrs.get("chunks", 1)), time.perf_counter()
         try:
+            defer_unused_gx_modules()
             from great_expectations.validator.v1_validator import Validator
 
             _ctx, batch_def, suite = self._context()
@@ -292,6 +294,7 @@ class GxTally:
 
     def _context(self) -> tuple[Any, Any, Any]:
         if self._gx is None:
+            defer_unused_gx_modules()
             from great_expectations.core.expectation_suite import ExpectationSuite
             from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 

@@ -4,6 +4,7 @@ link alerts carry. Real files; the Great Expectations pages themselves are built
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -95,3 +96,43 @@ def test_importing_gx_ahead_runs_no_collection():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     # at most the young generation's, due when the collector is enabled again (hundreds without the pause)
     assert out.stdout.strip() in ("[]", "[0]"), out.stdout + out.stderr
+
+
+def test_what_gx_imports_for_unused_expectations_loads_when_used():
+    """``defer_unused_gx_modules``: GX imported without SciPy's statistics and Altair (its import a
+    third faster), and an expectation that needs them validates and renders as it does with a plain
+    import: the Kullback-Leibler divergence (``scipy.stats``; its renderers import Altair)."""
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+import pandas as pd
+from tasks.data_docs import _Deferred, defer_unused_gx_modules
+if sys.argv[1] == "deferred":
+    defer_unused_gx_modules()
+import great_expectations as gx
+names = ("scipy.stats", "altair")
+before = [isinstance(sys.modules.get(n), _Deferred) for n in names]
+ctx = gx.get_context(mode="ephemeral")
+batch = (ctx.data_sources.add_pandas("p").add_dataframe_asset("a").add_batch_definition_whole_dataframe("b")
+         .get_batch(batch_parameters={"dataframe": pd.DataFrame({"x": [1, 2, 2, 3, 3, 3, 9]})}))
+res = batch.validate(gx.expectations.ExpectColumnKLDivergenceToBeLessThan(
+    column="x", partition_object={"values": [1, 2, 3, 9], "weights": [0.25] * 4}, threshold=0.05))
+res.render()
+from scipy import stats
+print(json.dumps({"before": before, "after": [isinstance(sys.modules.get(n), _Deferred) for n in names],
+                  "result": res.to_json_dict(), "expected": stats.entropy([1 / 7, 2 / 7, 3 / 7, 1 / 7], [0.25] * 4)},
+                 default=str))
+"""
+    got = {}
+    for how in ("deferred", "plain"):
+        out = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-3000:]
+        got[how] = json.loads(out.stdout.strip().splitlines()[-1])
+    deferred, plain = got["deferred"], got["plain"]
+    assert deferred["before"] == [True, True] and deferred["after"] == [False, False]  # loaded when used
+    assert plain["before"] == [False, False]
+    assert deferred["result"]["success"] is False
+    assert abs(deferred["result"]["result"]["observed_value"] - deferred["expected"]) < 1e-9
+    assert deferred["result"]["rendered_content"] and deferred["result"] == plain["result"]

@@ -177,7 +177,7 @@ def test_gx_runs_in_its_host_process_and_the_run_never_imports_it(tmp_path: Path
 
     code = textwrap.dedent(f"""
         import json, os, sys
-        from tests.test_gx_deferred import _process, pipeline, Settings, connect, upgrade
+        from tests.test_gx_deferred import _loaded, _process, pipeline, Settings, connect, upgrade
         from tasks import gx_host
         engine = connect("duckdb:///{tmp_path / 'wh.duckdb'}")
         upgrade(engine)
@@ -185,8 +185,9 @@ def test_gx_runs_in_its_host_process_and_the_run_never_imports_it(tmp_path: Path
         res = _process(engine, settings, "run-h", "dossiers", defer=True)
         rec = pipeline.settle_gx("run-h")["dossiers"]
         host_pid = gx_host.host()._proc.pid
+        unused = gx_host.host().call(_loaded, ["scipy.stats", "altair"])
         print(json.dumps({{"imported": "great_expectations" in sys.modules, "host": host_pid != os.getpid(),
-                           "rec": rec, "rows": res.rows_read}}))
+                           "rec": rec, "rows": res.rows_read, "unused": unused}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -195,6 +196,17 @@ def test_gx_runs_in_its_host_process_and_the_run_never_imports_it(tmp_path: Path
     rec = out["rec"]
     assert rec["gx_success"] is True and Path(rec["data_docs"]).is_file()
     assert rec["gx"]["rows_validated"] == out["rows"] == 40 and rec["gx"]["chunks_validated"] == 1
+    # what GX imports for expectations the suites never use was never loaded, data docs included
+    assert out["unused"] == {"scipy.stats": False, "altair": False}
+
+
+def _loaded(names: list[str]) -> dict[str, bool]:
+    """Run in the GX host: whether each module is loaded (not a deferred stand-in, not absent)."""
+    import sys
+
+    from tasks.data_docs import _Deferred
+
+    return {n: n in sys.modules and not isinstance(sys.modules[n], _Deferred) for n in names}
 
 
 def test_a_gx_host_killed_during_a_validation_is_counted_not_fatal(tmp_path: Path) -> None:
