@@ -22,9 +22,10 @@ load_limit_duckdb / load_limit_pg / load_limit_pg_binary
                PostgreSQL: COPY of CSV; _binary: the raw tables in COPY's binary format, as
                the pipeline copies them)
 dlt_peer       dlt's REST API source, same endpoints and page size, into DuckDB (extract + load)
-nightly        10k changed dossiers (``POST /_sim/advance``) on top of the pipeline's warehouse:
-               ``run_nightly`` end to end (calendar, catalogues, incremental extract, load,
-               publication of two months with their workbooks, retention purge, GX settled)
+nightly        10k changed dossiers (``POST /_sim/advance``) on top of the pipeline's warehouse
+               (with its landed files and its analysts' copy): ``run_nightly`` end to end
+               (calendar, catalogues, incremental extract, load, publication of two months with
+               their workbooks and the analysts' copy, retention purge, GX settled)
 user_path      the user's path, against a second simulator that renders every page when it is
                asked (no pre-render, no cache, no prefetch) at the default page size (500):
                ``user_raw_fetch``, a bare client reading every page, then ``user_cli``,
@@ -710,6 +711,9 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             landed = work / "pipeline-landing"  # a raw layer of landed files (tasks/landing.py) goes along
             if landed.is_dir():
                 shutil.copytree(landed, work / "nightly-landing")
+            analysts = work / "pipeline-analyst.duckdb"  # and the analysts' copy, as every night has one
+            if analysts.is_file():
+                shutil.copyfile(analysts, work / "nightly-analyst.duckdb")
             import requests
 
             adv = requests.post(f"{url}/_sim/advance", params={"changes": args.changes, "seed": 7},
