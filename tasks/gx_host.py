@@ -29,8 +29,16 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tasks import pipes
-from tasks.pipes import dump_answer, dumps, loads, read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import (
+    dump_answer,
+    dumps,
+    loads,
+    read_message,
+    serve_then_exit,
+    start_worker,
+    worker_pipes,
+    write_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,4 +166,4 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    pipes.serve_then_exit(_serve)
+    serve_then_exit(_serve)

@@ -33,9 +33,17 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from tasks import pipes
 from tasks.normalize import Normalized, normalize
-from tasks.pipes import dump_answer, dumps, loads, read_message, start_worker, worker_pipes, write_message
+from tasks.pipes import (
+    dump_answer,
+    dumps,
+    loads,
+    read_message,
+    serve_then_exit,
+    start_worker,
+    worker_pipes,
+    write_message,
+)
 from tasks.resources import gc_paused
 
 log = logging.getLogger(__name__)
@@ -240,4 +248,4 @@ class ChunkNormalizer:
 
 
 if __name__ == "__main__":
-    pipes.serve_then_exit(_serve)
+    serve_then_exit(_serve)
