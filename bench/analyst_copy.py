@@ -72,6 +72,19 @@ def _timed_copy(engine, target: Path) -> float:
     return round(time.perf_counter() - t0, 2)
 
 
+def _blocks(target: Path) -> tuple[int, int]:
+    """The copy's (used, free) blocks."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{target}' AS c (READ_ONLY)")
+        return con.execute("SELECT used_blocks, free_blocks FROM pragma_database_size() "
+                           "WHERE database_name = 'c'").fetchone()
+    finally:
+        con.close()
+
+
 def _counts_match(engine, target: Path) -> bool:
     with engine.connect() as c:
         c.exec_driver_sql(f"ATTACH '{target}' AS chk (READ_ONLY)")
@@ -110,11 +123,12 @@ def main(argv: list[str] | None = None) -> int:
                                       for t in tables)
         out["full_s"] = _timed_copy(engine, target)
         out["full_mib"] = round(target.stat().st_size / 2**20, 1)
+        out["full_used_free_blocks"] = _blocks(target)
         nights = []
         for i in range(args.repeat):
             _add_publications(engine, 2, f"measured{i}")
             nights.append({"incremental_s": _timed_copy(engine, target),
-                           "mib": round(target.stat().st_size / 2**20, 1)})
+                           "mib": round(target.stat().st_size / 2**20, 1), "used_free_blocks": _blocks(target)})
         out["incremental"] = nights
         out["counts_match"] = _counts_match(engine, target)
         target.chmod(0o600)

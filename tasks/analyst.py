@@ -52,6 +52,11 @@ SCHEMAS = ("mart", "core")
 #: Mode of the published copy: read-only for its owner.
 COPY_MODE = 0o400
 _ALIAS = "dvc_analyst_copy"
+#: A previous copy whose free blocks exceed this share of its used ones is not started from: the
+#: copy is written from scratch, compact again. Each night frees the blocks of the tables written
+#: again and reuses them; what is left over (partly filled blocks) stays a few percent of a large
+#: copy, more of a small one (``bench/analyst_copy.py`` prints the blocks night by night).
+REWRITE_FREE_SHARE = 0.25
 
 
 class AnalystCopyError(WarehouseError):
@@ -269,22 +274,29 @@ def _start_from_previous(conn: Connection, target: Path, tmp: Path, relations: l
                          views: dict[tuple[str, str], str]) -> list[tuple[str, str]] | None:
     """``tmp`` as a file copy of the previous copy ``target``, attached and prepared by
     :func:`_reuse_basis` (the history tables it keeps are returned); None, with ``tmp`` removed,
-    when there is no previous copy or it cannot be used (logged)."""
+    when there is no previous copy, it cannot be used (a warning) or it holds more free blocks
+    than :data:`REWRITE_FREE_SHARE` of its used ones."""
     if not target.is_file():
         return None
     try:
         shutil.copyfile(target, tmp)
         tmp.chmod(0o600)
         conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
-        return _reuse_basis(conn, relations, views)
+        used, free = conn.exec_driver_sql("SELECT used_blocks, free_blocks FROM pragma_database_size() "
+                                          "WHERE database_name = ?", (_ALIAS,)).one()
+        if free <= REWRITE_FREE_SHARE * used:
+            return _reuse_basis(conn, relations, views)
+        log.info("analyst copy: the previous copy has %d free blocks for %d used; written afresh", free, used)
     except Exception as exc:  # noqa: BLE001 - whatever the old copy is, a new one is written
         log.warning("analyst copy: the previous copy %s cannot be reused (%s); writing it afresh", target, exc)
+    try:
         conn.rollback()  # DuckDB detaches a database its transaction attached on rollback
         conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {_ALIAS}")
         conn.commit()
+    finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
-        return None
+    return None
 
 
 def _write_tables(conn: Connection, relations: list[tuple[str, str]], views: dict[tuple[str, str], str],
@@ -330,7 +342,8 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
     so when a previous copy is there, the new one starts as a file copy of it and keeps its history
     rows, appending the publications it lacks; every other relation is written again. A table whose
     rows then differ in number from the warehouse's is written again too, and a previous copy that
-    cannot be used (unreadable, another layout) is set aside: the copy is then written from scratch.
+    cannot be used (unreadable, another layout) or has grown loose (:data:`REWRITE_FREE_SHARE`) is
+    set aside: the copy is then written from scratch.
     """
     if dialect_name(engine) != "duckdb":
         log.debug("analyst copy: a PostgreSQL warehouse has none (analysts use the views)")

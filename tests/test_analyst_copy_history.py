@@ -152,3 +152,33 @@ def test_a_previous_copy_that_cannot_be_read_is_set_aside(tmp_path, caplog, dama
     assert _appended(caplog) == (0, 0)
     _assert_copy_is_the_warehouse(engine, copy)
     assert sorted(p.name for p in tmp_path.iterdir() if "analyst" in p.name) == ["wh-analyst.duckdb"]
+
+
+def test_a_previous_copy_grown_loose_is_written_afresh(tmp_path, caplog, monkeypatch):
+    """A previous copy with more free blocks than ``REWRITE_FREE_SHARE`` of its used ones (each
+    night frees the blocks of the tables written again; what it does not reuse stays) is not
+    started from: the copy is written from scratch, compact, and equal to the warehouse."""
+    import tasks.analyst
+
+    caplog.set_level(logging.INFO, logger="tasks.analyst")
+    engine = _published(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    copy = publish_analyst_copy(engine)
+    _feb(engine)
+    publish_analyst_copy(engine)
+    assert _appended(caplog)[0] > 0  # kept: the share not reached
+    monkeypatch.setattr(tasks.analyst, "REWRITE_FREE_SHARE", -1.0)  # any copy counts as loose
+    _feb(engine)
+    publish_analyst_copy(engine)
+    assert "free blocks for" in caplog.text and _appended(caplog) == (0, 0)
+    assert _blocks(copy)[1] == 0
+    _assert_copy_is_the_warehouse(engine, copy)
+
+
+def _blocks(path) -> tuple[int, int]:
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{path}' AS c (READ_ONLY)")
+        return con.execute("SELECT used_blocks, free_blocks FROM pragma_database_size() "
+                           "WHERE database_name = 'c'").fetchone()
+    finally:
+        con.close()
