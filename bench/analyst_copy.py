@@ -17,9 +17,9 @@ incremental  the next night's copy (two publications more), the previous copy th
 Ratios are incremental / full, on the same history (full is measured again on the last night's
 state). The copy's contents are compared with the warehouse's at the end (row counts per table).
 
-    python -m bench.analyst_copy --warehouse data/dvc.duckdb [--nights 180] [--repeat 3]
+    python -m bench.analyst_copy --warehouse demo/dvc.duckdb [--nights 180] [--repeat 3]
 
-Any DuckDB warehouse with a publication will do: ``make run``'s ``data/dvc.duckdb`` (45k rows), or
+Any DuckDB warehouse with a publication will do: ``make run``'s ``demo/dvc.duckdb`` (45k rows), or
 the 1M one the pipeline stage leaves when run alone (a simulator from ``python -m bench.run serve
 --n 1000000``, then ``python -m bench.run stage pipeline '{"url": ..., "workdir": W,
 "warehouse_url": "duckdb:///W/pipeline.duckdb"}'``). The warehouse itself is not changed.
