@@ -325,6 +325,40 @@ def _write_tables(conn: Connection, relations: list[tuple[str, str]], views: dic
     return still, appended
 
 
+def _write_copy(conn: Connection, target: Path, tmp: Path, before_commit: Callable[[Connection, str], None] | None
+                ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int]:
+    """Write the copy into ``tmp`` (from the previous copy ``target`` where it can) and detach it;
+    returns the relations copied, the history tables kept and the rows appended to them."""
+    relations = _relations(conn)
+    views = _kept_views(conn, relations)
+    kept = _start_from_previous(conn, target, tmp, relations, views)
+    if kept is None:
+        conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
+    try:
+        for schema in SCHEMAS:
+            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_ALIAS}.{_q(schema)}")
+        # one transaction: every table from the same snapshot
+        kept, appended = _write_tables(conn, relations, views, kept or [])
+        for (schema, name), query in views.items():  # their names resolve in the copy
+            conn.exec_driver_sql(f"CREATE VIEW {_ALIAS}.{_q(schema)}.{_q(name)} AS {query}")
+        comments = _comments(conn, relations, set(views), kept)
+        if comments:  # one round trip: a few hundred of them (every mart column has one)
+            conn.exec_driver_sql(";\n".join(comments))
+        if before_commit is not None:
+            before_commit(conn, _ALIAS)
+        conn.commit()
+        conn.exec_driver_sql(f"CHECKPOINT {_ALIAS}")
+        conn.commit()
+    except BaseException:
+        conn.rollback()  # DuckDB detaches a database its transaction attached on rollback
+        conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {_ALIAS}")
+        conn.commit()
+        raise
+    conn.exec_driver_sql(f"DETACH {_ALIAS}")
+    conn.commit()
+    return relations, kept, appended
+
+
 def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
                          before_commit: Callable[[Connection, str], None] | None = None) -> Path | None:
     """Write the analyst copy of a DuckDB warehouse atomically; returns its path.
@@ -361,33 +395,18 @@ def publish_analyst_copy(engine: Engine, target: Path | str | None = None, *,
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(target)
         with engine.connect() as conn:
-            relations = _relations(conn)
-            views = _kept_views(conn, relations)
-            kept = _start_from_previous(conn, target, tmp, relations, views)
-            if kept is None:
-                conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
+            # the copy's rows need not keep the warehouse's order, and without it DuckDB writes a
+            # table with every thread (bench/README.md); this connection only, until it goes back
+            conn.exec_driver_sql("SET SESSION preserve_insertion_order = false")
             try:
-                for schema in SCHEMAS:
-                    conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_ALIAS}.{_q(schema)}")
-                # one transaction: every table from the same snapshot
-                kept, appended = _write_tables(conn, relations, views, kept or [])
-                for (schema, name), query in views.items():  # their names resolve in the copy
-                    conn.exec_driver_sql(f"CREATE VIEW {_ALIAS}.{_q(schema)}.{_q(name)} AS {query}")
-                comments = _comments(conn, relations, set(views), kept)
-                if comments:  # one round trip: a few hundred of them (every mart column has one)
-                    conn.exec_driver_sql(";\n".join(comments))
-                if before_commit is not None:
-                    before_commit(conn, _ALIAS)
-                conn.commit()
-                conn.exec_driver_sql(f"CHECKPOINT {_ALIAS}")
-                conn.commit()
-            except BaseException:
-                conn.rollback()  # DuckDB detaches a database its transaction attached on rollback
-                conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {_ALIAS}")
-                conn.commit()
-                raise
-            conn.exec_driver_sql(f"DETACH {_ALIAS}")
-            conn.commit()
+                relations, kept, appended = _write_copy(conn, target, tmp, before_commit)
+            finally:
+                try:
+                    conn.exec_driver_sql("RESET SESSION preserve_insertion_order")
+                    conn.commit()
+                except Exception:
+                    conn.invalidate()  # never back to the pool with the copy's setting
+                    raise
         wal = tmp.with_name(tmp.name + ".wal")
         if wal.exists():  # checkpointed: nothing left in it
             wal.unlink()

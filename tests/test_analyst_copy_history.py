@@ -182,3 +182,36 @@ def _blocks(path) -> tuple[int, int]:
                            "WHERE database_name = 'c'").fetchone()
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_copy_drops_insertion_order_on_its_own_connection_only(tmp_path, monkeypatch, fails):
+    """The copy writes its tables without DuckDB's insertion order (every thread writes), on its
+    connection only, and that connection goes back to the pool with the warehouse's setting, the
+    copy written or failed."""
+    import tasks.analyst
+
+    engine = _published(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    seen = {}
+    write_copy = tasks.analyst._write_copy
+
+    def spy(conn, *args):
+        raw = conn.connection.driver_connection
+        seen["raw"] = raw
+        seen["during"] = raw.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+        with engine.connect() as other:  # another connection of the same database
+            seen["other"] = other.exec_driver_sql("SELECT current_setting('preserve_insertion_order')").scalar()
+        out = write_copy(conn, *args)
+        if fails:
+            raise OSError("disk full")
+        return out
+
+    monkeypatch.setattr(tasks.analyst, "_write_copy", spy)
+    if fails:
+        with pytest.raises(tasks.analyst.AnalystCopyError, match="disk full"):
+            publish_analyst_copy(engine)
+    else:
+        publish_analyst_copy(engine)
+    assert seen["during"] is False and seen["other"] is True
+    assert seen["raw"].execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0] is True
+    engine.dispose()
