@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tasks.analyst import copy_blocks
+
 
 def _copy_warehouse(src: Path, into: Path) -> Path:
     dst = into / "wh.duckdb"
@@ -70,19 +72,6 @@ def _timed_copy(engine, target: Path) -> float:
     t0 = time.perf_counter()
     publish_analyst_copy(engine, target)
     return round(time.perf_counter() - t0, 2)
-
-
-def _blocks(target: Path) -> tuple[int, int]:
-    """The copy's (used, free) blocks."""
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        con.execute(f"ATTACH '{target}' AS c (READ_ONLY)")
-        return con.execute("SELECT used_blocks, free_blocks FROM pragma_database_size() "
-                           "WHERE database_name = 'c'").fetchone()
-    finally:
-        con.close()
 
 
 def _counts_match(engine, target: Path) -> bool:
@@ -123,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
                                       for t in tables)
         out["full_s"] = _timed_copy(engine, target)
         out["full_mib"] = round(target.stat().st_size / 2**20, 1)
-        out["full_used_free_blocks"] = _blocks(target)
+        out["full_used_free_blocks"] = copy_blocks(target)
         nights = []
         for i in range(args.repeat):
             _add_publications(engine, 2, f"measured{i}")
             nights.append({"incremental_s": _timed_copy(engine, target),
-                           "mib": round(target.stat().st_size / 2**20, 1), "used_free_blocks": _blocks(target)})
+                           "mib": round(target.stat().st_size / 2**20, 1), "used_free_blocks": copy_blocks(target)})
         out["incremental"] = nights
         out["counts_match"] = _counts_match(engine, target)
         target.chmod(0o600)

@@ -270,6 +270,21 @@ def _reuse_basis(conn: Connection, relations: list[tuple[str, str]], views: dict
     return kept
 
 
+def copy_blocks(path: Path | str) -> tuple[int, int]:
+    """The (used, free) blocks of an analysts' copy file: what a copy started from the previous one
+    carries over (:data:`REWRITE_FREE_SHARE`). Opened read-only, beside any reader."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {_lit(str(path))} AS c (READ_ONLY)")
+        used, free = con.execute("SELECT used_blocks, free_blocks FROM pragma_database_size() "
+                                 "WHERE database_name = 'c'").fetchone()
+        return int(used), int(free)
+    finally:
+        con.close()
+
+
 def _start_from_previous(conn: Connection, target: Path, tmp: Path, relations: list[tuple[str, str]],
                          views: dict[tuple[str, str], str]) -> list[tuple[str, str]] | None:
     """``tmp`` as a file copy of the previous copy ``target``, attached and prepared by

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tasks import reports
-from tasks.analyst import publish_analyst_copy
+from tasks.analyst import copy_blocks, publish_analyst_copy
 from tests.test_analyst_access import _published
 from tests.test_reports import REFERENCE_DIR
 
@@ -170,18 +170,8 @@ def test_a_previous_copy_grown_loose_is_written_afresh(tmp_path, caplog, monkeyp
     _feb(engine)
     publish_analyst_copy(engine)
     assert "free blocks for" in caplog.text and _appended(caplog) == (0, 0)
-    assert _blocks(copy)[1] == 0
+    assert copy_blocks(copy)[1] == 0
     _assert_copy_is_the_warehouse(engine, copy)
-
-
-def _blocks(path) -> tuple[int, int]:
-    con = duckdb.connect()
-    try:
-        con.execute(f"ATTACH '{path}' AS c (READ_ONLY)")
-        return con.execute("SELECT used_blocks, free_blocks FROM pragma_database_size() "
-                           "WHERE database_name = 'c'").fetchone()
-    finally:
-        con.close()
 
 
 @pytest.mark.parametrize("fails", [False, True])
