@@ -33,7 +33,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tasks.grants import CORE_RESTRICTED
+from tasks.analyst_catalog import (
+    ALIAS,
+    comment_statements,
+    copied_relations,
+    grows_by_publication,
+    kept_views,
+    literal,
+    quote,
+    table_columns,
+)
 from tasks.settings import Settings
 from tasks.warehouse import WarehouseError, dialect_name
 
@@ -51,7 +60,6 @@ log = logging.getLogger(__name__)
 SCHEMAS = ("mart", "core")
 #: Mode of the published copy: read-only for its owner.
 COPY_MODE = 0o400
-_ALIAS = "dvc_analyst_copy"
 #: A previous copy whose free blocks exceed this share of its used ones is not started from: the
 #: copy is written from scratch, compact again. Each night frees the blocks of the tables written
 #: again and reuses them; what is left over (partly filled blocks) stays a few percent of a large
@@ -86,115 +94,6 @@ def analyst_copy_path(settings: Settings) -> Path | None:
     return default_analyst_path(Path(url.database).expanduser())
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _relations(conn: Connection) -> list[tuple[str, str]]:
-    """(schema, name) of what the copy holds, in a stable order."""
-    rows = conn.exec_driver_sql(
-        "SELECT t.table_schema, t.table_name, list(c.column_name) FROM information_schema.tables t "
-        "JOIN information_schema.columns c ON c.table_schema = t.table_schema AND c.table_name = t.table_name "
-        "WHERE t.table_catalog = current_database() AND c.table_catalog = current_database() "
-        "AND t.table_schema IN ('mart', 'core') GROUP BY ALL ORDER BY 1 DESC, 2"
-    ).fetchall()
-    out = []
-    for schema, name, columns in rows:
-        restricted = CORE_RESTRICTED.get(f"{schema}.{name}", set())
-        if restricted & set(columns):
-            continue  # its *_public view is copied instead
-        out.append((schema, name))
-    return out
-
-
-def _kept_views(conn: Connection, relations: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The views among ``relations`` that the copy keeps as views (their defining query), not as
-    tables: those that read only tables the copy holds (``core.dossier_status_history`` over
-    ``core.dossier_versions``), so that a query of the copy computes them from the same snapshot,
-    as the warehouse does, and the copy is not made to compute them (a window over every version).
-    A view over a relation the copy lacks (``core.dossiers_public``, over ``core.dossiers``) or
-    whose query cannot be read here is stored as a table."""
-    import json
-
-    views = {(schema, name): sql for schema, name, sql in conn.exec_driver_sql(
-        "SELECT schema_name, view_name, sql FROM duckdb_views() WHERE database_name = current_database() "
-        "AND NOT internal").fetchall()}
-    tables = {r for r in relations if r not in views}
-    kept = {}
-    for (schema, name), sql in views.items():
-        prefix = f"CREATE VIEW {schema}.{name} AS "
-        if (schema, name) not in relations or not sql.startswith(prefix):
-            continue
-        query = sql[len(prefix):].rstrip().rstrip(";")
-        tree = json.loads(conn.exec_driver_sql("SELECT CAST(json_serialize_sql(?) AS VARCHAR)", (query,)).scalar_one())
-        reads = _base_tables(tree)
-        if not tree.get("error") and reads is not None and reads and reads <= tables:
-            kept[(schema, name)] = query
-    return kept
-
-
-def _base_tables(tree: Any) -> set[tuple[str, str]] | None:
-    """The (schema, table) every table reference of a parsed query (``json_serialize_sql``) names,
-    its common table expressions aside; None if one names another database or no schema."""
-    ctes: set[str] = set()
-    refs: list[dict[str, Any]] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for entry in (node.get("cte_map") or {}).get("map") or ():
-                ctes.add(entry.get("key"))
-            if node.get("type") == "BASE_TABLE":
-                refs.append(node)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(tree)
-    out = set()
-    for ref in refs:
-        schema, table = ref.get("schema_name") or "", ref.get("table_name") or ""
-        if not schema and not ref.get("catalog_name") and table in ctes:
-            continue
-        if ref.get("catalog_name") or not schema:
-            return None
-        out.add((schema, table))
-    return out
-
-
-def _comments(conn: Connection, relations: list[tuple[str, str]], views: set[tuple[str, str]],
-              kept: Sequence[tuple[str, str]] = ()) -> list[str]:
-    """COMMENT statements re-creating, on the copy, the comments of the copied relations and their
-    columns (a view's comment goes to the table it becomes, or to the view ``views`` keeps); the
-    tables ``kept`` from the previous copy first lose theirs."""
-    copied = set(relations)
-    stmts = []
-    for schema, name in kept:
-        stmts.append(f"COMMENT ON TABLE {_ALIAS}.{_q(schema)}.{_q(name)} IS NULL")
-        stmts += [f"COMMENT ON COLUMN {_ALIAS}.{_q(schema)}.{_q(name)}.{_q(column)} IS NULL"
-                  for column, _ in _columns(conn, _ALIAS, schema, name)]
-    for schema, name, comment in conn.exec_driver_sql(
-        "SELECT schema_name, table_name, comment FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND comment IS NOT NULL UNION ALL SELECT schema_name, view_name, comment FROM duckdb_views() "
-        "WHERE database_name = current_database() AND comment IS NOT NULL"
-    ).fetchall():
-        if (schema, name) in copied and comment:
-            kind = "VIEW" if (schema, name) in views else "TABLE"
-            stmts.append(f"COMMENT ON {kind} {_ALIAS}.{_q(schema)}.{_q(name)} IS {_lit(comment)}")
-    for schema, name, column, comment in conn.exec_driver_sql(
-        "SELECT schema_name, table_name, column_name, comment FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND comment IS NOT NULL"
-    ).fetchall():
-        if (schema, name) in copied and comment:
-            stmts.append(f"COMMENT ON COLUMN {_ALIAS}.{_q(schema)}.{_q(name)}.{_q(column)} IS {_lit(comment)}")
-    return stmts
-
-
 def _remove_stale_temps(target: Path) -> None:
     """Temporary copies left by a process that died while writing one (a crash, a kill)."""
     for leftover in target.parent.glob(f".{target.name}.*.tmp*"):
@@ -218,54 +117,43 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _columns(conn: Connection, database: str, schema: str, name: str) -> list[tuple[str, str]]:
-    return [tuple(r) for r in conn.exec_driver_sql(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
-        "AND table_name = ? ORDER BY column_index", (database, schema, name)).fetchall()]
-
-
-def _appended(schema: str, name: str, columns: list[tuple[str, str]]) -> bool:
-    """A table that only ever gains rows, a publication's at a time: ``mart.<x>_history``
-    (``tasks.reports.publish`` appends each publication's rows with its ``publication_id``; nothing
-    updates or deletes them)."""
-    return schema == "mart" and name.endswith("_history") and ("publication_id", "VARCHAR") in columns
-
-
-def _reuse_basis(conn: Connection, relations: list[tuple[str, str]], views: dict[tuple[str, str], str]) -> list[
-        tuple[str, str]]:
+def _reuse_basis(conn: Connection, relations: list[tuple[str, str]],
+                 views: dict[tuple[str, str], str]) -> list[tuple[str, str]]:
     """On a copy that starts as the previous one (attached as the alias): keep the rows of its
-    publication history tables that the warehouse still has (every table of
-    :func:`_appended` whose columns are the warehouse's, each publication's rows kept only if
-    ``mart.publications`` describes that publication alike in both), drop everything else, commit
+    publication history tables that the warehouse still has (every table
+    :func:`~tasks.analyst_catalog.grows_by_publication` names whose columns are the warehouse's,
+    each publication's rows kept only if ``mart.publications`` describes it alike in both), drop everything else, commit
     and checkpoint (freeing the dropped tables' blocks for what is written next). Returns the
     tables kept."""
     warehouse = conn.exec_driver_sql("SELECT current_database()").scalar_one()
     held = {(s, n): k for s, n, k in conn.exec_driver_sql(
         "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() WHERE database_name = ? UNION ALL "
         "SELECT schema_name, view_name, 'VIEW' FROM duckdb_views() WHERE database_name = ? AND NOT internal",
-        (_ALIAS, _ALIAS)).fetchall()}
+        (ALIAS, ALIAS)).fetchall()}
     wanted = {r for r in relations if r not in views}
     kept = [(s, n) for (s, n), kind in held.items() if kind == "TABLE" and (s, n) in wanted
-            and _appended(s, n, cols := _columns(conn, warehouse, s, n)) and _columns(conn, _ALIAS, s, n) == cols]
-    pubs = [c for c, _ in _columns(conn, warehouse, "mart", "publications") if c not in ("workbook_path", "is_current")]
+            and grows_by_publication(s, n, cols := table_columns(conn, warehouse, s, n))
+            and table_columns(conn, ALIAS, s, n) == cols]
+    pubs = [c for c, _ in table_columns(conn, warehouse, "mart", "publications")
+            if c not in ("workbook_path", "is_current")]
     if kept and ("mart", "publications") in held and "publication_id" in pubs and set(pubs) <= {
-            c for c, _ in _columns(conn, _ALIAS, "mart", "publications")}:
-        same = ", ".join(_q(c) for c in pubs)
-        alike = (f"SELECT publication_id FROM (SELECT {same} FROM {_ALIAS}.mart.publications "  # noqa: S608
+            c for c, _ in table_columns(conn, ALIAS, "mart", "publications")}:
+        same = ", ".join(quote(c) for c in pubs)
+        alike = (f"SELECT publication_id FROM (SELECT {same} FROM {ALIAS}.mart.publications "  # noqa: S608
                  f"INTERSECT SELECT {same} FROM mart.publications)")  # names from the catalog, quoted
     else:
         alike = "SELECT NULL::VARCHAR WHERE false"
     for schema, name in kept:  # before the previous copy's mart.publications is dropped
-        conn.exec_driver_sql(f"DELETE FROM {_ALIAS}.{_q(schema)}.{_q(name)} "  # noqa: S608 - catalog names, quoted
+        conn.exec_driver_sql(f"DELETE FROM {ALIAS}.{quote(schema)}.{quote(name)} "  # noqa: S608 - catalog names
                              f"WHERE publication_id NOT IN ({alike})")
     for (schema, name), kind in held.items():
         if kind == "VIEW":
-            conn.exec_driver_sql(f"DROP VIEW {_ALIAS}.{_q(schema)}.{_q(name)}")
+            conn.exec_driver_sql(f"DROP VIEW {ALIAS}.{quote(schema)}.{quote(name)}")
     for (schema, name), kind in held.items():
         if kind == "TABLE" and (schema, name) not in kept:
-            conn.exec_driver_sql(f"DROP TABLE {_ALIAS}.{_q(schema)}.{_q(name)}")
+            conn.exec_driver_sql(f"DROP TABLE {ALIAS}.{quote(schema)}.{quote(name)}")
     conn.commit()
-    conn.exec_driver_sql(f"CHECKPOINT {_ALIAS}")
+    conn.exec_driver_sql(f"CHECKPOINT {ALIAS}")
     conn.commit()
     return kept
 
@@ -277,7 +165,7 @@ def copy_blocks(path: Path | str) -> tuple[int, int]:
 
     con = duckdb.connect()
     try:
-        con.execute(f"ATTACH {_lit(str(path))} AS c (READ_ONLY)")
+        con.execute(f"ATTACH {literal(str(path))} AS c (READ_ONLY)")
         used, free = con.execute("SELECT used_blocks, free_blocks FROM pragma_database_size() "
                                  "WHERE database_name = 'c'").fetchone()
         return int(used), int(free)
@@ -296,9 +184,9 @@ def _start_from_previous(conn: Connection, target: Path, tmp: Path, relations: l
     try:
         shutil.copyfile(target, tmp)
         tmp.chmod(0o600)
-        conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
+        conn.exec_driver_sql(f"ATTACH {literal(str(tmp))} AS {ALIAS}")
         used, free = conn.exec_driver_sql("SELECT used_blocks, free_blocks FROM pragma_database_size() "
-                                          "WHERE database_name = ?", (_ALIAS,)).one()
+                                          "WHERE database_name = ?", (ALIAS,)).one()
         if free <= REWRITE_FREE_SHARE * used:
             return _reuse_basis(conn, relations, views)
         log.info("analyst copy: the previous copy has %d free blocks for %d used; written afresh", free, used)
@@ -306,7 +194,7 @@ def _start_from_previous(conn: Connection, target: Path, tmp: Path, relations: l
         log.warning("analyst copy: the previous copy %s cannot be reused (%s); writing it afresh", target, exc)
     try:
         conn.rollback()  # DuckDB detaches a database its transaction attached on rollback
-        conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {_ALIAS}")
+        conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {ALIAS}")
         conn.commit()
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
@@ -324,7 +212,8 @@ def _write_tables(conn: Connection, relations: list[tuple[str, str]], views: dic
     for schema, name in relations:
         if (schema, name) in views:
             continue
-        copied, table = f"{_ALIAS}.{_q(schema)}.{_q(name)}", f"{_q(schema)}.{_q(name)}"  # catalog names, quoted
+        table = f"{quote(schema)}.{quote(name)}"  # catalog names, quoted
+        copied = f"{ALIAS}.{table}"
         if (schema, name) in kept:
             added = conn.exec_driver_sql(
                 f"INSERT INTO {copied} SELECT * FROM {table} WHERE publication_id NOT IN "  # noqa: S608
@@ -340,36 +229,37 @@ def _write_tables(conn: Connection, relations: list[tuple[str, str]], views: dic
     return still, appended
 
 
-def _write_copy(conn: Connection, target: Path, tmp: Path, before_commit: Callable[[Connection, str], None] | None
+def _write_copy(conn: Connection, target: Path, tmp: Path,
+                before_commit: Callable[[Connection, str], None] | None,
                 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int]:
     """Write the copy into ``tmp`` (from the previous copy ``target`` where it can) and detach it;
     returns the relations copied, the history tables kept and the rows appended to them."""
-    relations = _relations(conn)
-    views = _kept_views(conn, relations)
+    relations = copied_relations(conn)
+    views = kept_views(conn, relations)
     kept = _start_from_previous(conn, target, tmp, relations, views)
     if kept is None:
-        conn.exec_driver_sql(f"ATTACH {_lit(str(tmp))} AS {_ALIAS}")
+        conn.exec_driver_sql(f"ATTACH {literal(str(tmp))} AS {ALIAS}")
     try:
         for schema in SCHEMAS:
-            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_ALIAS}.{_q(schema)}")
+            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {ALIAS}.{quote(schema)}")
         # one transaction: every table from the same snapshot
         kept, appended = _write_tables(conn, relations, views, kept or [])
         for (schema, name), query in views.items():  # their names resolve in the copy
-            conn.exec_driver_sql(f"CREATE VIEW {_ALIAS}.{_q(schema)}.{_q(name)} AS {query}")
-        comments = _comments(conn, relations, set(views), kept)
+            conn.exec_driver_sql(f"CREATE VIEW {ALIAS}.{quote(schema)}.{quote(name)} AS {query}")
+        comments = comment_statements(conn, relations, set(views), kept)
         if comments:  # one round trip: a few hundred of them (every mart column has one)
             conn.exec_driver_sql(";\n".join(comments))
         if before_commit is not None:
-            before_commit(conn, _ALIAS)
+            before_commit(conn, ALIAS)
         conn.commit()
-        conn.exec_driver_sql(f"CHECKPOINT {_ALIAS}")
+        conn.exec_driver_sql(f"CHECKPOINT {ALIAS}")
         conn.commit()
     except BaseException:
         conn.rollback()  # DuckDB detaches a database its transaction attached on rollback
-        conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {_ALIAS}")
+        conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {ALIAS}")
         conn.commit()
         raise
-    conn.exec_driver_sql(f"DETACH {_ALIAS}")
+    conn.exec_driver_sql(f"DETACH {ALIAS}")
     conn.commit()
     return relations, kept, appended
 
@@ -500,7 +390,7 @@ class AnalystCopyAlongside:
 
     def _record_workbooks(self, conn: Connection, alias: str) -> None:
         self._release.result()  # the caller is done (or raises _Abandoned: the copy is dropped)
-        update = sa.text(f"UPDATE {_q(alias)}.mart.publications SET workbook_path = :w "  # noqa: S608
+        update = sa.text(f"UPDATE {quote(alias)}.mart.publications SET workbook_path = :w "  # noqa: S608
                          "WHERE publication_id = :p")  # the alias: our constant
         for pid, path in self._workbooks.items():
             conn.execute(update, {"w": path, "p": pid})
