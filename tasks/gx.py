@@ -17,7 +17,8 @@ A :class:`GxTally` follows one entity through a run. :meth:`GxTally.select` pick
 in the caller's thread (GX's columns only, so the chunk itself can be freed) and gathers
 consecutive chunks into batches of up to :data:`BATCH_ROWS` rows, since a GX validation costs
 mostly per call; a batch never holds two versions of one record, so GX's uniqueness rules count
-what the masks count chunk by chunk. One background thread validates the batches (:func:`submit`:
+what the masks count chunk by chunk. One background thread validates the batches
+(:func:`tasks.gx_thread.submit`:
 at most :data:`ROWS_IN_FLIGHT` rows waiting, so a slow GX holds the extraction back instead of
 piling rows up in memory, while a nightly's few small batches never wait for GX's start) and
 adds GX's results up (:mod:`tasks.gx_results`).
@@ -34,16 +35,15 @@ background), :func:`wait_gx` to wait for one entity, :func:`settle_gx` for a who
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,76 +62,14 @@ from tasks.data_docs import (
     update_index,
 )
 from tasks.gx_results import add_up, counts_by_rule, settle
+from tasks.gx_thread import BATCH_ROWS, BATCHES_IN_FLIGHT, ROWS_IN_FLIGHT, in_gx_thread, pool, submit
 from tasks.quality import load_suite, record_keys
 from tasks.settings import Settings
 
-__all__ = ["BATCHES_IN_FLIGHT", "BATCH_ROWS", "ROWS_IN_FLIGHT", "GxTally", "close_gx", "data_docs_link", "gx_chunk", "html_safe",
-           "sample_mask", "settle_gx", "validate_with_gx", "wait_gx"]
+__all__ = ["BATCHES_IN_FLIGHT", "BATCH_ROWS", "ROWS_IN_FLIGHT", "GxTally", "close_gx", "data_docs_link", "gx_chunk",
+           "html_safe", "in_gx_thread", "sample_mask", "settle_gx", "submit", "validate_with_gx", "wait_gx"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-#: Rows of consecutive chunks GX validates in one go (a validation costs mostly per call, not per row).
-BATCH_ROWS = 50_000
-#: Full batches handed to the GX thread and not validated yet, at most (the caller waits beyond).
-BATCHES_IN_FLIGHT = 2
-#: Rows handed to the GX thread and not validated yet, at most: what a hand-over waits for is
-#: room for its rows, so the few small batches of a nightly (its catalogues, one chunk of each
-#: entity) go on while the GX host starts (importing GX takes seconds), and the batches of a full
-#: load wait as before. A batch larger than this waits until nothing else is in flight.
-ROWS_IN_FLIGHT = BATCHES_IN_FLIGHT * BATCH_ROWS
-
-
-# ---------------------------------------------------------------------------------------------
-# The GX thread
-# ---------------------------------------------------------------------------------------------
-class _RowBudget:
-    """Rows in flight to the GX thread, at most ``rows``: :meth:`take` waits for room."""
-
-    def __init__(self, rows: int) -> None:
-        self.rows, self._free, self._room = rows, rows, threading.Condition()
-
-    def take(self, rows: int) -> int:
-        rows = min(max(rows, 1), self.rows)
-        with self._room:
-            self._room.wait_for(lambda: self._free >= rows)
-            self._free -= rows
-        return rows
-
-    def give_back(self, rows: int) -> None:
-        with self._room:
-            self._free += rows
-            self._room.notify_all()
-
-
-_IN_FLIGHT = _RowBudget(ROWS_IN_FLIGHT)
-
-
-@functools.cache
-def _pool() -> ThreadPoolExecutor:
-    # one thread: GX's contexts are not thread-safe, and one validation at a time overlaps well
-    # enough with the next pages' fetch and the chunk's load (which release the GIL)
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-record")
-
-
-def submit(fn: Callable[..., T], *args: Any, rows: int = BATCH_ROWS) -> Future[T]:
-    """Run ``fn(*args)`` (the validation of a batch of ``rows`` rows) in the GX thread; blocks
-    while the batches waiting or running there leave no room for ``rows`` in
-    :data:`ROWS_IN_FLIGHT`."""
-    taken = _IN_FLIGHT.take(rows)
-    try:
-        future = _pool().submit(fn, *args)
-    except BaseException:
-        _IN_FLIGHT.give_back(taken)
-        raise
-    future.add_done_callback(lambda _f: _IN_FLIGHT.give_back(taken))
-    return future
-
-
-def in_gx_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` in the GX thread, after the work already queued there, and wait for it."""
-    return _pool().submit(fn, *args).result()
-
 
 # ---------------------------------------------------------------------------------------------
 # Which rows GX sees
@@ -509,7 +447,7 @@ def close_gx(result: Any) -> None:
     tally: GxTally | None = getattr(result, "_gx", None)
     if tally is not None:
         _hand_over(tally, tally.flush())
-        tally.futures.append(_pool().submit(tally.finish))
+        tally.futures.append(pool().submit(tally.finish))
 
 
 def settle_gx(run_id: str) -> dict[str, dict[str, Any]]:
