@@ -53,7 +53,6 @@ from tasks.data_docs import (
     Coverage,
     coverage_text,
     data_docs_link,
-    defer_unused_gx_modules,
     docs_root,
     gx_context,
     html_safe,
@@ -205,10 +204,9 @@ class GxTally:
             return
         chunks, started = int(data.attrs.get("chunks", 1)), time.perf_counter()
         try:
-            defer_unused_gx_modules()
+            _ctx, batch_def, suite = self._context()  # GX's first import, through gx_context
             from great_expectations.validator.v1_validator import Validator
 
-            _ctx, batch_def, suite = self._context()
             part = Validator(batch_definition=batch_def, batch_parameters={"dataframe": html_safe(data)},
                              result_format="SUMMARY").validate_expectation_suite(suite)
         except Exception:  # noqa: BLE001 - the record must not break the load
@@ -232,14 +230,13 @@ class GxTally:
 
     def _context(self) -> tuple[Any, Any, Any]:
         if self._gx is None:
-            defer_unused_gx_modules()
-            from great_expectations.core.expectation_suite import ExpectationSuite
-            from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
             from tasks.warehouse import private_dir
 
             private_dir(self.folder)  # data docs show failing values (personal data): 0700 folders, 0600 files
-            ctx = gx_context(self.folder)
+            ctx = gx_context(self.folder)  # imports GX (tasks.data_docs.defer_unused_gx_modules first)
+            from great_expectations.core.expectation_suite import ExpectationSuite
+            from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
             batch_def = (ctx.data_sources.add_pandas(f"{self.entity}_source").add_dataframe_asset(self.entity)
                          .add_batch_definition_whole_dataframe("batch"))
             suite = ExpectationSuite(name=self.entity, meta={"entity": self.entity, "run_id": self.run_id})
