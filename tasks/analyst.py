@@ -122,9 +122,9 @@ def _reuse_basis(conn: Connection, relations: list[tuple[str, str]],
     """On a copy that starts as the previous one (attached as the alias): keep the rows of its
     publication history tables that the warehouse still has (every table
     :func:`~tasks.analyst_catalog.grows_by_publication` names whose columns are the warehouse's,
-    each publication's rows kept only if ``mart.publications`` describes it alike in both), drop everything else, commit
-    and checkpoint (freeing the dropped tables' blocks for what is written next). Returns the
-    tables kept."""
+    each publication's rows kept only if ``mart.publications`` describes it alike in both), drop
+    everything else, commit and checkpoint (freeing the dropped tables' blocks for what is written
+    next). Returns the tables kept."""
     warehouse = conn.exec_driver_sql("SELECT current_database()").scalar_one()
     held = {(s, n): k for s, n, k in conn.exec_driver_sql(
         "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() WHERE database_name = ? UNION ALL "
@@ -158,6 +158,10 @@ def _reuse_basis(conn: Connection, relations: list[tuple[str, str]],
     return kept
 
 
+#: The (used, free) blocks of an attached database (its name the parameter).
+_BLOCKS = "SELECT used_blocks, free_blocks FROM pragma_database_size() WHERE database_name = ?"
+
+
 def copy_blocks(path: Path | str) -> tuple[int, int]:
     """The (used, free) blocks of an analysts' copy file: what a copy started from the previous one
     carries over (:data:`REWRITE_FREE_SHARE`). Opened read-only, beside any reader."""
@@ -166,11 +170,18 @@ def copy_blocks(path: Path | str) -> tuple[int, int]:
     con = duckdb.connect()
     try:
         con.execute(f"ATTACH {literal(str(path))} AS c (READ_ONLY)")
-        used, free = con.execute("SELECT used_blocks, free_blocks FROM pragma_database_size() "
-                                 "WHERE database_name = 'c'").fetchone()
+        used, free = con.execute(_BLOCKS, ["c"]).fetchone()
         return int(used), int(free)
     finally:
         con.close()
+
+
+def _detach(conn: Connection) -> None:
+    """Roll the copy's transaction back and detach it (DuckDB detaches a database on the rollback
+    of the transaction that attached it; one attached earlier stays until told)."""
+    conn.rollback()
+    conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {ALIAS}")
+    conn.commit()
 
 
 def _start_from_previous(conn: Connection, target: Path, tmp: Path, relations: list[tuple[str, str]],
@@ -185,17 +196,14 @@ def _start_from_previous(conn: Connection, target: Path, tmp: Path, relations: l
         shutil.copyfile(target, tmp)
         tmp.chmod(0o600)
         conn.exec_driver_sql(f"ATTACH {literal(str(tmp))} AS {ALIAS}")
-        used, free = conn.exec_driver_sql("SELECT used_blocks, free_blocks FROM pragma_database_size() "
-                                          "WHERE database_name = ?", (ALIAS,)).one()
+        used, free = conn.exec_driver_sql(_BLOCKS, (ALIAS,)).one()
         if free <= REWRITE_FREE_SHARE * used:
             return _reuse_basis(conn, relations, views)
         log.info("analyst copy: the previous copy has %d free blocks for %d used; written afresh", free, used)
     except Exception as exc:  # noqa: BLE001 - whatever the old copy is, a new one is written
         log.warning("analyst copy: the previous copy %s cannot be reused (%s); writing it afresh", target, exc)
     try:
-        conn.rollback()  # DuckDB detaches a database its transaction attached on rollback
-        conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {ALIAS}")
-        conn.commit()
+        _detach(conn)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
@@ -255,9 +263,7 @@ def _write_copy(conn: Connection, target: Path, tmp: Path,
         conn.exec_driver_sql(f"CHECKPOINT {ALIAS}")
         conn.commit()
     except BaseException:
-        conn.rollback()  # DuckDB detaches a database its transaction attached on rollback
-        conn.exec_driver_sql(f"DETACH DATABASE IF EXISTS {ALIAS}")
-        conn.commit()
+        _detach(conn)
         raise
     conn.exec_driver_sql(f"DETACH {ALIAS}")
     conn.commit()
