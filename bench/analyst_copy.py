@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.analyst import copy_blocks
+from tasks.analyst import copy_blocks, publish_analyst_copy
 
 
 def _copy_warehouse(src: Path, into: Path) -> Path:
@@ -46,14 +46,18 @@ def _copy_warehouse(src: Path, into: Path) -> Path:
     return dst
 
 
+def _history_tables(c) -> list[str]:
+    return c.exec_driver_sql("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'mart' "
+                             "AND suffix(table_name, '_history')").scalars().all()
+
+
 def _add_publications(engine, count: int, tag: str) -> int:
     """``count`` publications more, each the latest publication's rows under a new id; returns the
     history rows added."""
     with engine.begin() as c:
         latest = c.exec_driver_sql("SELECT publication_id FROM mart.publications ORDER BY published_at DESC, "
                                    "publication_id DESC LIMIT 1").scalar_one()
-        tables = c.exec_driver_sql("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'mart' "
-                                   "AND suffix(table_name, '_history')").scalars().all()
+        tables = _history_tables(c)
         new_id = f"publication_id || '-{tag}-' || CAST(i AS VARCHAR)"
         c.exec_driver_sql(f"INSERT INTO mart.publications SELECT p.* REPLACE ({new_id} AS publication_id, "  # noqa: S608
                           "published_at + to_seconds(i + 1) AS published_at, false AS is_current) "
@@ -67,8 +71,6 @@ def _add_publications(engine, count: int, tag: str) -> int:
 
 
 def _timed_copy(engine, target: Path) -> float:
-    from tasks.analyst import publish_analyst_copy
-
     t0 = time.perf_counter()
     publish_analyst_copy(engine, target)
     return round(time.perf_counter() - t0, 2)
@@ -106,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         out: dict = {"nights": args.nights, "history_rows_added": rows,
                      "history_setup_s": round(time.perf_counter() - t0, 1)}
         with engine.connect() as c:
-            tables = c.exec_driver_sql("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'mart' "
-                                       "AND suffix(table_name, '_history')").scalars().all()
+            tables = _history_tables(c)
             out["history_rows"] = sum(c.exec_driver_sql(f"SELECT count(*) FROM mart.{t}").scalar_one()  # noqa: S608
                                       for t in tables)
         out["full_s"] = _timed_copy(engine, target)
