@@ -29,9 +29,9 @@ import pickle
 import queue
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, BinaryIO
 
 from tasks.normalize import Normalized, normalize
 from tasks.pipes import (
@@ -41,6 +41,7 @@ from tasks.pipes import (
     read_message,
     serve_then_exit,
     start_worker,
+    waiting,
     worker_pipes,
     write_message,
 )
@@ -164,12 +165,26 @@ class _Worker:
 
 
 def _serve() -> None:
-    """The worker's loop: read a chunk, normalise it, write its result (or its error), until the
-    run closes the pipe. Its standard output carries only these answers (fd 1 goes to stderr)."""
-    from tasks.resources import release_memory, use_system_arrow_pool
+    """The worker's main: :func:`serve_chunks` on its pipes, Arrow's buffers from the C library's
+    allocator (handed back by ``malloc_trim``). Its standard output carries only the answers (fd 1
+    goes to stderr)."""
+    from tasks.resources import use_system_arrow_pool
 
     requests, answers = worker_pipes()  # Ctrl-C is the run's to handle: it closes the pipe
     use_system_arrow_pool()
+    serve_chunks(requests, answers)
+
+
+def serve_chunks(requests: BinaryIO, answers: BinaryIO, *, trim: Callable[[], None] | None = None) -> None:
+    """Read a chunk, normalise it, write its result (or its error), until the run closes the pipe.
+
+    What a chunk freed goes back to the OS (``trim``, default :func:`tasks.resources.release_memory`)
+    only while no next chunk waits: the next chunk would take the same memory back at once, page by
+    page from the kernel (the larger part of the worker's system time, ``bench/README.md``). A
+    worker that outruns the run waits with its memory handed back; one that holds the run up keeps
+    its heap for the next chunk (its peak is a chunk's either way)."""
+    if trim is None:
+        from tasks.resources import release_memory as trim
     while (message := read_message(requests)) is not None:
         entity, parts, hash_key = loads(message)
         del message
@@ -182,7 +197,8 @@ def _serve() -> None:
         del result
         write_message(answers, answer)
         del answer
-        release_memory()  # what the chunk freed goes back to the OS, as in the run's process
+        if not waiting(requests):
+            trim()
 
 
 class ChunkNormalizer:

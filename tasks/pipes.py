@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -115,6 +116,13 @@ def read_message(pipe: BinaryIO) -> Message | None:
             got += k
         buffers.append(buf)
     return data, buffers
+
+
+def waiting(pipe: BinaryIO) -> bool:
+    """Whether the next message (or the pipe's end) has been sent already: something to read at
+    once. Bytes the pipe's reader has buffered are not seen (a small next message read ahead with
+    the last one): such a pipe answers False."""
+    return bool(select.select([pipe], [], [], 0)[0])
 
 
 def worker_pipes() -> tuple[BinaryIO, BinaryIO]:

@@ -264,3 +264,51 @@ def test_a_worker_ends_without_tearing_down_once_served(tmp_path):
     bad = subprocess.run([sys.executable, "-c", code.format(fail="1 / 0")], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert bad.returncode == 1 and "ZeroDivisionError" in bad.stderr and "torn down" in bad.stdout
+
+
+def test_the_worker_hands_memory_back_only_while_no_chunk_waits() -> None:
+    """``serve_chunks`` trims the heap after a chunk only when the next one has not been sent yet:
+    a waiting chunk would fault the same pages back in at once. Real pipes; the trims counted."""
+    import os
+    import threading
+
+    from tasks.normalize_pool import serve_chunks
+    from tasks.pipes import dumps, loads, read_message, waiting, write_message
+
+    recs = _records("payments", 60)
+    request = dumps(("payments", [orjson.dumps({"data": recs, "total": len(recs)})], KEY))
+    assert 2 * (len(request[0]) + sum(len(b.raw()) for b in request[1])) < 60_000  # two fit in a pipe
+    r_req, w_req = os.pipe()
+    r_ans, w_ans = os.pipe()
+    with open(r_req, "rb") as requests, open(w_req, "wb") as send, open(w_ans, "wb") as answers, \
+            open(r_ans, "rb") as replies:
+        assert not waiting(requests)
+        trims: list[bool] = []
+        worker = threading.Thread(target=serve_chunks, args=(requests, answers),
+                                  kwargs={"trim": lambda: trims.append(True)})
+        write_message(send, request)  # two chunks sent at once: the first one's memory stays
+        write_message(send, request)
+        worker.start()
+        for served in (1, 2):
+            kind, norm = loads(read_message(replies))
+            assert kind == "ok" and norm.rows_received == len(recs)
+            if served == 1:
+                assert trims == []  # the second chunk was waiting
+        _wait_for(lambda: len(trims) == 1)  # nothing waited after the second
+        write_message(send, request)  # a chunk sent alone: the worker then waits, memory handed back
+        assert loads(read_message(replies))[0] == "ok"
+        _wait_for(lambda: len(trims) == 2)
+        send.close()  # the run closes the pipe: the worker's loop ends
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+    # none after the first chunk (the second waited), one after the second and one after the third
+    assert len(trims) == 2
+
+
+def _wait_for(condition, seconds: float = 10) -> None:  # noqa: ANN001
+    import time
+
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.02)
+
