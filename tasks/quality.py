@@ -244,4 +244,4 @@ def known_dossiers(engine: Engine, source: str, keys: pd.Series) -> set[str]:
                     "AND d.source = :src"),
             {"src": source},
         )
-        return {r[0] for r in rows}
+        return {k for (k,) in rows.fetchall()}  # one fetch, not duckdb_engine's fetchone per row
