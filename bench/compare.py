@@ -36,6 +36,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tasks.sql_text import quote
+
 #: Run metadata that legitimately differs between two loads of the same data (as in
 #: ``tests/warehouse_state.py``; ``tests/test_bench_compare.py`` checks they agree).
 VOLATILE_COLUMNS = frozenset({
@@ -101,7 +103,7 @@ class Warehouse:
 
     def rows(self, table: str, cols: list[str]) -> Iterator[tuple[Any, ...]]:
         """The table's rows, one batch at a time, as Python values."""
-        sql = f"SELECT {', '.join(_quote(c) for c in cols) or '1'} FROM {self.name(table)}"  # noqa: S608
+        sql = f"SELECT {', '.join(quote(c) for c in cols) or '1'} FROM {self.name(table)}"  # noqa: S608
         if self.duck:
             cur = self.con.cursor()  # its own result: a half-read table never holds up the next query
             cur.execute(sql)
@@ -112,10 +114,6 @@ class Warehouse:
             cur.itersize = BATCH
             cur.execute(sql)
             yield from cur
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def render(v: Any) -> str:
@@ -144,7 +142,7 @@ def render(v: Any) -> str:
 
 def sql_text(col: str, data_type: str) -> str:
     """DuckDB SQL for a column's text as :func:`render` gives it from the column's Python value."""
-    q, t = _quote(col), data_type.upper()
+    q, t = quote(col), data_type.upper()
     if t == "BOOLEAN":
         e = f"CASE WHEN {q} THEN 't' WHEN NOT {q} THEN 'f' END"  # NULL stays NULL
     elif t.startswith(("DECIMAL", "NUMERIC", "DOUBLE", "FLOAT", "REAL")):

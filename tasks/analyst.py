@@ -47,11 +47,10 @@ from tasks.analyst_catalog import (
     copied_relations,
     grows_by_publication,
     kept_views,
-    literal,
-    quote,
     table_columns,
 )
 from tasks.settings import Settings
+from tasks.sql_text import literal, quote
 from tasks.warehouse import WarehouseError, dialect_name
 
 log = logging.getLogger(__name__)

@@ -15,19 +15,10 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from tasks.grants import CORE_RESTRICTED
+from tasks.sql_text import literal, quote
 
 #: The name the copy is attached under, beside the warehouse.
 ALIAS = "dvc_analyst_copy"
-
-
-def quote(name: str) -> str:
-    """An identifier, double-quoted."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    """A string literal, single-quoted."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def copied_relations(conn: Connection) -> list[tuple[str, str]]:

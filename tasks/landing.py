@@ -57,6 +57,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tasks.clock import now_local
 from tasks.entities import ENTITIES
+from tasks.sql_text import literal, text_literal
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,6 @@ _ATTR = "_dvc_landing_dir"
 #: The run id of the files :func:`convert_raw_tables` lands.
 MIGRATION_RUN = "migration-0008"
 _TMP_PREFIX = ".landing-"
-
-
-def _plain(text: str) -> str:
-    """A SQL string literal (for ``exec_driver_sql``)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _lit(text: str) -> str:
-    """A SQL string literal for a statement run through ``sa.text`` (its colons escaped)."""
-    return _plain(text).replace(":", "\\:")
 
 
 def _dialect(engine_or_conn: Engine | Connection) -> str:
@@ -235,7 +226,7 @@ def view_sql(entity: str, files: list[Path]) -> str:
     if not files:
         body = f"SELECT {cols} FROM (SELECT {', '.join(f'NULL AS {c}' for c in COLUMNS)}) WHERE false"  # noqa: S608
     else:
-        listed = ", ".join(_plain(str(f)) for f in files)
+        listed = ", ".join(literal(str(f)) for f in files)
         body = (f"SELECT {cols} FROM read_parquet([{listed}], filename = true) QUALIFY row_number() OVER "  # noqa: S608
                 "(PARTITION BY source, record_key, record_hash ORDER BY _loaded_at, filename) = 1")
     return f"CREATE OR REPLACE VIEW raw.{entity} AS {body}"  # entity from the registry, paths quoted
@@ -315,7 +306,7 @@ def _copy_to_file(conn: Connection, select: str, root: Path, entity: str, run_id
     _private_dirs(root, dest.parent)
     tmp = dest.with_name(_TMP_PREFIX + dest.name)
     try:
-        conn.execute(sa.text(f"COPY ({select}) TO {_lit(str(tmp))} "
+        conn.execute(sa.text(f"COPY ({select}) TO {text_literal(str(tmp))} "
                              f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL})"))
         size = _publish(tmp, dest)
     except BaseException:
@@ -335,7 +326,7 @@ def loaded_before(conn: Connection, entity: str, cutoff: datetime) -> bool:
         return False
     if any(path is None for path in where.values()):
         return True
-    listed = ", ".join(_lit(str(path)) for path in where.values())
+    listed = ", ".join(text_literal(str(path)) for path in where.values())
     return bool(conn.execute(sa.text(
         f"SELECT EXISTS (SELECT 1 FROM read_parquet([{listed}]) WHERE CAST(_loaded_at AS TIMESTAMP) < :cut)"),  # noqa: S608
         {"cut": cutoff}).scalar_one())
@@ -352,7 +343,7 @@ def drop_rows(conn: Connection, entity: str, doomed_versions: str, params: dict,
     if not where:
         return []
     by_abs = {str(path): rel for rel, path in where.items() if path is not None}
-    listed = ", ".join(_lit(a) for a in by_abs)
+    listed = ", ".join(text_literal(a) for a in by_abs)
     conn.execute(sa.text("DROP TABLE IF EXISTS landing_doomed"))
     conn.execute(sa.text(
         f"CREATE TEMP TABLE landing_doomed AS WITH copies AS (SELECT filename AS file, source, record_key, "  # noqa: S608
@@ -371,8 +362,8 @@ def drop_rows(conn: Connection, entity: str, doomed_versions: str, params: dict,
         replaced.append(by_abs[file])
         if old.rows - n <= 0:
             continue
-        keep = (f"SELECT {', '.join(COLUMNS)} FROM read_parquet({_lit(file)}) r WHERE NOT EXISTS (SELECT 1 FROM "  # noqa: S608
-                f"landing_doomed d WHERE d.file = {_lit(file)} AND d.source = r.source AND d.record_key = r.record_key "
+        keep = (f"SELECT {', '.join(COLUMNS)} FROM read_parquet({text_literal(file)}) r WHERE NOT EXISTS (SELECT 1 FROM "  # noqa: S608
+                f"landing_doomed d WHERE d.file = {text_literal(file)} AND d.source = r.source AND d.record_key = r.record_key "
                 "AND d.record_hash = r.record_hash) ORDER BY _loaded_at, record_key")
         path, size = _copy_to_file(conn, keep, root, entity, old.run_id, now_local())
         _insert_manifest(conn, LandedFile(path, old.source, entity, old.run_id, old.rows - n, size, old.landed_at))
@@ -400,7 +391,7 @@ def convert_raw_tables(engine: Engine, *, landed_at: datetime) -> list[str]:
             rows = 0
             for source, n in conn.execute(sa.text(
                     f"SELECT source, count(*) FROM raw.{entity} GROUP BY source ORDER BY source")).fetchall():  # noqa: S608
-                select = (f"SELECT {', '.join(COLUMNS)} FROM raw.{entity} WHERE source = {_lit(source)} "  # noqa: S608
+                select = (f"SELECT {', '.join(COLUMNS)} FROM raw.{entity} WHERE source = {text_literal(source)} "  # noqa: S608
                           "ORDER BY _loaded_at, record_key")
                 path, size = _copy_to_file(conn, select, root, entity, MIGRATION_RUN, landed_at)
                 _insert_manifest(conn, LandedFile(path, source, entity, MIGRATION_RUN, n, size, landed_at))
