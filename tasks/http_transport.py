@@ -8,7 +8,8 @@ into *retriable* (retried with exponential backoff and full jitter, bounded per 
 
 Nothing here loops forever: every sleep is at most ``backoff_max`` seconds, every attempt is
 bounded by the connect timeout plus a whole-response deadline, and the number of attempts is
-bounded by the retry budget. The token is sent only in the ``Authorization`` header and is
+bounded by the retry budget. The token is sent only in the ``Authorization`` header (as the
+request's own auth: a ``~/.netrc`` entry for the source's host cannot replace it) and is
 scrubbed from every exception message and log line.
 
 Paging over these requests: :class:`tasks.source_api.SourceClient`.
@@ -100,6 +101,20 @@ class ClientStats:
 # --- transport --------------------------------------------------------------------------------
 
 
+class _Bearer(requests.auth.AuthBase):
+    """``Authorization: Bearer <token>`` on each request."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "_Bearer(***)"
+
+
 class HttpTransport:
     """Retrying GET of ``<base_url><path>``, returning the decoded JSON body.
 
@@ -141,6 +156,9 @@ class HttpTransport:
             raise ValueError("timeouts must be > 0 and backoff bounds >= 0")
         self.base_url = base_url.rstrip("/")
         self._token = token or None
+        # the request's own auth: requests then never reads ~/.netrc, whose entry for the source's
+        # host would replace the token with Basic credentials (and which it looks up per request)
+        self._auth = _Bearer(self._token) if self._token else None
         self.connect_timeout = float(connect_timeout)
         self.read_timeout = float(read_timeout)
         self.max_retries = max_retries
@@ -225,14 +243,13 @@ class HttpTransport:
         through :meth:`validate_response`."""
         self.stats.requests += 1
         headers = {"Accept": "application/json"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
         started = time.monotonic()
         try:
             response = self._session.get(
                 url,
                 params=dict(params),
                 headers=headers,
+                auth=self._auth,
                 timeout=(self.connect_timeout, self.read_timeout),
                 stream=True,
             )

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -710,3 +711,17 @@ def test_simulator_records_moving_while_paging_are_not_lost() -> None:
     kept, dropped = dedupe_latest(records, "MaHoSo")
     assert {r["MaHoSo"] for r in kept} == expected
     assert dropped == len(records) - len(expected) and dropped > 0
+
+
+def test_a_netrc_entry_for_the_source_does_not_replace_the_token(api: FakeApi, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests reads ~/.netrc (or $NETRC) for a request without its own auth, and an entry for
+    the source's host would replace the bearer token with Basic credentials: the token is the
+    request's auth, so the file is not consulted."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password elsewhere\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    client, _ = _client(api)
+    assert len(_all(client)) == 12
+    assert {r["auth"] for r in api.requests} == {f"Bearer {TOKEN}"}
