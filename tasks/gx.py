@@ -66,7 +66,7 @@ from tasks.quality import load_suite, record_keys
 from tasks.settings import Settings
 
 __all__ = ["BATCHES_IN_FLIGHT", "BATCH_ROWS", "ROWS_IN_FLIGHT", "GxTally", "close_gx", "data_docs_link", "gx_chunk",
-           "html_safe", "in_gx_thread", "sample_mask", "settle_gx", "submit", "validate_with_gx", "wait_gx"]
+           "html_safe", "in_gx_thread", "sample_mask", "settle_gx", "settle_gx_beside", "submit", "validate_with_gx", "wait_gx"]
 
 log = logging.getLogger(__name__)
 
@@ -465,6 +465,27 @@ def settle_gx(run_id: str) -> dict[str, dict[str, Any]]:
     for result, record in zip(pending, records, strict=True):
         _settled(result, record)
     return {result.entity: record for result, record in zip(pending, records, strict=True)}
+
+
+def settle_gx_beside(run_id: str) -> Future[dict[str, dict[str, Any]]]:
+    """:func:`settle_gx` in a thread of its own, then the GX host stopped (a later run's first
+    batch starts a new one): a run that has handed GX its last batch settles while it publishes,
+    and the host's memory goes back before the publication's peak instead of after it. The
+    future holds what :func:`settle_gx` returns, or its error."""
+    from tasks.gx_host import host
+
+    done: Future[dict[str, dict[str, Any]]] = Future()
+
+    def work() -> None:
+        try:
+            done.set_result(settle_gx(run_id))
+        except BaseException as exc:  # noqa: BLE001 - the caller's, through the future
+            done.set_exception(exc)
+        finally:
+            host().close()
+
+    threading.Thread(target=work, name="gx-settle", daemon=True).start()
+    return done
 
 
 @dataclass(frozen=True)

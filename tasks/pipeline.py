@@ -29,7 +29,7 @@ from tasks.analyst import AnalystCopyAlongside
 from tasks.clock import CALENDAR, data_cut, nightly_periods, now_local
 from tasks.entities import CATALOGUES, INCREMENTAL
 from tasks.faults import crash_point
-from tasks.gx import close_gx, gx_chunk, settle_gx, wait_gx
+from tasks.gx import close_gx, gx_chunk, settle_gx, settle_gx_beside, wait_gx  # noqa: F401 - settle_gx: the callers of extract_entity
 from tasks.known_keys import KnownKeys, tracking
 from tasks.landing import sweep
 from tasks.load import LoadResult, get_watermark, load_batch, refresh_statistics
@@ -92,7 +92,8 @@ def run_nightly(
        published (the previous publication stays); otherwise, with ``publish``, the ``periods``
        (default: the data cut's month to date and the month before) with their workbooks;
     5. the retention purge of personal data kept as read;
-    6. Great Expectations settles: its validations ran in the background since step 2.
+    6. Great Expectations settles: its validations ran in the background since step 2, and it
+       settles beside steps 4 and 5 (its worker process stops once it has).
 
     ``period_cut`` and ``period_labels`` (one per period) name given periods on their
     publications. The run's lifecycle (writer lock, migrations, its ``dq.runs`` row) is the
@@ -119,6 +120,24 @@ def run_nightly(
                                                 progress=progress, defer_gx=True)
             result.http[entity] = client.stats.as_dict()
     result.blocked = result.rows_quarantined > settings.critical_threshold
+    # GX has every batch: it settles (and its host goes) while the reports are published
+    settling = settle_gx_beside(run_id)
+    try:
+        _report(engine, settings, run_id, result, logger, steps, publish=publish, periods=periods,
+                period_cut=period_cut, period_labels=period_labels, workbook=workbook)
+    finally:
+        settling.exception()  # waits, the reports failed or not: GX's record and docs are whole
+    for entity, record in settling.result().items():  # GX validated in the background since step 2
+        for key, value in record.items():  # data_docs, gx_success, gx
+            setattr(result.entities[entity], key, value)
+    return result
+
+
+def _report(engine: Engine, settings: Settings, run_id: str, result: RunResult,
+            logger: logging.Logger | logging.LoggerAdapter, steps: NightlySteps, *, publish: bool,
+            periods: Sequence[tuple[date, date]] | None, period_cut: str | None,
+            period_labels: Sequence[str | None] | None, workbook: bool) -> None:
+    """Steps 4 and 5 of :func:`run_nightly`: the gate, the publications, the retention purge."""
     if result.blocked:
         logger.error("%d rows failed critical checks (threshold %d): reports NOT published; the previous "
                      "publication stays", result.rows_quarantined, settings.critical_threshold)
@@ -137,10 +156,6 @@ def run_nightly(
                     on_publication=steps.published, analyst_copy=last, workbook_worker=worker,
                     in_background=not last))
     result.purged = purge_personal_data(engine, settings)  # retention, Decree 13/2023
-    for entity, record in settle_gx(run_id).items():  # GX validated in the background since step 2
-        for key, value in record.items():  # data_docs, gx_success, gx
-            setattr(result.entities[entity], key, value)
-    return result
 
 
 def purge_personal_data(engine: Engine, settings: Settings) -> dict[str, Any]:

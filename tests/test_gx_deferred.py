@@ -268,3 +268,55 @@ def test_the_gx_host_keeps_gx_out_of_the_collectors_way_and_spins_no_blas_thread
         host.close()
     assert frozen > 100_000 and blas == "1"
     assert threads.count("python") == 1, threads  # no BLAS thread (named as the process) beside its own
+
+
+def test_a_nightly_settles_gx_beside_its_reports_and_stops_the_host(tmp_path: Path) -> None:
+    """``run_nightly`` hands GX its last batch with the extraction, then settles GX while it
+    publishes and stops the GX host once settled (its memory back before the publication's peak):
+    the last publication's step sees the host stop; the run carries GX's record all the same.
+    When the reports fail, the run still waits for GX's record before it raises."""
+    import time
+
+    import pytest
+
+    from simulator.server import start_server
+    from tasks import gx_host
+
+    class Watching(pipeline.NightlySteps):
+        def __init__(self, fail: bool = False) -> None:
+            self.fail, self.host_stopped_while_publishing = fail, False
+
+        def run(self, name, unit, /, **params):  # noqa: ANN001, ANN201
+            if name == "publish-period":
+                end = time.monotonic() + 20  # the host goes once GX has settled, beside this step
+                while gx_host.host()._proc is not None and time.monotonic() < end:
+                    time.sleep(0.05)
+                self.host_stopped_while_publishing = gx_host.host()._proc is None
+                if self.fail:
+                    raise RuntimeError("the reports failed")
+            return unit(**params)
+
+    ds = generate(seed=11, n_dossiers=300, start=date(2024, 1, 1), end=date(2024, 2, 29))
+    with start_server(ds, token="t") as sim:
+        for run_id, fail in (("run-n", False), ("run-o", True)):
+            engine = connect(f"duckdb:///{tmp_path / (run_id + '.duckdb')}")
+            upgrade(engine)
+            settings = Settings(source_url=sim.url, source_token="t", hash_key="k", reports_dir=tmp_path / "reports")
+            steps = Watching(fail)
+            gx_host.host().start()
+            if not fail:
+                res = pipeline.run_nightly(engine, settings, run_id, full_refresh=True,
+                                           periods=[(date(2024, 1, 1), date(2024, 1, 31))], steps=steps)
+                dossiers = res.entities["dossiers"]
+                assert dossiers.gx_success is True and Path(dossiers.data_docs).is_file()
+                assert dossiers.gx["rows_validated"] == dossiers.rows_read > 0
+            else:
+                with pytest.raises(RuntimeError, match="the reports failed"):
+                    pipeline.run_nightly(engine, settings, run_id, full_refresh=True,
+                                         periods=[(date(2024, 1, 1), date(2024, 1, 31))], steps=steps)
+                assert pipeline.settle_gx(run_id) == {}  # settled before the run raised
+                record = tmp_path / "reports" / "data-docs" / run_id / "dvc-run.json"
+                validations = json.loads(record.read_text(encoding="utf-8"))["validations"].values()
+                assert "dossiers" in {v["entity"] for v in validations}
+            assert steps.host_stopped_while_publishing
+            engine.dispose()
