@@ -95,7 +95,7 @@ def base_tables(tree: Any) -> set[tuple[str, str]] | None:
 
 
 def comment_statements(conn: Connection, relations: list[tuple[str, str]], views: set[tuple[str, str]],
-              kept: Sequence[tuple[str, str]] = ()) -> list[str]:
+                       kept: Sequence[tuple[str, str]] = ()) -> list[str]:
     """COMMENT statements re-creating, on the copy, the comments of the copied relations and their
     columns (a view's comment goes to the table it becomes, or to the view ``views`` keeps); the
     tables ``kept`` from the previous copy first lose theirs."""

@@ -275,22 +275,19 @@ def test_a_nightly_settles_gx_beside_its_reports_and_stops_the_host(tmp_path: Pa
     publishes and stops the GX host once settled (its memory back before the publication's peak):
     the last publication's step sees the host stop; the run carries GX's record all the same.
     When the reports fail, the run still waits for GX's record before it raises."""
-    import time
-
     import pytest
 
     from simulator.server import start_server
     from tasks import gx_host
+    from tests.test_normalize_pool import _wait_for
 
     class Watching(pipeline.NightlySteps):
         def __init__(self, fail: bool = False) -> None:
             self.fail, self.host_stopped_while_publishing = fail, False
 
         def run(self, name, unit, /, **params):  # noqa: ANN001, ANN201
-            if name == "publish-period":
-                end = time.monotonic() + 20  # the host goes once GX has settled, beside this step
-                while gx_host.host()._proc is not None and time.monotonic() < end:
-                    time.sleep(0.05)
+            if name == "publish-period":  # the host goes once GX has settled, beside this step
+                _wait_for(lambda: gx_host.host()._proc is None, 20)
                 self.host_stopped_while_publishing = gx_host.host()._proc is None
                 if self.fail:
                     raise RuntimeError("the reports failed")
