@@ -54,6 +54,12 @@ class GxHost:
         self._proc: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def pid(self) -> int | None:
+        """The host's process id while it runs (started, not stopped, not ended), else None."""
+        proc = self._proc
+        return None if proc is None or proc.poll() is not None else proc.pid
+
     def start(self) -> None:
         """Start the host if it is not running (it imports GX at once, while the run goes on)."""
         with self._lock:
