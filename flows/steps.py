@@ -23,7 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.engine import Engine
 
-from tasks import pipeline
+from tasks import pipeline, publishing
 from tasks.clock import CALENDAR
 from tasks.runs import RunResult, checks_markdown
 from tasks.settings import Settings
@@ -51,13 +51,13 @@ def publish_task(
     settings: Settings, run_id: str, period: tuple[date, date], period_cut: str | None = None,
     period_label: str | None = None, analyst_copy: bool = True,
 ) -> dict[str, Any]:
-    """Publish one period and write its workbook (``tasks.pipeline.publish_period``), with its
+    """Publish one period and write its workbook (``tasks.publishing.publish_period``), with its
     headline artifact; with ``analyst_copy``, refresh the analysts' DuckDB copy after it. ``period_cut`` / ``period_label`` (a period of ``tasks.clock.resolve_period``:
     ``calendar`` / ``2024-H1``) are recorded on the publication and named in the workbook; both
     None (a --from/--to range, a backfill's months): the publication's defaults."""
-    return pipeline.publish_period(open_warehouse(settings), settings, period, run_id, period_cut=period_cut,
-                                   period_label=period_label, on_publication=publish_headline_artifact,
-                                   analyst_copy=analyst_copy)
+    return publishing.publish_period(open_warehouse(settings), settings, period, run_id, period_cut=period_cut,
+                                     period_label=period_label, on_publication=publish_headline_artifact,
+                                     analyst_copy=analyst_copy)
 
 
 # ----------------------------------------------------------------------------------------------

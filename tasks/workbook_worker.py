@@ -5,7 +5,7 @@ workbook, and a workbook is seconds of Python (XlsxWriter) that holds the interp
 after the other they take one core, the second one idle but for DuckDB. Handed to a
 :class:`WorkbookWorker`, the first period's workbook is written in a worker process
 (``python -m tasks.workbook_worker``, :func:`tasks.pipes.start_worker`) while the run publishes
-the next period and writes its workbook itself; ``tasks.pipeline.publish_period`` hands it over
+the next period and writes its workbook itself; ``tasks.publishing.publish_period`` hands it over
 and records it.
 
 - The run reads the publication (:func:`tasks.workbook.read_layout`) and sends it: the worker

@@ -324,7 +324,7 @@ def test_the_copy_written_beside_the_workbook_records_the_workbook(tmp_path):
     """``publish_period`` writes the analysts' copy in a thread while it lays the workbook out: the
     copy's snapshot is older than the workbook's record in ``mart.publications``, yet the copy
     names the workbook, as the warehouse does."""
-    from tasks.pipeline import publish_period
+    from tasks.publishing import publish_period
 
     db = tmp_path / "wh.duckdb"
     engine = _published(f"duckdb:///{db}")
@@ -348,7 +348,7 @@ def test_a_failed_workbook_abandons_the_copy_beside_it(tmp_path, monkeypatch, ca
     previous copy stays as it was, no temporary file is left, and the copy is abandoned, not
     reported as a copy that failed."""
     import tasks.workbook
-    from tasks.pipeline import publish_period
+    from tasks.publishing import publish_period
 
     db = tmp_path / "wh.duckdb"
     engine = _published(f"duckdb:///{db}")

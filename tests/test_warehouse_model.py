@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from simulator.dataset import generate
-from tasks import pipeline
+from tasks import pipeline, publishing
 from tasks.calendar import load_calendar
 from tasks.settings import Settings
 from tasks.warehouse import connect, upgrade
@@ -83,7 +83,7 @@ def _text_columns(conn, schemas: tuple[str, ...]) -> list[tuple[str, str, str]]:
 def test_personal_data_appears_nowhere_in_core_or_mart(dataset, warehouse_url, tmp_path):
     engine, settings = _fresh(warehouse_url, tmp_path)
     _load_all(engine, dataset, settings, "run-pii")
-    pipeline.publish_period(engine, settings, PERIOD, "run-pii")
+    publishing.publish_period(engine, settings, PERIOD, "run-pii")
 
     personal = set()
     for d in dataset.records("dossiers"):

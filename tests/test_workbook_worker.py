@@ -131,7 +131,7 @@ def test_the_nightly_writes_the_first_periods_workbook_beside_the_second(publish
     are recorded in the warehouse and in the analysts' copy, and ``on_publication`` runs for each
     once its workbook is recorded."""
     import tasks.workbook as workbook_mod
-    from tasks.pipeline import publish_period
+    from tasks.publishing import publish_period
 
     engine, _ = published
     settings = Settings(_env_file=None, warehouse_url=str(engine.url), reports_dir=tmp_path / "reports",
