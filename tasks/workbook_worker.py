@@ -47,6 +47,12 @@ class WorkbookWorker:
         self._proc: subprocess.Popen | None = None
         self._pending: tuple[Path, Callable[[], Any]] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id while it runs (started, not stopped, not ended), else None."""
+        proc = self._proc
+        return None if proc is None or proc.poll() is not None else proc.pid
+
     def start(self) -> None:
         """Start the worker process, if it is not running."""
         if self._proc is None:
