@@ -34,6 +34,7 @@ from tasks.pipes import (
     dumps,
     loads,
     read_message,
+    running_pid,
     serve_then_exit,
     start_worker,
     worker_pipes,
@@ -57,8 +58,7 @@ class GxHost:
     @property
     def pid(self) -> int | None:
         """The host's process id while it runs (started, not stopped, not ended), else None."""
-        proc = self._proc
-        return None if proc is None or proc.poll() is not None else proc.pid
+        return running_pid(self._proc)
 
     def start(self) -> None:
         """Start the host if it is not running (it imports GX at once, while the run goes on)."""

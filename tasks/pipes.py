@@ -52,6 +52,12 @@ def start_worker(module: str) -> subprocess.Popen:
     return proc
 
 
+def running_pid(proc: subprocess.Popen | None) -> int | None:
+    """The process id of a worker :func:`start_worker` started, while it runs; None when there is
+    none or it has ended."""
+    return None if proc is None or proc.poll() is not None else proc.pid
+
+
 def _widen(pipe: BinaryIO | None) -> None:
     """Make ``pipe`` hold :data:`PIPE_BYTES` where the system allows it (Linux); else leave it."""
     try:

@@ -50,8 +50,7 @@ class WorkbookWorker:
     @property
     def pid(self) -> int | None:
         """The worker's process id while it runs (started, not stopped, not ended), else None."""
-        proc = self._proc
-        return None if proc is None or proc.poll() is not None else proc.pid
+        return pipes.running_pid(self._proc)
 
     def start(self) -> None:
         """Start the worker process, if it is not running."""
