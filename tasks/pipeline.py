@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from tasks.clock import data_cut, nightly_periods, now_local
 from tasks.entities import CATALOGUES, INCREMENTAL
 from tasks.faults import crash_point
-from tasks.gx import close_gx, gx_chunk, settle_gx, settle_gx_beside, wait_gx  # noqa: F401 - settle_gx: the callers of extract_entity
+from tasks.gx import close_gx, gx_chunk, settle_gx_beside, wait_gx
 from tasks.known_keys import KnownKeys, tracking
 from tasks.landing import sweep
 from tasks.load import LoadResult, get_watermark, load_batch, refresh_statistics
@@ -192,7 +192,7 @@ def process_records(
 ) -> LoadResult | None:
     """Normalise, check and load one chunk of records (one transaction). Great Expectations
     validates the chunk too (``tasks.gx.gx_chunk``); with ``defer_gx`` in its background thread, so the
-    caller must :func:`wait_gx` or :func:`settle_gx` before it reads ``result.data_docs``.
+    caller must :func:`wait_gx` or :func:`tasks.gx.settle_gx` before it reads ``result.data_docs``.
 
     With a ``loader`` the load is handed to its thread and this returns None at once (the caller
     prepares the next chunk meanwhile; ``loader.wait()`` gives the result); ``after_load`` runs
@@ -263,7 +263,7 @@ def _validate_with_gx(entity: str, frame: pd.DataFrame, run_id: str, settings: S
 def sync_catalogues(engine: Engine, client: SourceClient, settings: Settings, run_id: str, *,
                     defer_gx: bool = False) -> dict[str, EntityResult]:
     """Full read of the unit and procedure catalogues (they carry no NgayCapNhat). With
-    ``defer_gx`` their GX validation may still run when this returns (:func:`settle_gx`)."""
+    ``defer_gx`` their GX validation may still run when this returns (:func:`tasks.gx.settle_gx`)."""
     out: dict[str, EntityResult] = {}
     now = now_local()
     for entity in CATALOGUES:
@@ -341,7 +341,7 @@ def extract_entity(
 
     Great Expectations validates every chunk in a background thread (in full up to
     DVC_GX_ROW_BUDGET rows, a deterministic sample beyond); with ``defer_gx`` this returns without
-    waiting for it and the caller collects it with :func:`settle_gx`."""
+    waiting for it and the caller collects it with :func:`tasks.gx.settle_gx`."""
     res = EntityResult(entity, window=window)
     chunk_records = chunk_records or settings.chunk_records  # DVC_CHUNK_RECORDS
     ctx = check_context(engine, settings.source_name, entity, settings, now_local())
@@ -382,7 +382,7 @@ def extract_entity(
         process_records(engine, entity, [], settings=settings, run_id=run_id, result=res, context=ctx)
     refresh_statistics(engine, entity, res.rows_loaded)  # PostgreSQL: the plans of what reads these tables next
     close_gx(res)  # GX writes the entity's record in its thread while the run goes on
-    if not defer_gx:  # else the caller settles the run's validations (settle_gx) when it reports
+    if not defer_gx:  # else the caller settles the run's validations (tasks.gx.settle_gx) when it reports
         wait_gx(res)  # validated in the background while the later chunks were read and loaded
     record_checks(engine, run_id, settings.source_name, entity, res)
     crash_point("extract.after_entity")

@@ -40,7 +40,7 @@ def test_deferred_validations_settle_at_the_end_of_the_run(tmp_path: Path) -> No
     # a second run's validation is not settled by the first run's settle
     other = _process(engine, settings, "run-b", "dossiers", defer=True)
 
-    settled = pipeline.settle_gx("run-a")
+    settled = gx_thread.settle_gx("run-a")
 
     assert set(settled) == {"units", "procedures", "dossiers"}
     docs = tmp_path / "reports" / "data-docs" / "run-a" / "index.html"
@@ -49,10 +49,10 @@ def test_deferred_validations_settle_at_the_end_of_the_run(tmp_path: Path) -> No
         assert record["data_docs"] == str(docs.resolve()), entity
         assert record["gx_success"] is True, entity
         assert results[entity].data_docs == record["data_docs"]  # the results themselves are filled in
-    assert pipeline.settle_gx("run-a") == {}  # nothing left pending for that run
+    assert gx_thread.settle_gx("run-a") == {}  # nothing left pending for that run
     # waiting for one result by itself takes it off the run's pending list
     pipeline.wait_gx(other)
-    assert other.data_docs and pipeline.settle_gx("run-b") == {}
+    assert other.data_docs and gx_thread.settle_gx("run-b") == {}
     engine.dispose()
 
 
@@ -62,7 +62,7 @@ def test_undeferred_validation_is_done_when_process_records_returns(tmp_path: Pa
     settings = Settings(hash_key="k", reports_dir=tmp_path / "reports")
     res = _process(engine, settings, "run-c", "units", defer=False)
     assert res.data_docs and Path(res.data_docs).is_file() and res.gx_success is True
-    assert pipeline.settle_gx("run-c") == {}
+    assert gx_thread.settle_gx("run-c") == {}
     engine.dispose()
 
 
@@ -83,7 +83,7 @@ def test_every_chunk_is_validated_and_the_run_says_what_gx_saw(tmp_path: Path) -
         for chunk in (records[:30], records[30:]):
             pipeline.process_records(engine, "dossiers", chunk, settings=settings, run_id=run_id, result=res,
                                      context=ctx, defer_gx=True)
-        gx = pipeline.settle_gx(run_id)["dossiers"]["gx"]
+        gx = gx_thread.settle_gx(run_id)["dossiers"]["gx"]
         assert res.gx == gx and res.rows_read == 60
         assert (gx["rows_checked"], gx["rows_in_full"], gx["rows_beyond_budget"]) == (60, 50, 10)
         assert (gx["chunks"], gx["chunks_validated"]) == (2, 2) and gx["sampled"]
@@ -177,13 +177,13 @@ def test_gx_runs_in_its_host_process_and_the_run_never_imports_it(tmp_path: Path
 
     code = textwrap.dedent(f"""
         import json, os, sys
-        from tests.test_gx_deferred import _loaded, _process, pipeline, Settings, connect, upgrade
+        from tests.test_gx_deferred import _loaded, _process, gx_thread, Settings, connect, upgrade
         from tasks import gx_host
         engine = connect("duckdb:///{tmp_path / 'wh.duckdb'}")
         upgrade(engine)
         settings = Settings(hash_key="k", reports_dir="{tmp_path / 'reports'}")
         res = _process(engine, settings, "run-h", "dossiers", defer=True)
-        rec = pipeline.settle_gx("run-h")["dossiers"]
+        rec = gx_thread.settle_gx("run-h")["dossiers"]
         host_pid = gx_host.host().pid
         unused = gx_host.host().call(_loaded, ["scipy.stats", "altair"])
         print(json.dumps({{"imported": "great_expectations" in sys.modules, "host": host_pid not in (None, os.getpid()),
@@ -311,7 +311,7 @@ def test_a_nightly_settles_gx_beside_its_reports_and_stops_the_host(tmp_path: Pa
                 with pytest.raises(RuntimeError, match="the reports failed"):
                     pipeline.run_nightly(engine, settings, run_id, full_refresh=True,
                                          periods=[(date(2024, 1, 1), date(2024, 1, 31))], steps=steps)
-                assert pipeline.settle_gx(run_id) == {}  # settled before the run raised
+                assert gx_thread.settle_gx(run_id) == {}  # settled before the run raised
                 record = tmp_path / "reports" / "data-docs" / run_id / "dvc-run.json"
                 validations = json.loads(record.read_text(encoding="utf-8"))["validations"].values()
                 assert "dossiers" in {v["entity"] for v in validations}
