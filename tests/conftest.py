@@ -2,7 +2,8 @@
 
 Warehouses are real: an embedded DuckDB file in a temp folder, and a fresh PostgreSQL database
 created on the machine's server (127.0.0.1:5432, trust auth) for each use and dropped afterwards,
-so parallel test runs never see each other's tables.
+so parallel test runs never see each other's tables. Both start as a copy of a warehouse migrated
+once (``tests/warehouse_template.py``), or empty for a test marked ``empty_warehouse``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from tests.warehouse_template import duckdb_copy, pg_template  # noqa: E402
+
 PG_ADMIN_URL = os.environ.get("DVC_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -38,12 +41,14 @@ def _pg_available() -> bool:
         return False
 
 
-def create_pg_database(prefix: str = "dvc_t") -> str:
-    """Create an empty database on the test server; returns its SQLAlchemy URL."""
+def create_pg_database(prefix: str = "dvc_t", *, migrated: bool = False) -> str:
+    """Create a database on the test server, empty or (``migrated``) a copy of the migrated empty
+    warehouse (``tests/warehouse_template.py``); returns its SQLAlchemy URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    template = f' TEMPLATE "{pg_template(PG_ADMIN_URL)}"' if migrated else ""
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        c.execute(sa.text(f'CREATE DATABASE "{name}"{template}'))
     admin.dispose()
     return sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
@@ -56,19 +61,27 @@ def drop_pg_database(url: str) -> None:
     admin.dispose()
 
 
-@pytest.fixture
-def duckdb_url(tmp_path: Path) -> str:
-    return f"duckdb:///{tmp_path / 'wh.duckdb'}"
+def _migrated(request: pytest.FixtureRequest) -> bool:
+    """Warehouse fixtures give a migrated empty warehouse (a copy, ``tests/warehouse_template.py``)
+    unless the test is marked ``empty_warehouse``."""
+    return request.node.get_closest_marker("empty_warehouse") is None
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def duckdb_url(request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if not _migrated(request):
+        return f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    return duckdb_copy(tmp_path_factory, tmp_path / "wh.duckdb")
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if not _pg_available():
         pytest.fail(
             "PostgreSQL is not reachable on 127.0.0.1:5432; start it with "
             "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
         )
-    url = create_pg_database()
+    url = create_pg_database(migrated=_migrated(request))
     try:
         yield url
     finally:
@@ -90,7 +103,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The same test against the embedded DuckDB and the real PostgreSQL."""
     if request.param == "duckdb":
-        yield f"duckdb:///{tmp_path / 'wh.duckdb'}"
+        yield request.getfixturevalue("duckdb_url")
     else:
         yield request.getfixturevalue("pg_url")
 

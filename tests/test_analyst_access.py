@@ -57,6 +57,7 @@ def _mart_tables(conn: sa.Connection) -> list[str]:
 # PostgreSQL: views, grants, default privileges
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.postgres
+@pytest.mark.empty_warehouse  # the pipeline role migrates it
 def test_analyst_selects_star_on_public_views_and_mart_but_never_the_applicant_key(pg_url, roles, pipeline):  # noqa: F811
     as_pipeline = _published(_as(pg_url, pipeline))
     analyst = f"analyst_{_uid()}"
@@ -91,6 +92,7 @@ def test_analyst_selects_star_on_public_views_and_mart_but_never_the_applicant_k
 
 
 @pytest.mark.postgres
+@pytest.mark.empty_warehouse  # the pipeline role migrates it
 def test_public_views_reach_only_roles_that_may_use_core(pg_url, roles, pipeline):  # noqa: F811
     """``core.*_public`` is granted to PUBLIC by its migration: a view added later needs no new
     grant for analysts, and a role without USAGE on core (any other login) still reads nothing."""

@@ -128,6 +128,7 @@ def test_duckdb_computes_the_digest_python_computes(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.empty_warehouse  # tables of its own
 def test_a_duckdb_and_a_postgresql_warehouse_compare(tmp_path: Path, pg_url: str) -> None:
     import psycopg
 

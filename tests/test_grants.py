@@ -22,7 +22,8 @@ from tasks.grants import GrantRefused, grant_analyst
 from tasks.warehouse import WarehouseError, connect, upgrade
 from tests.terminal import DVC_ETL, run_in_pty
 
-pytestmark = pytest.mark.postgres
+# the pipeline role migrates its own warehouse (it owns what it made): an empty database
+pytestmark = [pytest.mark.postgres, pytest.mark.empty_warehouse]
 
 MARKER = "pw-MARKER-7c1e9d"
 

@@ -117,6 +117,7 @@ def _writer_lock_held(backend: str, url: str) -> bool:
 
 
 @pytest.mark.postgres
+@pytest.mark.empty_warehouse  # its own migrations, from an empty database
 def test_a_migration_that_deadlocks_with_a_reader_is_retried(pg_url, tmp_path, monkeypatch):
     """An analyst reads two tables in one transaction while a migration alters both, in the
     opposite order: PostgreSQL aborts the migrator (its deadlock timer fires first). ``upgrade``
