@@ -54,11 +54,11 @@ pg:
 ## test: install and pass the test suite (DuckDB and the real PostgreSQL)
 test: install system-deps pg
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow" -q -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -m "not slow" -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 ## test-all: also the heavier tests (crash points, hostile input at volume, Prefect server)
 test-all: install system-deps pg
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 ## lock: re-resolve every dependency in a clean environment and rewrite requirements.lock (then
 ## review the diff: it is what every `make` installs)

@@ -182,3 +182,11 @@ def test_the_product_never_imports_the_simulator_when_it_loads() -> None:
     assert seen["before"] == [], f"the product loaded the simulator: {seen['before']}"
     # `dvc-etl simulate` loads only the simulator's command line; its dataset and server load when a command runs
     assert seen["after"] == ["simulator", "simulator.cli"], seen["after"]
+
+
+def test_the_files_scheduled_first_exist():
+    """``tests/conftest.py`` runs its RUN_FIRST files first; a renamed file would silently lose it."""
+    from tests.conftest import RUN_FIRST
+
+    missing = [name for name in RUN_FIRST if not (Path(__file__).parent / name).is_file()]
+    assert not missing, missing
