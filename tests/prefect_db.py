@@ -12,7 +12,6 @@ folder, cleaned up by pytest), never kept from one test session to the next.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import sqlite3
@@ -21,6 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.session_files import built_once
 
 #: What a starting server does to an empty database: migrate, then register the block types.
 _BUILD = """
@@ -44,37 +45,23 @@ asyncio.run(main())
 """
 
 
-def _session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.getbasetemp()
-    # under xdist each worker's base temp folder is popen-gwN inside the session's folder
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+def _build(work: Path) -> Path:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(work), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{work / 'prefect.db'}")
+    out = subprocess.run([sys.executable, "-c", _BUILD], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"building the Prefect database failed:\n{out.stderr[-3000:]}"
+    con = sqlite3.connect(work / "prefect.db")
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file
+    finally:
+        con.close()
+    return work / "prefect.db"
 
 
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's migrated empty database file (built by the first caller, others wait)."""
-    folder = _session_folder(tmp_path_factory)
-    db = folder / "prefect-template.db"
-    with (folder / "prefect-template.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not db.exists():
-            work = folder / "prefect-template-build"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-            env.update(PREFECT_HOME=str(work), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                       PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{work / 'prefect.db'}")
-            out = subprocess.run([sys.executable, "-c", _BUILD], env=env, capture_output=True, text=True,
-                                 timeout=600)
-            assert out.returncode == 0, f"building the Prefect database failed:\n{out.stderr[-3000:]}"
-            con = sqlite3.connect(work / "prefect.db")
-            try:
-                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file
-            finally:
-                con.close()
-            shutil.copyfile(work / "prefect.db", folder / "prefect-template.tmp")
-            os.replace(folder / "prefect-template.tmp", db)
-            shutil.rmtree(work, ignore_errors=True)
-    return db
+    return built_once(tmp_path_factory, "prefect-template.db", _build)
 
 
 def seed(tmp_path_factory: pytest.TempPathFactory, dest: Path) -> Path:

@@ -5,8 +5,7 @@ comments on the analysts' columns): about 0.5 s on an idle machine, a second und
 load, and the suite made some hundred of them. The warehouse fixtures of ``tests/conftest.py``
 now start from a copy of a warehouse that :func:`tasks.warehouse.upgrade` migrated once:
 
-- DuckDB: a file migrated once per test session, in the folder every xdist worker of the session
-  shares (built under a lock, as ``tests/prefect_db.py`` builds Prefect's), copied per test;
+- DuckDB: a file migrated once per test session (``tests/session_files.py``), copied per test;
 - PostgreSQL: a template database ``dvc_tmpl_<hash of the migrations and tasks/warehouse.py>`` on the test server, built
   once (under an advisory lock) and kept from one session to the next while the migrations stay
   the same; each test's database is ``CREATE DATABASE ... TEMPLATE`` of it (~0.15 s). A template
@@ -20,14 +19,14 @@ asks for an empty one with ``@pytest.mark.empty_warehouse``.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from tests.session_files import built_once
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "sql" / "migrations"
@@ -42,34 +41,22 @@ def migrations_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def _session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.getbasetemp()
-    # under xdist each worker's base temp folder is popen-gwN inside the session's folder
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+def _build_duckdb(work: Path) -> Path:
+    from tasks.warehouse import connect, upgrade
+
+    engine = connect(f"duckdb:///{work / 'wh.duckdb'}")
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CHECKPOINT")  # everything in the one file
+    finally:
+        engine.dispose()
+    return work / "wh.duckdb"
 
 
 def duckdb_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's migrated empty DuckDB file (built by the first caller, others wait)."""
-    from tasks.warehouse import connect, upgrade
-
-    folder = _session_folder(tmp_path_factory)
-    db = folder / f"warehouse-template-{migrations_hash()}.duckdb"
-    with (folder / "warehouse-template.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not db.exists():
-            work = folder / "warehouse-template-build"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
-            engine = connect(f"duckdb:///{work / 'wh.duckdb'}")
-            try:
-                upgrade(engine)
-                with engine.begin() as conn:
-                    conn.exec_driver_sql("CHECKPOINT")  # everything in the one file
-            finally:
-                engine.dispose()
-            os.replace(work / "wh.duckdb", db)
-            shutil.rmtree(work, ignore_errors=True)
-    return db
+    return built_once(tmp_path_factory, f"warehouse-template-{migrations_hash()}.duckdb", _build_duckdb)
 
 
 def duckdb_copy(tmp_path_factory: pytest.TempPathFactory, dest: Path) -> str:
