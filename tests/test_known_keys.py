@@ -46,19 +46,21 @@ CHUNKS = [
 
 
 @pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def duck(request, tmp_path):
-    """Fresh warehouses by name, all DuckDB files or all PostgreSQL databases."""
+def duck(request, tmp_path, tmp_path_factory):
+    """Fresh warehouses by name, all DuckDB files or all PostgreSQL databases (copies of the
+    migrated empty warehouse)."""
     from tests.conftest import _pg_available, create_pg_database, drop_pg_database
+    from tests.warehouse_template import duckdb_copy
 
     engines, databases = [], []
 
     def make(name: str):
         if request.param == "duckdb":
-            url = f"duckdb:///{tmp_path / name}.duckdb"
+            url = duckdb_copy(tmp_path_factory, tmp_path / f"{name}.duckdb")
         else:
             if not _pg_available():
                 pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432")
-            url = create_pg_database()
+            url = create_pg_database(migrated=True)
             databases.append(url)
         eng = connect(url)
         upgrade(eng)

@@ -320,13 +320,14 @@ def by_key(records: list[dict[str, Any]], *key: str) -> dict[tuple, dict[str, An
 @contextmanager
 def module_warehouse(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A warehouse for a module-scoped fixture (``request.param``: duckdb or postgresql), like
-    conftest's ``warehouse_url`` (same test ids)."""
-    if request.param == "duckdb":
-        yield f"duckdb:///{tmp_path_factory.mktemp('wh') / 'wh.duckdb'}"
-        return
+    conftest's ``warehouse_url`` (same test ids; a copy of the migrated empty warehouse)."""
     from tests.conftest import create_pg_database, drop_pg_database
+    from tests.warehouse_template import duckdb_copy
 
-    url = create_pg_database()
+    if request.param == "duckdb":
+        yield duckdb_copy(tmp_path_factory, tmp_path_factory.mktemp("wh") / "wh.duckdb")
+        return
+    url = create_pg_database(migrated=True)
     try:
         yield url
     finally:
