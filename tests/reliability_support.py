@@ -259,19 +259,17 @@ def baseline(backend: str, work: Path, tmp_path_factory: Any = None) -> tuple[di
     if tmp_path_factory is None:
         _BASELINES[backend] = _baseline_run(backend, work)
         return _BASELINES[backend]
-    import fcntl
     import pickle
 
-    base = tmp_path_factory.getbasetemp()
-    folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    cached = folder / f"reliability-baseline-{backend}.pickle"
-    with (folder / f"reliability-baseline-{backend}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if cached.exists():
-            _BASELINES[backend] = pickle.loads(cached.read_bytes())  # noqa: S301 - written just above, this session
-        else:
-            _BASELINES[backend] = _baseline_run(backend, work)
-            cached.write_bytes(pickle.dumps(_BASELINES[backend]))
+    from tests.session_files import built_once
+
+    def build(folder: Path) -> Path:
+        out = folder / "baseline.pickle"
+        out.write_bytes(pickle.dumps(_baseline_run(backend, work)))
+        return out
+
+    cached = built_once(tmp_path_factory, f"reliability-baseline-{backend}.pickle", build)
+    _BASELINES[backend] = pickle.loads(cached.read_bytes())  # noqa: S301 - written by this session
     return _BASELINES[backend]
 
 

@@ -1,5 +1,6 @@
 """Files built once per test session and shared by its xdist workers (the migrated empty Prefect
-database of ``tests/prefect_db.py``, the migrated empty warehouse of ``tests/warehouse_template.py``).
+database of ``tests/prefect_db.py``, the migrated empty warehouse of ``tests/warehouse_template.py``,
+the reliability tests' uninterrupted run of ``tests/reliability_support.py``).
 
 They live in pytest's base temporary folder of the session (every worker's ``popen-gwN`` folder is
 inside it; pytest cleans it up), never kept from one session to the next. The first caller builds
