@@ -19,6 +19,7 @@ asks for an empty one with ``@pytest.mark.empty_warehouse``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 from pathlib import Path
@@ -33,6 +34,7 @@ MIGRATIONS = ROOT / "sql" / "migrations"
 _PG_LOCK = 0x64766374  # "dvct": one builder of the template at a time, across workers and sessions
 
 
+@functools.cache
 def migrations_hash() -> str:
     """What a migrated empty warehouse follows from: the migrations and the code that applies them."""
     h = hashlib.sha256()
@@ -66,8 +68,10 @@ def duckdb_copy(tmp_path_factory: pytest.TempPathFactory, dest: Path) -> str:
     return f"duckdb:///{dest}"
 
 
+@functools.cache
 def pg_template(admin_url: str) -> str:
-    """The name of the migrated empty template database on the test server (built if missing)."""
+    """The name of the migrated empty template database on the test server (built if missing;
+    looked up once per process)."""
     from tasks.warehouse import connect, upgrade
 
     name = f"dvc_tmpl_{migrations_hash()}"
