@@ -114,7 +114,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def warehouse_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The same test against the embedded DuckDB and the real PostgreSQL."""
     if request.param == "duckdb":
         yield request.getfixturevalue("duckdb_url")

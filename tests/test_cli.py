@@ -172,7 +172,7 @@ def _error_lines(res: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("period", ["2024-13", "2024-Q5", "2024-H3", "June", "2024-6", "30/06/2024", "[bold]2024"])
-def test_report_bad_period_exits_2_with_one_line_and_publishes_nothing(period, dvc_env, tmp_path, duckdb_url):
+def test_report_bad_period_exits_2_with_one_line_and_publishes_nothing(period, dvc_env, duckdb_url):
     url = duckdb_url
     dvc_env(DVC_WAREHOUSE_URL=url, DVC_PERIOD_CUT="decree-09")
     res = CliRunner().invoke(app, ["report", "--period", period])
@@ -191,7 +191,7 @@ def test_report_bad_period_exits_2_with_one_line_and_publishes_nothing(period, d
     ["db", "upgrade"],
 ])
 @pytest.mark.parametrize("cut", ["monthly", "Decree 09", ""])
-def test_a_bad_period_cut_setting_exits_2_naming_it(args, cut, dvc_env, tmp_path, duckdb_url):
+def test_a_bad_period_cut_setting_exits_2_naming_it(args, cut, dvc_env, duckdb_url):
     url = duckdb_url
     dvc_env(DVC_WAREHOUSE_URL=url, DVC_PERIOD_CUT=cut)
     res = CliRunner().invoke(app, args)
@@ -211,7 +211,7 @@ def test_a_bad_period_cut_setting_exits_2_naming_it(args, cut, dvc_env, tmp_path
     (["report", "--from", "2024-06-01"], "--from and --to"),
     (["report", "--to", "2024-06-30"], "--from and --to"),
 ])
-def test_report_needs_a_period_or_a_range(args, says, dvc_env, tmp_path, duckdb_url):
+def test_report_needs_a_period_or_a_range(args, says, dvc_env, duckdb_url):
     url = duckdb_url
     dvc_env(DVC_WAREHOUSE_URL=url)
     res = CliRunner().invoke(app, args)
@@ -268,7 +268,7 @@ def fake_report_flow(monkeypatch):
     (None, "2024-H1", "2024-01-01", "2024-06-30", "2024-H1"),  # DVC_PERIOD_CUT unset: calendar
 ])
 def test_report_period_resolves_under_the_configured_cut(cut, period, start, end, label, fake_report_flow, dvc_env,
-                                                         monkeypatch, tmp_path, duckdb_url):
+                                                         monkeypatch, duckdb_url):
     from datetime import date
 
     dvc_env(DVC_WAREHOUSE_URL=duckdb_url, **({"DVC_PERIOD_CUT": cut} if cut else {}))
@@ -280,7 +280,7 @@ def test_report_period_resolves_under_the_configured_cut(cut, period, start, end
     assert f"Published {label} ({cut or 'calendar'} cut) {start} .. {end}" in res.output
 
 
-def test_report_from_to_passes_no_period_name(fake_report_flow, dvc_env, tmp_path, duckdb_url):
+def test_report_from_to_passes_no_period_name(fake_report_flow, dvc_env, duckdb_url):
     from datetime import date
 
     dvc_env(DVC_WAREHOUSE_URL=duckdb_url, DVC_PERIOD_CUT="decree-09")
@@ -290,7 +290,7 @@ def test_report_from_to_passes_no_period_name(fake_report_flow, dvc_env, tmp_pat
     assert "Published 2024-06-01 .. 2024-06-30" in res.output
 
 
-def test_the_summary_prints_the_nine_766_rates_system_and_paid_only(fake_report_flow, dvc_env, tmp_path, duckdb_url):
+def test_the_summary_prints_the_nine_766_rates_system_and_paid_only(fake_report_flow, dvc_env, duckdb_url):
     dvc_env(DVC_WAREHOUSE_URL=duckdb_url)
     res = CliRunner().invoke(app, ["report", "--period", "2024-H1"])
     assert res.exit_code == 0, res.output
@@ -353,7 +353,7 @@ def test_settings_errors_never_show_a_secret_value():
     assert "pw-must-not-print" not in " ".join(lines)
 
 
-def test_report_period_publishes_the_named_period(prefect_harness, dvc_env, tmp_path, duckdb_url):
+def test_report_period_publishes_the_named_period(prefect_harness, dvc_env, duckdb_url):
     """End to end on an empty warehouse: the publication records the cut and the label."""
     import sqlalchemy as sa
 

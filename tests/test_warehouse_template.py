@@ -9,19 +9,16 @@ import sqlalchemy as sa
 
 from tasks.warehouse import connect, upgrade
 
-_COLUMNS = {
-    "duckdb": "SELECT table_schema, table_name, column_name, data_type, is_nullable, column_default "
-              "FROM information_schema.columns WHERE table_schema IN ('raw', 'core', 'dq', 'mart', 'ref')",
-    "postgresql": "SELECT table_schema, table_name, column_name, data_type, is_nullable, column_default "
-                  "FROM information_schema.columns WHERE table_schema IN ('raw', 'core', 'dq', 'mart', 'ref')",
-}
+_SCHEMAS = "('raw', 'core', 'dq', 'mart', 'ref')"
+_COLUMNS = ("SELECT table_schema, table_name, column_name, data_type, is_nullable, column_default "
+            f"FROM information_schema.columns WHERE table_schema IN {_SCHEMAS}")
 _COMMENTS = {
     "duckdb": "SELECT schema_name, table_name, comment FROM duckdb_tables() UNION ALL "
               "SELECT schema_name, view_name, comment FROM duckdb_views() WHERE NOT internal UNION ALL "
               "SELECT schema_name, table_name || '.' || column_name, comment FROM duckdb_columns()",
     "postgresql": "SELECT c.table_schema, c.table_name || '.' || c.column_name, "
                   "col_description((c.table_schema || '.' || c.table_name)::regclass, c.ordinal_position) "
-                  "FROM information_schema.columns c WHERE c.table_schema IN ('raw', 'core', 'dq', 'mart', 'ref')",
+                  f"FROM information_schema.columns c WHERE c.table_schema IN {_SCHEMAS}",
 }
 
 
@@ -32,7 +29,7 @@ def _shape(url: str) -> dict[str, list]:
         dialect = engine.dialect.name
         with engine.connect() as c:
             return {
-                "columns": sorted(map(tuple, c.execute(sa.text(_COLUMNS[dialect])).fetchall()), key=repr),
+                "columns": sorted(map(tuple, c.execute(sa.text(_COLUMNS)).fetchall()), key=repr),
                 "comments": sorted(map(tuple, c.execute(sa.text(_COMMENTS[dialect])).fetchall()), key=repr),
                 "migrations": sorted(c.execute(sa.text("SELECT version FROM dq.schema_migrations")).scalars()),
             }
@@ -46,17 +43,12 @@ def test_the_copied_warehouse_is_the_one_upgrade_makes(backend, tmp_path, tmp_pa
     from tests.warehouse_template import duckdb_copy
 
     if backend == "duckdb":
-        fresh = f"duckdb:///{tmp_path / 'fresh.duckdb'}"
-        engine = connect(fresh)
-        upgrade(engine)
-        engine.dispose()
-        copy = duckdb_copy(tmp_path_factory, tmp_path / "copy.duckdb")
-        urls = [fresh, copy]
+        urls = [f"duckdb:///{tmp_path / 'fresh.duckdb'}", duckdb_copy(tmp_path_factory, tmp_path / "copy.duckdb")]
     else:
         urls = [create_pg_database(), create_pg_database(migrated=True)]
-        engine = connect(urls[0])
-        upgrade(engine)
-        engine.dispose()
+    engine = connect(urls[0])  # the fresh one, migrated here
+    upgrade(engine)
+    engine.dispose()
     try:
         fresh_shape, copy_shape = (_shape(u) for u in urls)
         assert fresh_shape["columns"] and fresh_shape["migrations"]
